@@ -9,6 +9,7 @@ package realtest
 import (
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 )
 
@@ -44,4 +45,29 @@ func PCSCD(t testing.TB) {
 	if fi, err := os.Stat(PCSCDSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
 		Missing(t, "pcscd is not running (no socket at %s)", PCSCDSocket)
 	}
+}
+
+// ReadersLock is the file whose flock serialises every test, in any package
+// or process, that puts a card into the two vpcd readers.
+const ReadersLock = "/tmp/custos-vpcd-readers.lock"
+
+// LockReaders takes the machine-wide lock on the vpcd readers (ports 35963
+// and 35964) for the rest of the test: go test runs packages in parallel,
+// and two tests inserting cards into the same reader would see each other's
+// cards. It also ends the test through PCSCD when no pcscd runs.
+func LockReaders(t testing.TB) {
+	t.Helper()
+	PCSCD(t)
+	f, err := os.OpenFile(ReadersLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("open readers lock: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("lock readers: %v", err)
+	}
+	t.Cleanup(func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	})
 }
