@@ -46,9 +46,15 @@ start_pcscd() {
     return 1
   fi
   # vpcd listens once pcscd has loaded it.
+  local listening=""
   for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/35963) 2>/dev/null && break
+    if (exec 3<>/dev/tcp/127.0.0.1/35963) 2>/dev/null; then listening=1; break; fi
     sleep 0.1
   done
+  if [ -z "$listening" ]; then
+    echo "pcscd: error: the vpcd driver is not listening on 127.0.0.1:35963; pcscd's log:" >&2
+    cat "$log" >&2
+    return 1
+  fi
   echo "pcscd: started (pid $CUSTOS_PCSCD_PID), vpcd readers on 127.0.0.1:35963 and :35964" >&2
 }
