@@ -1,0 +1,60 @@
+// Package cards is the only part of custos that talks to smartcards: PIV
+// cards (YubiKey 5, or any card with the same PIV applet) in PC/SC readers.
+// It speaks PIV through github.com/go-piv/piv-go/v2/piv and watches readers
+// through github.com/ebfe/scard.
+//
+// # Readers
+//
+//	readers, err := cards.Readers(ctx)         // what is in each reader
+//	reader, err := cards.WaitInserted(ctx, nil) // block until a card is in
+//	err = cards.WaitRemoved(ctx, reader)        // block until it is out
+//
+// # A custody card
+//
+// A custodian's card holds a P-256 key in a retired key-management slot
+// (82–95), generated on the card, and, in the same slot's certificate object,
+// a certificate for that key that carries the sealed share and the ceremony
+// metadata in a non-critical extension (ShareCert).
+//
+//	c, err := cards.Open(reader) // exclusive, as piv-go connects
+//	defer c.Close()
+//	custody, err := c.Init(cards.InitOptions{PIN: pin, PUK: puk, Roots: extra})
+//	err = c.WriteShare(custody.Slot, &cards.ShareCert{...})
+//	sc, err := c.ReadShare(custody.Slot)
+//	share, err := c.OpenShare(custody.Slot, pin, sc.Sealed)
+//
+// Init changes the factory PIN and PUK, sets a random management key that it
+// stores PIN-protected on the card (nobody needs to know it), generates the
+// key and verifies the card's attestation against pinned roots. WriteShare
+// and WipeShare need only the PIN: they read the management key back from
+// the card after VERIFY.
+//
+// OpenShare checks that the slot's key is the one the share was sealed to
+// before it sends the PIN, so a card is never asked for its PIN for a share
+// that is not its own; the ECDH happens on the card.
+//
+// # Errors
+//
+// Every error a custodian can act on wraps one of the sentinels in
+// errors.go, or is a *PINError (wrong PIN, with the retries left). Each
+// message says what to do; every operation can simply be repeated.
+//
+// # Caveats
+//
+// piv-go takes PINs as strings, which Go cannot wipe: the PIN given as
+// []byte is wiped by the caller, but piv-go's copy lives until the garbage
+// collector reuses it.
+//
+// piv-go holds the card exclusively while a Card is open: close it as soon
+// as the custodian's step is done, or other programs (and other Cards) get
+// ErrCardBusy.
+//
+// The certificate extension's OID is 2.25.N with N a UUID whose top 65 bits
+// are zero: Go's encoding/asn1 and crypto/x509 (and so piv-go) refuse an OID
+// arc above 2^63-1, so a full random 128-bit UUID arc would make the
+// certificate unreadable.
+//
+// Reading the PIN, PUK and management-key state needs GET METADATA
+// (firmware 5.3 and later); on older firmware Init trusts
+// InitOptions.CurrentPIN and CurrentPUK instead.
+package cards
