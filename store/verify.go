@@ -1,0 +1,194 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Report summarises a verification that found the log sound.
+type Report struct {
+	Events  uint64 // events checked
+	Head    Head   // the head recomputed from the events
+	Anchors int    // anchors found in the log
+}
+
+// Verify checks the whole log: it recomputes every event's hash and link
+// from the first event on, replays the events into fresh indexes and
+// compares them with the stored ones, checks that each anchor (a head
+// recorded elsewhere) is still in the log, and runs bbolt's own consistency
+// check. The first problem with the chain is returned as a *ChainError
+// naming the event (errors.Is ErrBrokenChain); a missing or different
+// anchor unwraps to ErrAnchor, an index that disagrees to ErrIndex.
+// Problems of different kinds are joined.
+func (l *Log) Verify(anchors ...Head) (Report, error) {
+	var rep Report
+	var errs []error
+	err := l.view(func(btx *bolt.Tx) error {
+		if btx.Bucket(bucketMeta) == nil || btx.Bucket(bucketEvents) == nil {
+			return fmt.Errorf("verify %s: %w", l.path, ErrNotLog)
+		}
+		w := newChainWalker(newMemIndexes())
+		want := map[uint64]bool{}
+		for _, a := range anchors {
+			want[a.Seq] = true
+		}
+		seen := map[uint64]Hash{}
+		chainErr := walkEvents(btx, "", func(ev Event) error {
+			if err := w.step(ev); err != nil {
+				return err
+			}
+			if want[ev.Seq] {
+				seen[ev.Seq] = ev.Hash
+			}
+			return nil
+		})
+		if chainErr == nil {
+			head, ok := decodeHead(btx.Bucket(bucketMeta).Get(keyHead))
+			switch {
+			case !ok:
+				chainErr = &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
+			case head.Seq != w.head.Seq:
+				chainErr = headMismatch(head, w.head.Seq)
+			case head.Hash != w.head.Hash:
+				chainErr = &ChainError{Seq: head.Seq, Problem: "hash differs from the head record", Err: ErrBrokenChain}
+			}
+		}
+		if chainErr != nil {
+			errs = append(errs, chainErr)
+		}
+		rep.Events = w.head.Seq
+		rep.Head = w.head
+		for _, a := range anchors {
+			h, ok := seen[a.Seq]
+			switch {
+			case a.Seq == 0:
+				errs = append(errs, &ChainError{Problem: "anchor has no event number", Err: ErrAnchor})
+			case ok && h == a.Hash:
+				rep.Anchors++
+			case ok:
+				errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("hashes to %s, but the anchor says %s: the log was rewritten", h, a.Hash), Err: ErrAnchor})
+			case chainErr == nil:
+				errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("anchor %s is not in the log, which ends at event %d: the log was rolled back or truncated", a, w.head.Seq), Err: ErrAnchor})
+			default:
+				errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("anchor %s cannot be checked: the chain breaks before it", a), Err: ErrAnchor})
+			}
+		}
+		if chainErr == nil {
+			if err := compareIndexes(btx, w.ix); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := boltCheck(btx); err != nil {
+			errs = append(errs, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	return rep, errors.Join(errs...)
+}
+
+// chainWalker follows the chain event by event.
+type chainWalker struct {
+	head Head        // the last event accepted
+	ix   *memIndexes // replayed indexes, or nil
+}
+
+func newChainWalker(ix *memIndexes) *chainWalker { return &chainWalker{ix: ix} }
+
+// step accepts the next event present in the log (its stored hash and
+// number already checked by decodeStored).
+func (w *chainWalker) step(ev Event) error {
+	next := w.head.Seq + 1
+	if ev.Seq != next {
+		if ev.Seq < next { // cannot happen with ordered keys; guards the walker
+			return &ChainError{Seq: ev.Seq, Problem: "out of order", Err: ErrBrokenChain}
+		}
+		return &ChainError{Seq: next, Problem: fmt.Sprintf("missing: event %d is followed by event %d (deleted)", w.head.Seq, ev.Seq), Err: ErrBrokenChain}
+	}
+	if ev.Prev != w.head.Hash {
+		return linkError(ev.Seq, ev.Prev, w.head.Hash)
+	}
+	if w.ix != nil {
+		if err := apply(w.ix, ev); err != nil {
+			return &ChainError{Seq: ev.Seq, Problem: fmt.Sprintf("does not apply to the events before it: %v", err), Err: ErrBrokenChain}
+		}
+	}
+	w.head = ev.Head()
+	return nil
+}
+
+// memIndexes holds indexes rebuilt in memory.
+type memIndexes struct{ m map[string]map[string][]byte }
+
+func newMemIndexes() *memIndexes {
+	ix := &memIndexes{m: map[string]map[string][]byte{}}
+	for _, b := range indexBuckets {
+		ix.m[string(b)] = map[string][]byte{}
+	}
+	return ix
+}
+
+func (ix *memIndexes) get(bucket, key []byte) []byte {
+	v, ok := ix.m[string(bucket)][string(key)]
+	if !ok {
+		return nil
+	}
+	return append([]byte{}, v...)
+}
+
+func (ix *memIndexes) put(bucket, key, val []byte) error {
+	ix.m[string(bucket)][string(key)] = append([]byte{}, val...)
+	return nil
+}
+
+func (ix *memIndexes) del(bucket, key []byte) error {
+	delete(ix.m[string(bucket)], string(key))
+	return nil
+}
+
+// compareIndexes reports the first stored index entry that the replayed
+// events do not produce, or that they produce but is not stored.
+func compareIndexes(btx *bolt.Tx, ix *memIndexes) error {
+	for _, name := range indexBuckets {
+		b := btx.Bucket(name)
+		if b == nil {
+			return &ChainError{Problem: fmt.Sprintf("index %s is missing", name), Err: ErrIndex}
+		}
+		want := ix.m[string(name)]
+		n := 0
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			w, ok := want[string(k)]
+			if !ok {
+				return &ChainError{Problem: fmt.Sprintf("index %s: entry %q is not backed by any event", name, printable(k)), Err: ErrIndex}
+			}
+			if !bytes.Equal(w, v) {
+				return &ChainError{Problem: fmt.Sprintf("index %s: entry %q differs from what the events say", name, printable(k)), Err: ErrIndex}
+			}
+			n++
+		}
+		if n != len(want) {
+			for k := range want {
+				if b.Get([]byte(k)) == nil {
+					return &ChainError{Problem: fmt.Sprintf("index %s: entry %q is missing", name, printable([]byte(k))), Err: ErrIndex}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// printable renders an index key for a message (ceremony-event keys hold a
+// NUL and an event number).
+func printable(k []byte) string {
+	if i := bytes.IndexByte(k, 0); i >= 0 && len(k) == i+9 {
+		seq, _ := keySeq(k[i+1:])
+		return fmt.Sprintf("%s/event %d", k[:i], seq)
+	}
+	return string(k)
+}
