@@ -63,6 +63,8 @@
 //
 //	{"seq":N,"time":"T","actor":"A","type":"Y","ceremony":"C","body":B,"prev":"P"}
 //
+// The fields:
+//
 //   - seq: the event number, a decimal integer, 1 for the first event.
 //   - time: UTC, RFC 3339 with "Z" and with fractional seconds only as
 //     long as needed (Go's time.RFC3339Nano), e.g. "2026-03-14T09:26:54.000000589Z".
