@@ -1,0 +1,99 @@
+// Package luks is the only code of custos that touches a LUKS header. It
+// runs the cryptsetup binary (cryptsetup 2.x) on a LUKS1 or LUKS2 volume —
+// a block device or an image file — and never activates it: nothing here
+// needs device-mapper.
+//
+// # Usage
+//
+//	v, err := luks.Open("/dev/sda2")
+//	h, err := v.Inspect(ctx)            // version, UUID, keyslots, tokens
+//
+//	// Enroll a recovery key, authorised by an existing passphrase.
+//	keep, err := v.FindKeyslot(ctx, passphrase)
+//	slot, err := v.AddKeyslot(ctx, passphrase, recoveryKey, luks.AddOptions{MinimalPBKDF: true})
+//	err = v.TestKey(ctx, recoveryKey, slot)
+//
+//	// Record the ceremony in a LUKS2 token bound to that keyslot.
+//	id, err := v.ImportToken(ctx, tokenJSON, slot) // {"type":"custos",...}
+//	if err != nil {
+//		// Undo the keyslot, as systemd-cryptenroll does.
+//		v.KillKeyslot(ctx, slot, keep, passphrase)
+//	}
+//	err = v.ReplaceToken(ctx, id, newTokenJSON, slot)
+//	toks, err := v.Tokens(ctx, luks.TokenType)
+//	tok, err := v.Token(ctx, id)
+//	err = v.RemoveToken(ctx, id)
+//
+//	// Retire an old keyslot: name the keyslot that stays and a key that
+//	// opens it; it is tested before anything is wiped.
+//	err = v.KillKeyslot(ctx, oldSlot, slot, recoveryKey)
+//
+//	// A safety copy around a change.
+//	err = v.BackupHeader(ctx, "/root/sda2.header")
+//	err = v.RestoreHeader(ctx, "/root/sda2.header")
+//
+// Every method takes a context; cancelling it stops cryptsetup (SIGTERM,
+// then SIGKILL after a grace period). cryptsetup waits for the volume's
+// metadata lock without a time limit, so the context is also how long to
+// wait for another process: a context that ends while another process
+// holds the lock gives an error matching both ErrBusy and the context's
+// error.
+//
+// # Keys
+//
+// Keys are byte slices and may hold any bytes, newlines and NULs included.
+// They reach cryptsetup only through pipes on inherited descriptors
+// (exec.Cmd.ExtraFiles; --key-file=/dev/fd/3, the new key as /dev/fd/4),
+// which cryptsetup reads to EOF: never argv, the environment, or a file on
+// disk. The child's environment is LC_ALL=C and a fixed PATH, nothing of
+// the caller's. The package does not copy keys; wiping them after use is
+// the caller's job. Token JSON travels the same way (--json-file=/dev/fd/3).
+//
+// Production keeps cryptsetup's PBKDF defaults. AddOptions.PBKDF sets
+// others (tests use cheap ones); AddOptions.MinimalPBKDF is for 256-bit
+// random recovery keys only, for the reasons given on it.
+//
+// # Errors
+//
+// Failures of cryptsetup come back as *CryptsetupError, carrying the action,
+// the exit code and cryptsetup's sanitised message, and wrapping one of the
+// sentinel errors when the failure maps to one: ErrWrongKey,
+// ErrNoFreeKeyslot, ErrKeyslotInUse, ErrKeyslotInactive, ErrBusy,
+// ErrPermission, ErrNotLUKS, ErrDamagedHeader, ErrNoTokens,
+// ErrTokenNotFound, ErrTokenTooLarge. Refusals decided here (ErrLastKeyslot,
+// ErrForeignToken, ErrForeignBackup, ...) wrap the sentinel directly. A
+// missing volume matches fs.ErrNotExist.
+//
+// # Caveats
+//
+//   - LUKS1 has no tokens: the token methods return ErrNoTokens, and callers
+//     fall back to the ceremony log and the cards.
+//   - A damaged LUKS2 primary header is read from the secondary copy, and
+//     cryptsetup rewrites the primary from it as a side effect of reading.
+//     When both copies are damaged, or a LUKS1 header is, the error is
+//     ErrDamagedHeader: only a header backup can help then.
+//   - A header backup plus any passphrase that opened a keyslot when the
+//     backup was taken opens the volume's data for good, even after that
+//     keyslot is killed on the volume. Destroy backups once done, or guard
+//     them like the keys themselves. RestoreHeader brings killed keyslots
+//     back and drops keyslots added since.
+//   - With pbkdf2 keyslots (all of LUKS1, MinimalPBKDF, the test settings),
+//     a key and the same key followed by NUL bytes are the same key: HMAC
+//     pads short keys with zeros. Recovery keys encoded as text never end
+//     in NUL.
+//   - A key passed here matches a passphrase typed at a prompt only if the
+//     bytes are the same: the trailing newline of a typed line is not part
+//     of the key.
+//   - The token methods write tokens of type TokenType only; tokens of other
+//     programs (systemd-tpm2, clevis, ...) are listed but never changed.
+//     ImportToken binds a token to its keyslot in the same header update,
+//     by setting the token's "keyslots" member, rather than through
+//     cryptsetup's --key-slot (a second update).
+//   - A LUKS2 header's JSON area is fixed at format time (12 KiB of JSON by
+//     default); a token that does not fit gives ErrTokenTooLarge.
+//   - KillKeyslot checks the key against the keyslot to keep, then runs
+//     luksKillSlot; another process could change the header in between.
+//     It re-reads the header afterwards and reports any difference.
+//   - Permission problems are detected by opening the volume before running
+//     cryptsetup, which reports them unclearly or not at all.
+package luks

@@ -1,0 +1,138 @@
+package luks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"custos.dev/custos/internal/realtest"
+)
+
+// cheap is the PBKDF the tests use: production keeps cryptsetup's defaults.
+var cheap = &PBKDF{Type: "pbkdf2", Iterations: 1000}
+
+// imageSize fits a LUKS2 header with its default 16 MiB keyslots area.
+const imageSize = 20 << 20
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// format makes an image file in a fresh directory, luksFormats it as LUKS
+// version with key in keyslot 0 (pbkdf2 with the given iterations), and
+// returns it as a Volume.
+func format(t testing.TB, version int, key []byte, iterations int) *Volume {
+	t.Helper()
+	bin := realtest.Binary(t, "cryptsetup")
+	path := filepath.Join(t.TempDir(), "vol.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, imageSize); err != nil {
+		t.Fatal(err)
+	}
+	formatFile(t, bin, path, version, key, iterations)
+	return &Volume{Path: path, Cryptsetup: bin}
+}
+
+func formatFile(t testing.TB, bin, path string, version int, key []byte, iterations int) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "luksFormat", "--type=luks"+strconv.Itoa(version), "--batch-mode",
+		"--pbkdf=pbkdf2", "--pbkdf-force-iterations="+strconv.Itoa(iterations),
+		"--key-file=/dev/fd/3", path)
+	cmd.Env = childEnv
+	cmd.ExtraFiles = []*os.File{r}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	w.Write(key)
+	w.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("luksFormat: %v: %s", err, stderr.Bytes())
+	}
+}
+
+// cryptsetup runs the binary directly, for setting up states the package
+// itself refuses to make.
+func cryptsetup(t testing.TB, v *Volume, stdin []byte, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(v.Cryptsetup, args...)
+	cmd.Env = childEnv
+	cmd.Stdin = bytes.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cryptsetup %v: %v: %s", args, err, out)
+	}
+	return out
+}
+
+func inspect(t testing.TB, v *Volume) *Header {
+	t.Helper()
+	h, err := v.Inspect(testCtx(t))
+	if err != nil {
+		t.Fatalf("Inspect: %v", err)
+	}
+	return h
+}
+
+func slotIDs(h *Header) []int {
+	var ids []int
+	for _, k := range h.Keyslots {
+		ids = append(ids, k.ID)
+	}
+	return ids
+}
+
+func wantSlots(t testing.TB, v *Volume, want ...int) {
+	t.Helper()
+	if got := slotIDs(inspect(t, v)); !slices.Equal(got, want) {
+		t.Fatalf("keyslots in use = %v, want %v", got, want)
+	}
+}
+
+func wantErr(t testing.TB, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("error = %v, want %v", err, target)
+	}
+}
+
+// jsonMetadata is the raw LUKS2 metadata, for checks beyond Header.
+func jsonMetadata(t testing.TB, v *Volume) map[string]any {
+	t.Helper()
+	out := cryptsetup(t, v, nil, "luksDump", "--dump-json-metadata", v.Path)
+	var m map[string]any
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// versions runs f as a subtest for LUKS1 and LUKS2.
+func versions(t *testing.T, f func(t *testing.T, version int)) {
+	for _, v := range []int{1, 2} {
+		t.Run("luks"+strconv.Itoa(v), func(t *testing.T) {
+			t.Parallel()
+			f(t, v)
+		})
+	}
+}
+
+func asCryptsetupError(err error, target **CryptsetupError) bool { return errors.As(err, target) }
