@@ -1,0 +1,82 @@
+// Package vcard is a virtual YubiKey 5: a PIV card, in software, that
+// plugs into the real PC/SC stack through vsmartcard's vpcd driver, so that
+// piv-go, yubico-piv-tool and OpenSC talk to it as to a YubiKey in a USB
+// reader. It is a test and rehearsal instrument; custos itself never
+// imports it.
+//
+// # Usage
+//
+// A test makes a virtual attestation CA once, a card per custodian, and
+// inserts cards into the two vpcd readers (pcscd must be running with the
+// vpcd driver; take realtest.LockReaders first):
+//
+//	ca, err := vcard.OpenCA(dir)               // creates it on first use
+//	card, err := vcard.NewCard(vcard.Config{
+//		Serial:    1001,
+//		CA:        ca,
+//		StatePath: filepath.Join(dir, "card-1001.json"), // "" for memory only
+//	})
+//	in, err := card.Insert(ctx, vcard.Port0)   // returns once pcscd sees it
+//	yk, err := piv.Open(in.Reader())           // "Virtual PCD 00 00"
+//	...
+//	yk.Close()
+//	err = in.Remove()                          // returns once pcscd lost it
+//	in, err = other.Insert(ctx, vcard.Port0)   // swap: another card, same reader
+//
+// LoadCard reopens a card from its state file. Card.Counts reports the
+// APDUs received (in all and by instruction) and the touches confirmed, so
+// a test can assert how often a card was asked for something.
+//
+// The command custos-vcard does the same from a shell: "custos-vcard ca",
+// "custos-vcard new" and "custos-vcard insert".
+//
+// # The card
+//
+// A factory-fresh card has PIN 123456, PUK 12345678 (three retries each)
+// and the default management key 010203040506070801...08: AES-192 from
+// firmware 5.7, 3DES before. It answers, as a YubiKey 5 does: SELECT, GET
+// VERSION, GET SERIAL, GET METADATA, VERIFY, CHANGE REFERENCE DATA, RESET
+// RETRY COUNTER, SET PIN RETRIES, RESET, GENERAL AUTHENTICATE (management
+// key: 3DES, AES-128/192/256; slot keys: ECDSA and ECDH), SET MANAGEMENT
+// KEY, GENERATE and IMPORT (P-256, P-384; PIN and touch policies), GET DATA
+// and PUT DATA (command chaining in, GET RESPONSE out, objects up to 3052
+// bytes, 5FC109 behind the PIN) and ATTEST.
+//
+// Attestation certificates carry Yubico's extensions (firmware, serial,
+// policies, form factor) and chain to the card's attestation key, whose
+// certificate is signed by the virtual CA. Trust the CA explicitly
+// (CA.Pool, CA.RootPath); a verifier that trusts only Yubico's roots
+// rejects every virtual card.
+//
+// # State
+//
+// The state file (JSON, 0600) holds the serial, version, PIN and PUK
+// (salted hashes) with their counters, the management key, the slot keys
+// with their policies, the data objects and the attestation key. It is
+// rewritten after every command that changes the card: written to a
+// temporary file, fsynced and renamed, so that a kill -9 at any moment
+// leaves the old or the new state. A write that fails undoes the command
+// and answers 6581.
+//
+// # Caveats
+//
+// It is not a secure element: private keys, the management key and the
+// attestation key sit in the state file, readable by whoever can read the
+// file. Use it for tests and rehearsals only, never for real custody.
+//
+// Only elliptic-curve keys (P-256, P-384) exist; GENERATE and IMPORT of
+// RSA, Ed25519 or X25519 keys answer 6A80. Touch is confirmed at once and
+// counted. Only the PIV application answers; SELECT of the YubiKey
+// management or OTP applications answers 6A82, so piv-go's FormFactor and
+// the serial of firmware before 5 are unavailable.
+//
+// The per-key attestation certificate keeps the YubiKey's subject
+// "YubiKey PIV Attestation <slot>", because verifiers read the slot from
+// it; its issuer and root name custos and say "not Yubico".
+//
+// Security status (PIN verified, management key authenticated) lasts until
+// power off, reset, removal, or the next SELECT of the PIV application.
+//
+// The vpcd reader accepts one card at a time, and the readers are shared
+// by every process on the machine: tests must hold realtest.LockReaders.
+package vcard
