@@ -456,7 +456,7 @@ func headMismatch(head Head, last uint64) *ChainError {
 }
 
 func linkError(seq uint64, named, actual Hash) *ChainError {
-	return &ChainError{Seq: seq, Problem: fmt.Sprintf("does not link to event %d: it names previous hash %s, event %d hashes to %s",
+	return &ChainError{Seq: seq, Problem: fmt.Sprintf("does not link to event %d: it names previous hash %s, event %d hashes to %s (one of the two was altered)",
 		seq-1, named, seq-1, actual), Err: ErrBrokenChain}
 }
 

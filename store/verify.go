@@ -25,10 +25,26 @@ type Report struct {
 // Problems of different kinds are joined.
 func (l *Log) Verify(anchors ...Head) (Report, error) {
 	var rep Report
-	var errs []error
+	var verr error
 	err := l.view(func(btx *bolt.Tx) error {
+		rep, verr = verifyTx(btx, anchors)
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	if verr != nil {
+		return rep, fmt.Errorf("verify %s: %w", l.path, verr)
+	}
+	return rep, nil
+}
+
+func verifyTx(btx *bolt.Tx, anchors []Head) (Report, error) {
+	var rep Report
+	var errs []error
+	err := func() error {
 		if btx.Bucket(bucketMeta) == nil || btx.Bucket(bucketEvents) == nil {
-			return fmt.Errorf("verify %s: %w", l.path, ErrNotLog)
+			return ErrNotLog
 		}
 		w := newChainWalker(newMemIndexes())
 		want := map[uint64]bool{}
@@ -85,7 +101,7 @@ func (l *Log) Verify(anchors ...Head) (Report, error) {
 			errs = append(errs, err)
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return rep, err
 	}
@@ -107,6 +123,9 @@ func (w *chainWalker) step(ev Event) error {
 	if ev.Seq != next {
 		if ev.Seq < next { // cannot happen with ordered keys; guards the walker
 			return &ChainError{Seq: ev.Seq, Problem: "out of order", Err: ErrBrokenChain}
+		}
+		if w.head.Seq == 0 {
+			return &ChainError{Seq: 1, Problem: fmt.Sprintf("missing: the log starts at event %d (deleted)", ev.Seq), Err: ErrBrokenChain}
 		}
 		return &ChainError{Seq: next, Problem: fmt.Sprintf("missing: event %d is followed by event %d (deleted)", w.head.Seq, ev.Seq), Err: ErrBrokenChain}
 	}
