@@ -41,7 +41,7 @@ var (
 	// ErrDamagedHeader: a LUKS header is there but no copy of it is valid
 	// (both LUKS2 copies damaged, a damaged LUKS1 header, or a truncated
 	// file). Restore a header backup, if one exists.
-	ErrDamagedHeader = errors.New("luks header is damaged and no valid copy is left")
+	ErrDamagedHeader = errors.New("luks header is damaged and no valid copy is left: restore a header backup")
 
 	// ErrNoTokens: LUKS1 headers have no tokens. Callers fall back to the
 	// ceremony log and the cards.
