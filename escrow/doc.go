@@ -1,0 +1,92 @@
+// Package escrow holds custos's ceremonies: card init, enroll, recover,
+// rotate, rollcall and status. Each ceremony is a function over a few small
+// interfaces — a LUKS Volume, a CardSource that hands over custodians'
+// cards as they are inserted, the ceremony Log, and a Prompter that asks for
+// PINs and passphrases — gathered in an Env. cmd/custos fills the Env with
+// the real parts (a *luks.Volume, a ReaderSource over pcscd, a *store.Log,
+// its terminal prompter); tests fill it with fakes or with the same real
+// parts on image files and virtual cards.
+//
+//	vol, _ := luks.Open("/dev/sdb2")
+//	log, _ := store.Open("", nil)
+//	env := &escrow.Env{Volume: vol, Device: "/dev/sdb2", Cards: escrow.NewReaderSource(), Log: log, Prompt: p}
+//	res, err := escrow.Enroll(ctx, env, escrow.EnrollOptions{K: 3, N: 5, Custodians: names, AuthKey: key})
+//	if err != nil {
+//		fmt.Fprintf(os.Stderr, "custos: %v\n", err)
+//		if h := escrow.Hint(err); h != "" {
+//			fmt.Fprintf(os.Stderr, "hint: %s\n", h)
+//		}
+//		os.Exit(escrow.ExitCode(err))
+//	}
+//
+// # Prompts
+//
+// Every secret comes through Prompter.Secret, one prompt at a time, in an
+// order the caller can script (one line of standard input per prompt):
+//
+//   - InitCard: new PIN, repeat new PIN, new PUK, repeat new PUK (and the
+//     current PIN and PUK first when InitCardOptions.AskCurrent is set).
+//   - Enroll: the existing passphrase (unless EnrollOptions.AuthKey is
+//     given), then for each card in the order inserted: its PIN. A wrong PIN
+//     is asked for again (at most three tries, never the card's last).
+//   - Recover: for each card in the order inserted: its PIN; then the new
+//     passphrase and its repetition (unless RecoverOptions.NewKey is given).
+//   - Rotate: unless RotateOptions.AuthKey is given, one PIN per old card
+//     until k shares are good; then one PIN per new card; then one PIN per
+//     old card presented for wiping.
+//   - Rollcall: one PIN per card.
+//
+// Progress goes through Prompter.Say: "insert card 2 of 5 (custodian
+// alice)". Neither Say messages nor errors nor the log nor the token ever
+// carry a secret.
+//
+// # Where the ceremony comes from
+//
+// Recover, Rollcall and Status learn the volume's ceremony from its LUKS2
+// tokens of type "custos", then from the log, then (Recover only) from the
+// certificate on the first card inserted. When the token and the log both
+// hold a ceremony they are compared field by field; a card's certificate is
+// compared with both for its own share. Copies that disagree are named in a
+// *DisagreeError and never silently chosen between: a disagreement about the
+// ceremony as a whole stops the ceremony (exit code 4), one about a single
+// share sets that card aside.
+//
+// # Interrupted ceremonies
+//
+// Enroll and Rotate record each step in the log before they take it, and
+// choose the keyslot number before adding it, so that a crash (kill -9, a
+// power loss) leaves a state Status explains and a rerun of the same command
+// finishes or undoes: an enrollment whose shares were all written and
+// verified is finished (token and log), an earlier one is undone (its
+// keyslot killed with the operator's key, the ceremony marked abandoned) and
+// started again. A rotation is rolled back until every new share is verified
+// and rolled forward after; at every point the volume opens with the
+// operator's key and with the old or the new recovery key.
+//
+// # Errors
+//
+// Errors are lowercase, wrap a sentinel from errors.go where one applies,
+// and may carry a hint for the operator (Hint). ExitCode maps an error to
+// the command's exit status: 0 done, 1 error, 2 usage, 3 quorum not
+// reached, 4 verification failed (log, commitments, copies or keyslot).
+//
+// # Caveats
+//
+// The recovery key is enrolled with luks.MinimalPBKDF (pbkdf2, 1000
+// iterations): it is 256 random bits, so a costly PBKDF adds nothing but
+// unlock time and memory on the rescue machine. Keyslots for passphrases a
+// person chose get Env.PBKDF, cryptsetup's defaults when nil.
+//
+// A LUKS2 header's JSON area (12 KiB of JSON by default) holds the token of
+// a ceremony with up to about 40 cards; beyond that Enroll says so and the
+// ceremony lives in the log and on the cards only, as on LUKS1.
+//
+// Wiping is best effort, as package shares explains; PINs also pass through
+// piv-go as strings, which cannot be wiped.
+//
+// A rotation that keeps a card seals the new share to the same card key
+// and overwrites the old certificate: the old share on that card lives on
+// only in the retired token and log copies, worthless once the old keyslot
+// is killed. Cards that leave the custodian set are wiped (their slot gets a
+// new key) only when presented; Rotate lists the ones still to wipe.
+package escrow

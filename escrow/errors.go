@@ -1,0 +1,154 @@
+package escrow
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"custos.dev/custos/shares"
+	"custos.dev/custos/store"
+)
+
+// Sentinel errors. Errors from this package wrap one of these where one
+// applies (test with errors.Is); ExitCode maps them to exit statuses.
+var (
+	// ErrUsage: the options make no sense (k > n, no cards, ...). Exit 2.
+	ErrUsage = errors.New("usage")
+
+	// ErrQuorum: fewer than k good shares were collected. Exit 3.
+	ErrQuorum = errors.New("quorum not reached")
+
+	// ErrVerification: something that must check out did not — the log's
+	// chain or anchor, a share against its commitment, the copies of a
+	// ceremony, the recovered key against its keyslot. Exit 4.
+	ErrVerification = errors.New("verification failed")
+
+	// ErrCopiesDisagree: the token, the log and a card hold different
+	// copies of the same ceremony or share (a *DisagreeError). It wraps
+	// ErrVerification too.
+	ErrCopiesDisagree = fmt.Errorf("copies of the ceremony disagree: %w", ErrVerification)
+
+	// ErrKeyslotMismatch: the recovered key does not open the ceremony's
+	// keyslot. It wraps ErrVerification too.
+	ErrKeyslotMismatch = fmt.Errorf("recovered key does not open its keyslot: %w", ErrVerification)
+
+	// ErrNoCeremony: no token, log entry or card tells of a ceremony for
+	// this volume.
+	ErrNoCeremony = errors.New("no custos ceremony for this volume")
+
+	// ErrAlreadyEnrolled: the volume already has an active ceremony;
+	// rotate it instead of enrolling again.
+	ErrAlreadyEnrolled = errors.New("volume already has an active ceremony")
+
+	// ErrUnfinished: the volume has an unfinished ceremony of another kind
+	// than the one asked for; finish it first.
+	ErrUnfinished = errors.New("volume has an unfinished ceremony")
+
+	// ErrNoLog: the ceremony needs the ceremony log and Env.Log is nil.
+	ErrNoLog = errors.New("this ceremony needs the ceremony log")
+
+	// ErrMismatch: a secret typed twice differed.
+	ErrMismatch = errors.New("the two entries differ")
+
+	// Outcomes of one card, in a CardOutcome's Err.
+
+	// ErrNotCustodian: the card holds no share of this volume.
+	ErrNotCustodian = errors.New("not a custodian card of this volume")
+	// ErrSeenTwice: the card (or its share index) was already counted.
+	ErrSeenTwice = errors.New("card seen a second time")
+	// ErrOtherCeremony: the card holds a share of another ceremony of
+	// this volume (a retired or abandoned one), not of the current one.
+	ErrOtherCeremony = errors.New("card holds a share of another ceremony of this volume")
+	// ErrNoFreeSlot: the card has no custody slot free for a new share.
+	ErrNoFreeSlot = errors.New("card has no free custody slot")
+	// ErrReadBack: a share read back from a card differs from the one
+	// written, or does not open to the share sealed. It wraps
+	// ErrVerification too.
+	ErrReadBack = fmt.Errorf("share read back from the card does not match: %w", ErrVerification)
+)
+
+// Error is an error with a hint for the operator: what to do next.
+type Error struct {
+	Err  error
+	Hint string
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// withHint wraps err with a hint, keeping a nil error nil.
+func withHint(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err, Hint: fmt.Sprintf(format, args...)}
+}
+
+// Hint returns the first hint found in err's chain, or "".
+func Hint(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Hint
+	}
+	return ""
+}
+
+// DisagreeError names copies of a ceremony that differ.
+type DisagreeError struct {
+	// Ceremony is the ceremony ID.
+	Ceremony string
+	// Index is the share index the disagreement is about, 0 when it is
+	// about the ceremony as a whole.
+	Index int
+	// Field is what differs: "k", "n", "digest", "keyslot", "commitment",
+	// "sealed share", "cards".
+	Field string
+	// Copies names the copies on each side, e.g. ["token"] and ["log",
+	// "card 12345678"].
+	A, B []string
+}
+
+func (e *DisagreeError) Error() string {
+	what := e.Field
+	if e.Index > 0 {
+		what = fmt.Sprintf("share %d's %s", e.Index, e.Field)
+	}
+	return fmt.Sprintf("ceremony %s: %s differs between %s and %s", e.Ceremony, what,
+		strings.Join(e.A, ", "), strings.Join(e.B, ", "))
+}
+
+func (e *DisagreeError) Unwrap() error { return ErrCopiesDisagree }
+
+// Exit statuses (the command's contract).
+const (
+	ExitOK           = 0
+	ExitError        = 1
+	ExitUsage        = 2
+	ExitQuorum       = 3
+	ExitVerification = 4
+)
+
+// ExitCode maps an error to the exit status of the command that returned
+// it: 0 for nil, 2 for usage errors, 3 when the quorum was not reached, 4
+// when a verification failed (log chain or anchor, commitments, copies,
+// keyslot), 1 for anything else.
+func ExitCode(err error) int {
+	var qe *shares.QuorumError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, ErrUsage):
+		return ExitUsage
+	case errors.Is(err, ErrQuorum), errors.As(err, &qe):
+		return ExitQuorum
+	case errors.Is(err, ErrVerification),
+		errors.Is(err, shares.ErrCommitmentMismatch),
+		errors.Is(err, shares.ErrDigestMismatch),
+		errors.Is(err, shares.ErrInconsistentShare),
+		errors.Is(err, store.ErrBrokenChain),
+		errors.Is(err, store.ErrAnchor),
+		errors.Is(err, store.ErrIndex):
+		return ExitVerification
+	}
+	return ExitError
+}
