@@ -1,18 +1,19 @@
 // Command custos puts a LUKS volume's recovery key in the hands of a quorum
 // of custodians, each holding a PIV smartcard.
+//
+// Run "custos --help", or read the man page ("custos gen-man | man -l -").
 package main
 
 import (
-	"fmt"
-	"io"
 	"os"
 )
 
 func main() {
-	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	os.Exit(mainExit())
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "custos: error: no ceremony commands are built yet")
-	return 1
+// mainExit is main without os.Exit, registered with testscript.
+func mainExit() int {
+	startupNotes = lockdown()
+	return run(newApp(os.Stdin, os.Stdout, os.Stderr), os.Args)
 }

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"custos.dev/custos/cards"
+)
+
+func init() {
+	classifiers = append(classifiers, func(err error) (int, string, bool) {
+		var pe *cards.PINError
+		switch {
+		case errors.As(err, &pe):
+			return exitError, fmt.Sprintf("%d tries left before the card blocks; repeat the step with the right one", pe.Retries), true
+		case errors.Is(err, cards.ErrAttestation):
+			return exitVerify, "", true
+		}
+		// The cards package's sentinels say what to do in their own words.
+		return 0, "", false
+	})
+}
+
+type readerView struct {
+	Name    string `json:"name"`
+	Present bool   `json:"present"`
+	Serial  uint32 `json:"serial,omitempty"`
+	ATR     string `json:"atr,omitempty"`
+}
+
+type readerList struct {
+	Readers []readerView `json:"readers"`
+}
+
+func (l readerList) writeText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "READER\tCARD\tSERIAL")
+	for _, r := range l.Readers {
+		card, serial := "empty", "-"
+		if r.Present {
+			card = "present"
+			if r.Serial != 0 {
+				serial = fmt.Sprint(r.Serial)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, card, serial)
+	}
+	return tw.Flush()
+}
+
+func (e *env) cardList(c *cli.Context) error {
+	if _, err := args(c, 0, 0, ""); err != nil {
+		return err
+	}
+	rs, err := cards.Readers(c.Context)
+	if err != nil {
+		return withHint(err, exitError, "is pcscd running? (systemctl start pcscd)")
+	}
+	l := readerList{Readers: []readerView{}}
+	for _, r := range rs {
+		v := readerView{Name: r.Name, Present: r.Present, Serial: r.Serial}
+		if len(r.ATR) > 0 {
+			v.ATR = hex.EncodeToString(r.ATR)
+		}
+		l.Readers = append(l.Readers, v)
+	}
+	return e.render(globalsOf(c).json, l)
+}
+
+// pickReader returns the reader named by --reader (a substring of its
+// name), or the only reader holding a card.
+func pickReader(ctx context.Context, want string) (string, error) {
+	rs, err := cards.Readers(ctx)
+	if err != nil {
+		return "", withHint(err, exitError, "is pcscd running? (systemctl start pcscd)")
+	}
+	var with []string
+	for _, r := range rs {
+		if want != "" && strings.Contains(r.Name, want) {
+			if !r.Present {
+				return "", &cliError{code: exitError, err: fmt.Errorf("no card in reader %q", r.Name), hint: "insert the card and repeat the command"}
+			}
+			return r.Name, nil
+		}
+		if want == "" && r.Present {
+			with = append(with, r.Name)
+		}
+	}
+	switch {
+	case want != "":
+		return "", &cliError{code: exitError, err: fmt.Errorf("no reader matches %q", want), hint: "'custos card list' names the readers"}
+	case len(with) == 0:
+		return "", &cliError{code: exitError, err: errors.New("no card in any reader"), hint: "insert the card and repeat the command"}
+	case len(with) > 1:
+		return "", &cliError{code: exitError, err: fmt.Errorf("cards in %d readers: %s", len(with), strings.Join(with, ", ")),
+			hint: "choose one with --reader R"}
+	}
+	return with[0], nil
+}
+
+type slotView struct {
+	Slot        string `json:"slot"`
+	Fingerprint string `json:"fingerprint"`
+	Ceremony    string `json:"ceremony,omitempty"`
+	Volume      string `json:"volume,omitempty"`
+	Index       int    `json:"index,omitempty"`
+	K           int    `json:"k,omitempty"`
+	N           int    `json:"n,omitempty"`
+}
+
+type cardView struct {
+	Reader   string     `json:"reader"`
+	Serial   uint32     `json:"serial"`
+	Firmware string     `json:"firmware"`
+	Slots    []slotView `json:"slots"`
+}
+
+func (v cardView) writeText(w io.Writer) error {
+	fmt.Fprintf(w, "reader    %s\nserial    %d\nfirmware  %s\n", v.Reader, v.Serial, v.Firmware)
+	if len(v.Slots) == 0 {
+		_, err := fmt.Fprintln(w, "custody   none (run 'custos card init')")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tKEY FINGERPRINT\tCEREMONY\tSHARE")
+	for _, s := range v.Slots {
+		cer, share := "-", "none"
+		if s.Ceremony != "" {
+			cer = s.Ceremony
+			share = fmt.Sprintf("%d of %d (k=%d)", s.Index, s.N, s.K)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Slot, s.Fingerprint, cer, share)
+	}
+	return tw.Flush()
+}
+
+func (e *env) cardStatus(c *cli.Context) error {
+	if _, err := args(c, 0, 0, ""); err != nil {
+		return err
+	}
+	reader, err := pickReader(c.Context, c.String("reader"))
+	if err != nil {
+		return err
+	}
+	card, err := cards.Open(reader)
+	if err != nil {
+		return err
+	}
+	defer card.Close()
+	slots, err := card.Custody()
+	if err != nil {
+		return err
+	}
+	v := cardView{Reader: reader, Serial: card.Serial(), Firmware: card.Version(), Slots: []slotView{}}
+	for _, s := range slots {
+		sv := slotView{Slot: fmt.Sprintf("%x", s.Slot), Fingerprint: s.Fingerprint.String()}
+		if s.Share != nil {
+			sv.Ceremony = s.Share.Ceremony.String()
+			sv.Volume = s.Share.Volume.String()
+			sv.Index, sv.K, sv.N = s.Share.Index, s.Share.K, s.Share.N
+		}
+		v.Slots = append(v.Slots, sv)
+	}
+	return e.render(globalsOf(c).json, v)
+}

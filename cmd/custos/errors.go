@@ -1,0 +1,111 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes: the contract scripts rely on (README "Exit codes"; every
+// command's help ends with this table).
+const (
+	exitOK       = 0 // done
+	exitError    = 1 // error: anything not listed below
+	exitUsage    = 2 // usage: unknown command or flag, wrong arguments
+	exitQuorum   = 3 // quorum not reached: fewer than k good shares
+	exitVerify   = 4 // verification failed: log chain, anchor, commitments or keyslot
+	exitCodeText = `   0  done
+   1  error
+   2  usage: unknown command or flag, missing or extra arguments
+   3  quorum not reached: fewer than k good shares were collected
+   4  verification failed: the log's chain or anchor, a share's commitment, or the recovery keyslot`
+)
+
+// cliError is an error that carries its exit code and, when there is a next
+// step, a hint. Everything an action returns is turned into one by classify.
+type cliError struct {
+	code int
+	err  error
+	hint string
+}
+
+func (e *cliError) Error() string { return e.err.Error() }
+func (e *cliError) Unwrap() error { return e.err }
+
+// usageErrorf is a usage error (exit 2) with a hint to the command's help.
+func usageErrorf(c *cli.Context, format string, args ...any) error {
+	return &cliError{code: exitUsage, err: fmt.Errorf(format, args...), hint: helpHint(c)}
+}
+
+func helpHint(c *cli.Context) string {
+	name := "custos"
+	if c != nil && c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return fmt.Sprintf("run '%s --help'", name)
+}
+
+// withHint attaches a hint (and keeps the code of err if it has one).
+func withHint(err error, code int, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &cliError{code: code, err: err, hint: hint}
+}
+
+// classifiers map errors of the packages below to exit codes and hints.
+// Each package's wiring file registers its own (log.go, ceremony.go).
+type classifier func(err error) (code int, hint string, ok bool)
+
+var classifiers []classifier
+
+// classify returns the exit code and hint for err.
+func classify(err error) (int, string) {
+	var ce *cliError
+	if errors.As(err, &ce) {
+		if ce.hint != "" || ce.code != exitError {
+			return ce.code, ce.hint
+		}
+	}
+	// Errors urfave/cli makes itself (unknown help topic, and the like)
+	// are usage errors; custos never returns cli.Exit.
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return exitUsage, "run 'custos --help'"
+	}
+	for _, f := range classifiers {
+		if code, hint, ok := f(err); ok {
+			return code, hint
+		}
+	}
+	return exitError, ""
+}
+
+// report prints err as "custos: error: ..." and its hint, and returns the
+// exit code.
+func report(w io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code, hint := classify(err)
+	fmt.Fprintf(w, "custos: error: %s\n", message(err))
+	if hint != "" {
+		fmt.Fprintf(w, "custos: hint: %s\n", hint)
+	}
+	return code
+}
+
+// message makes an error text fit the house style: lowercase first letter,
+// no trailing period, one line.
+func message(err error) string {
+	s := strings.TrimSpace(err.Error())
+	s = strings.ReplaceAll(s, "\n", "; ")
+	s = strings.TrimRight(s, ".")
+	if len(s) > 1 && s[0] >= 'A' && s[0] <= 'Z' && !(s[1] >= 'A' && s[1] <= 'Z') {
+		s = strings.ToLower(s[:1]) + s[1:]
+	}
+	return s
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"custos.dev/custos/store"
+)
+
+func init() {
+	classifiers = append(classifiers, func(err error) (int, string, bool) {
+		switch {
+		case errors.Is(err, store.ErrBrokenChain), errors.Is(err, store.ErrIndex):
+			return exitVerify, "keep this file as evidence; compare it with a backup and with the anchors in the LUKS2 token, the cards and the printed transcripts", true
+		case errors.Is(err, store.ErrAnchor):
+			return exitVerify, "the log was rewritten or rolled back after that anchor was recorded; keep this file as evidence", true
+		case errors.Is(err, store.ErrInUse):
+			return exitError, "another custos is using the log; wait for it to finish, then repeat the command", true
+		case errors.Is(err, store.ErrNewerSchema):
+			return exitError, "use the custos release that wrote this log", true
+		case errors.Is(err, store.ErrNotLog):
+			return exitError, "check --db: it must name a custos ceremony log", true
+		}
+		return 0, "", false
+	})
+}
+
+// openLog opens the ceremony log at --db for reading commands: a log that
+// does not exist is an error here, never quietly created.
+func openLog(c *cli.Context) (*store.Log, error) {
+	g := globalsOf(c)
+	if _, err := os.Stat(g.db); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", g.db),
+				hint: "give the log's path with --db PATH"}
+		}
+		return nil, fmt.Errorf("ceremony log: %w", err)
+	}
+	return store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
+}
+
+// verifyResult is what log verify reports.
+type verifyResult struct {
+	OK      bool   `json:"ok"`
+	Path    string `json:"path"`
+	Events  uint64 `json:"events"`
+	Head    string `json:"head"`
+	Anchors int    `json:"anchors"`
+	Problem string `json:"problem,omitempty"`
+}
+
+func (r verifyResult) writeText(w io.Writer) error {
+	if !r.OK {
+		_, err := fmt.Fprintf(w, "log %s: BROKEN: %s\n", r.Path, r.Problem)
+		return err
+	}
+	_, err := fmt.Fprintf(w, "log %s: ok\nevents  %d\nhead    %s\nanchors %d found\n", r.Path, r.Events, r.Head, r.Anchors)
+	return err
+}
+
+func (e *env) logVerify(c *cli.Context) error {
+	if _, err := args(c, 0, 0, ""); err != nil {
+		return err
+	}
+	var anchors []store.Head
+	for _, s := range c.StringSlice("anchor") {
+		h, err := store.ParseHead(s)
+		if err != nil {
+			return usageErrorf(c, "--anchor %q: %v", s, err)
+		}
+		anchors = append(anchors, h)
+	}
+	l, err := openLog(c)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	rep, verr := l.Verify(anchors...)
+	r := verifyResult{OK: verr == nil, Path: l.Path(), Events: rep.Events, Anchors: rep.Anchors}
+	if rep.Head != (store.Head{}) {
+		r.Head = rep.Head.String()
+	}
+	if verr != nil {
+		r.Problem = message(verr)
+		if globalsOf(c).json {
+			if err := e.render(true, r); err != nil {
+				return err
+			}
+		}
+		return verr
+	}
+	return e.render(globalsOf(c).json, r)
+}
+
+// eventView is one event as log show prints it.
+type eventView struct {
+	Seq      uint64          `json:"seq"`
+	Time     time.Time       `json:"time"`
+	Actor    string          `json:"actor"`
+	Type     string          `json:"type"`
+	Ceremony string          `json:"ceremony,omitempty"`
+	Body     json.RawMessage `json:"body,omitempty"`
+	Prev     string          `json:"prev"`
+	Hash     string          `json:"hash"`
+}
+
+type eventList struct {
+	Events []eventView `json:"events"`
+}
+
+func (l eventList) writeText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tACTOR\tCEREMONY\tHASH")
+	for _, ev := range l.Events {
+		cer := ev.Ceremony
+		if cer == "" {
+			cer = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.UTC().Format(time.RFC3339), ev.Type, ev.Actor, cer, ev.Hash)
+	}
+	return tw.Flush()
+}
+
+func (e *env) logShow(c *cli.Context) error {
+	a, err := args(c, 0, 1, "CEREMONY")
+	if err != nil {
+		return err
+	}
+	ceremony := ""
+	if len(a) == 1 {
+		ceremony = a[0]
+	}
+	l, err := openLog(c)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if ceremony != "" {
+		if _, err := l.Ceremony(ceremony); err != nil {
+			return ceremonyNotFound(ceremony, err)
+		}
+	}
+	list := eventList{Events: []eventView{}}
+	err = l.Events(ceremony, func(ev store.Event) error {
+		list.Events = append(list.Events, eventView{
+			Seq: ev.Seq, Time: ev.Time, Actor: ev.Actor, Type: ev.Type, Ceremony: ev.Ceremony,
+			Body: append(json.RawMessage(nil), ev.Body...), Prev: ev.Prev.String(), Hash: ev.Hash.String(),
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return e.render(globalsOf(c).json, list)
+}
+
+func ceremonyNotFound(id string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return &cliError{code: exitError, err: fmt.Errorf("no ceremony %s in the log", id),
+			hint: "'custos log show' lists every event with its ceremony"}
+	}
+	return err
+}
+
+func (e *env) logTranscript(c *cli.Context) error {
+	a, err := args(c, 1, 1, "CEREMONY")
+	if err != nil {
+		return err
+	}
+	if globalsOf(c).json {
+		return usageErrorf(c, "a transcript is text only; 'custos --json log show %s' gives the same events as data", a[0])
+	}
+	l, err := openLog(c)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if _, err := l.Ceremony(a[0]); err != nil {
+		return ceremonyNotFound(a[0], err)
+	}
+	return l.Transcript(e.stdout, a[0])
+}
