@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -159,3 +160,5 @@ func chainErrorSeq(t testing.TB, err error, want error) uint64 {
 	}
 	return ce.Seq
 }
+
+func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
