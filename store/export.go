@@ -107,10 +107,12 @@ func writeTranscript(b *bytes.Buffer, path string, rec CeremonyRecord, events []
 		fmt.Fprintf(tw, "Replaced by\t%s\n", rec.ReplacedBy)
 	}
 	if len(rec.Digest) > 0 {
-		fmt.Fprintf(tw, "Digest\t%s\n", hex.EncodeToString(rec.Digest))
 	}
 	fmt.Fprintf(tw, "Log file\t%s\n", path)
 	tw.Flush()
+	if len(rec.Digest) > 0 {
+		field(b, 0, 20, "Digest", groups(hex.EncodeToString(rec.Digest)))
+	}
 
 	section("Cards")
 	if len(rec.Cards) == 0 {
@@ -121,33 +123,33 @@ func writeTranscript(b *bytes.Buffer, path string, rec CeremonyRecord, events []
 		if slot == "" {
 			slot = "-"
 		}
-		fmt.Fprintf(b, "Share %d of %d\n", c.Index, rec.N)
-		tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "  Custodian\t%s\n", c.Custodian)
-		fmt.Fprintf(tw, "  Card serial\t%s (slot %s)\n", c.Serial, slot)
-		fmt.Fprintf(tw, "  Key fingerprint\t%s\n", groups(c.Fingerprint))
+		fmt.Fprintf(b, "Share %d of %d: %s\n", c.Index, rec.N, c.Custodian)
+		field(b, 2, 21, "Card serial", c.Serial+" (slot "+slot+")")
+		field(b, 2, 21, "Key fingerprint", groups(c.Fingerprint))
 		if len(c.Commitment) > 0 {
-			fmt.Fprintf(tw, "  Share commitment\t%s\n", groups(hex.EncodeToString(c.Commitment)))
+			field(b, 2, 21, "Share commitment", groups(hex.EncodeToString(c.Commitment)))
 		}
-		tw.Flush()
 	}
 
 	section("Steps (times in UTC)")
-	tw = tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Event\tTime\tActor\tStep\n")
 	for _, ev := range events {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", ev.Seq, ev.Time.UTC().Format(time.DateTime), ev.Actor, describe(ev))
+		fmt.Fprintf(b, "%5d  %s  %s\n", ev.Seq, ev.Time.UTC().Format(time.DateTime), ev.Actor)
+		for _, line := range wrap(describe(ev), transcriptWidth-7) {
+			fmt.Fprintf(b, "       %s\n", line)
+		}
 	}
-	tw.Flush()
 
 	section("Anchor")
 	if n := len(events); n > 0 {
 		last := events[n-1]
 		fmt.Fprintf(b, "Head of the log after this ceremony's last step (event %d):\n\n", last.Seq)
-		fmt.Fprintf(b, "    %d:%s\n\n", last.Seq, groups(last.Hash.String()))
-		fmt.Fprintf(b, "Give it to `custos log verify --anchor` to check that the log still holds\nthis ceremony as printed here.\n")
+		fmt.Fprintf(b, "    %s\n\n", last.Head())
+		fmt.Fprintf(b, "read aloud in groups:\n\n    %s\n", groups(last.Hash.String()))
+		b.WriteString("\nThe same anchor is kept in the volume's LUKS2 token and on each card;\n" +
+			"any one copy lets an auditor check that the log still holds this\n" +
+			"ceremony as printed here.\n")
 	}
-	fmt.Fprintf(b, "Log head when this transcript was printed: %s\n", logHead)
+	fmt.Fprintf(b, "\nLog head when this transcript was printed (event %d):\n    %s\n", logHead.Seq, logHead.Hash)
 
 	section("Signatures")
 	b.WriteString("By signing, each person confirms the steps above took place as printed.\n\n")
@@ -190,6 +192,46 @@ func describe(ev Event) string {
 		return ev.Type
 	}
 	return ev.Type + " " + string(ev.Body)
+}
+
+// field writes a label at column margin and a value at column indent,
+// wrapping the value under itself.
+func field(b *bytes.Buffer, margin, indent int, label, value string) {
+	lines := wrap(value, transcriptWidth-indent)
+	fmt.Fprintf(b, "%s%-*s%s\n", strings.Repeat(" ", margin), indent-margin, label, lines[0])
+	for _, l := range lines[1:] {
+		fmt.Fprintf(b, "%s%s\n", strings.Repeat(" ", indent), l)
+	}
+}
+
+// wrap breaks s at spaces into lines of at most width bytes, cutting words
+// longer than that.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		for len(w) > width {
+			if line != "" {
+				lines = append(lines, line)
+				line = ""
+			}
+			lines = append(lines, w[:width])
+			w = w[width:]
+		}
+		switch {
+		case line == "":
+			line = w
+		case len(line)+1+len(w) <= width:
+			line += " " + w
+		default:
+			lines = append(lines, line)
+			line = w
+		}
+	}
+	if line != "" || len(lines) == 0 {
+		lines = append(lines, line)
+	}
+	return lines
 }
 
 // groups splits a long hex string into groups of eight for reading aloud.
