@@ -49,10 +49,12 @@
 // as the custodian's step is done, or other programs (and other Cards) get
 // ErrCardBusy.
 //
-// The certificate extension's OID is 2.25.N with N a UUID whose top 65 bits
-// are zero: Go's encoding/asn1 and crypto/x509 (and so piv-go) refuse an OID
-// arc above 2^63-1, so a full random 128-bit UUID arc would make the
-// certificate unreadable.
+// The certificate extension's OID is 2.25.1981978833, a UUID OID (ITU-T
+// X.667) from the UUIDs below 2^31: Go's crypto/x509 (and so piv-go) refuses
+// a certificate with an OID arc of 2^31 or more, so a full random 128-bit
+// UUID arc would make the card's certificate unreadable. 31 random bits are
+// plenty for a private extension that is only ever read next to custos's
+// own certificate subject.
 //
 // Reading the PIN, PUK and management-key state needs GET METADATA
 // (firmware 5.3 and later); on older firmware Init trusts

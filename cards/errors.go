@@ -41,6 +41,9 @@ var (
 	// ErrPINRequired is returned by WriteShare before VerifyPIN.
 	ErrPINRequired = errors.New("the card needs the custodian's PIN first")
 
+	// ErrNoService is returned when pcscd does not answer.
+	ErrNoService = errors.New("the smartcard service is not running: start pcscd and repeat the step")
+
 	// ErrWrongPIN is wrapped by every *PINError.
 	ErrWrongPIN = errors.New("wrong PIN")
 

@@ -1,6 +1,13 @@
 package cards
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ebfe/scard"
+)
 
 // ReaderInfo is one PC/SC reader and what is in it.
 type ReaderInfo struct {
@@ -11,20 +18,195 @@ type ReaderInfo struct {
 	// Present is whether a card is in the reader.
 	Present bool
 	// Serial is the card's serial number, 0 when it is not a PIV card (or
-	// the card is busy).
+	// the card is held by another program).
 	Serial uint32
 }
 
-// Readers lists the readers pcscd knows, with what is in them.
-func Readers(ctx context.Context) ([]ReaderInfo, error) { return nil, ErrNotImplemented }
+// pnpReader is pcsc-lite's pseudo reader whose state changes when a reader
+// is added or removed.
+const pnpReader = `\\?PnP?\Notification`
 
-// WaitInserted returns the name of a reader that holds a card, waiting until
-// a card is inserted when none is present. Readers named in skip are ignored.
-// It returns ctx.Err() when ctx ends first.
-func WaitInserted(ctx context.Context, skip map[string]bool) (reader string, err error) {
-	return "", ErrNotImplemented
+// retryService is how long the wait functions pause before asking a pcscd
+// that is not answering (restarting) again.
+const retryService = 250 * time.Millisecond
+
+// Readers lists the readers pcscd knows, with what is in them. A present
+// card is asked for its serial number over a shared connection; a card held
+// exclusively by another program shows Serial 0.
+func Readers(ctx context.Context) ([]ReaderInfo, error) {
+	sc, err := scard.EstablishContext()
+	if err != nil {
+		return nil, fmt.Errorf("list readers: %w", mapError("", err))
+	}
+	defer sc.Release()
+	names, err := sc.ListReaders()
+	if errors.Is(err, scard.ErrNoReadersAvailable) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list readers: %w", mapError("", err))
+	}
+	states := make([]scard.ReaderState, len(names))
+	for i, n := range names {
+		states[i] = scard.ReaderState{Reader: n, CurrentState: scard.StateUnaware}
+	}
+	if err := sc.GetStatusChange(states, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
+		return nil, fmt.Errorf("list readers: %w", mapError("", err))
+	}
+	out := make([]ReaderInfo, len(names))
+	for i, st := range states {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		ri := ReaderInfo{Name: st.Reader}
+		if st.EventState&scard.StatePresent != 0 && st.EventState&scard.StateMute == 0 {
+			ri.Present = true
+			ri.ATR = append([]byte(nil), st.Atr...)
+			if st.EventState&scard.StateExclusive == 0 {
+				if r, err := openRaw(sc, st.Reader, scard.ShareShared); err == nil {
+					ri.Serial, _ = r.serial()
+					r.close()
+				}
+			}
+		}
+		out[i] = ri
+	}
+	return out, nil
 }
 
-// WaitRemoved returns once reader holds no card (or is gone). It returns
+// WaitInserted returns the name of a reader, not named in skip, that holds a
+// card: at once when one already does, else when a card is inserted. Readers
+// plugged in while it waits are watched too; when pcscd stops or restarts it
+// waits for it to come back. It returns ctx.Err() when ctx ends first.
+func WaitInserted(ctx context.Context, skip map[string]bool) (reader string, err error) {
+	err = watch(ctx, func(states []scard.ReaderState) bool {
+		for _, st := range states {
+			if st.Reader == pnpReader || skip[st.Reader] {
+				continue
+			}
+			if st.EventState&scard.StatePresent != 0 && st.EventState&scard.StateMute == 0 {
+				reader = st.Reader
+				return true
+			}
+		}
+		return false
+	})
+	return reader, err
+}
+
+// WaitRemoved returns once reader holds no card, or is gone. It returns
 // ctx.Err() when ctx ends first.
-func WaitRemoved(ctx context.Context, reader string) error { return ErrNotImplemented }
+func WaitRemoved(ctx context.Context, reader string) error {
+	return watch(ctx, func(states []scard.ReaderState) bool {
+		for _, st := range states {
+			if st.Reader == reader {
+				return st.EventState&scard.StatePresent == 0
+			}
+		}
+		return true // the reader is gone, and its card with it
+	})
+}
+
+// watch calls done with the state of every reader (and pcsc-lite's PnP
+// pseudo reader) until it returns true, blocking in SCardGetStatusChange
+// between changes. The context's end cancels the wait through SCardCancel.
+func watch(ctx context.Context, done func([]scard.ReaderState) bool) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := watchOnce(ctx, done)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !errors.Is(err, ErrNoService) {
+			return err
+		}
+		// pcscd is gone or restarting: ask again shortly.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retryService):
+		}
+	}
+}
+
+// errReadersChanged ends one watch when readers come or go.
+var errReadersChanged = errors.New("readers changed")
+
+func watchOnce(ctx context.Context, done func([]scard.ReaderState) bool) error {
+	sc, err := scard.EstablishContext()
+	if err != nil {
+		return mapError("", err)
+	}
+	defer sc.Release()
+	stop := context.AfterFunc(ctx, func() { sc.Cancel() })
+	defer stop()
+	for {
+		names, err := sc.ListReaders()
+		if err != nil && !errors.Is(err, scard.ErrNoReadersAvailable) {
+			return mapError("", err)
+		}
+		states := []scard.ReaderState{{Reader: pnpReader, CurrentState: scard.StateUnaware}}
+		for _, n := range names {
+			states = append(states, scard.ReaderState{Reader: n, CurrentState: scard.StateUnaware})
+		}
+		err = waitChanges(ctx, sc, states, done)
+		if errors.Is(err, errReadersChanged) {
+			continue
+		}
+		return err
+	}
+}
+
+// waitChanges loops on SCardGetStatusChange over states until done says so
+// or the set of readers changes.
+func waitChanges(ctx context.Context, sc *scard.Context, states []scard.ReaderState, done func([]scard.ReaderState) bool) error {
+	first := true
+	for {
+		// A bounded timeout, so that a lost notification (pcscd restarting
+		// under us) costs at most a second, never a hang.
+		timeout := time.Second
+		if first {
+			timeout = 0
+		}
+		err := sc.GetStatusChange(states, timeout)
+		switch {
+		case err == nil, errors.Is(err, scard.ErrTimeout):
+		case errors.Is(err, scard.ErrCancelled):
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errReadersChanged
+		case errors.Is(err, scard.ErrUnknownReader), errors.Is(err, scard.ErrReaderUnavailable):
+			return errReadersChanged
+		default:
+			return mapError("", err)
+		}
+		if done(states) {
+			return nil
+		}
+		changed := false
+		for i := range states {
+			if states[i].EventState&scard.StateChanged != 0 {
+				if states[i].Reader == pnpReader && !first {
+					changed = true
+				}
+				if states[i].EventState&(scard.StateUnknown|scard.StateUnavailable) != 0 && states[i].Reader != pnpReader {
+					changed = true
+				}
+			}
+			states[i].CurrentState = states[i].EventState &^ scard.StateChanged
+		}
+		if changed {
+			return errReadersChanged
+		}
+		first = false
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
