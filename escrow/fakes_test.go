@@ -1,0 +1,583 @@
+package escrow
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+
+	"custos.dev/custos/cards"
+	"custos.dev/custos/luks"
+	"custos.dev/custos/shares"
+	"custos.dev/custos/store"
+)
+
+// fakeVolume is an in-memory LUKS header: keyslots hold their keys in the
+// clear so that tests can check what opens what.
+type fakeVolume struct {
+	mu      sync.Mutex
+	version int
+	uuid    string
+	slots   map[int][]byte
+	tokens  map[int]luks.Token
+	// failAdd, if set, makes AddKeyslot fail.
+	failAdd error
+}
+
+func newFakeVolume(t *testing.T, version int, passphrase string) *fakeVolume {
+	t.Helper()
+	var u [16]byte
+	rand.Read(u[:])
+	vid := shares.VolumeID(u)
+	return &fakeVolume{version: version, uuid: vid.String(), slots: map[int][]byte{0: []byte(passphrase)}, tokens: map[int]luks.Token{}}
+}
+
+func (v *fakeVolume) max() int {
+	if v.version == 1 {
+		return luks.LUKS1Keyslots
+	}
+	return luks.LUKS2Keyslots
+}
+
+func (v *fakeVolume) Inspect(ctx context.Context) (*luks.Header, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	h := &luks.Header{Version: v.version, UUID: v.uuid}
+	for i := range v.max() {
+		if _, ok := v.slots[i]; ok {
+			h.Keyslots = append(h.Keyslots, luks.Keyslot{ID: i, PBKDF: "pbkdf2"})
+		}
+	}
+	for i := range luks.LUKS2Tokens {
+		if t, ok := v.tokens[i]; ok {
+			t.JSON = append(json.RawMessage(nil), t.JSON...)
+			h.Tokens = append(h.Tokens, t)
+		}
+	}
+	return h, nil
+}
+
+func (v *fakeVolume) opens(key []byte) int {
+	for i := range v.max() {
+		if k, ok := v.slots[i]; ok && bytes.Equal(k, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (v *fakeVolume) AddKeyslot(ctx context.Context, auth, newKey []byte, opts luks.AddOptions) (int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.failAdd != nil {
+		return -1, v.failAdd
+	}
+	if v.opens(auth) < 0 {
+		return -1, fmt.Errorf("add keyslot: %w", luks.ErrWrongKey)
+	}
+	slot := -1
+	if opts.Slot != nil {
+		slot = *opts.Slot
+		if _, used := v.slots[slot]; used {
+			return -1, luks.ErrKeyslotInUse
+		}
+	} else {
+		for i := range v.max() {
+			if _, used := v.slots[i]; !used {
+				slot = i
+				break
+			}
+		}
+		if slot < 0 {
+			return -1, luks.ErrNoFreeKeyslot
+		}
+	}
+	v.slots[slot] = bytes.Clone(newKey)
+	return slot, nil
+}
+
+func (v *fakeVolume) TestKey(ctx context.Context, key []byte, slot int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if k, ok := v.slots[slot]; !ok || !bytes.Equal(k, key) {
+		return fmt.Errorf("test key on keyslot %d: %w", slot, luks.ErrWrongKey)
+	}
+	return nil
+}
+
+func (v *fakeVolume) FindKeyslot(ctx context.Context, key []byte) (int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if s := v.opens(key); s >= 0 {
+		return s, nil
+	}
+	return -1, fmt.Errorf("find keyslot: %w", luks.ErrWrongKey)
+}
+
+func (v *fakeVolume) KillKeyslot(ctx context.Context, slot, keep int, auth []byte) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.slots[slot]; !ok {
+		return luks.ErrKeyslotInactive
+	}
+	if len(v.slots) < 2 {
+		return luks.ErrLastKeyslot
+	}
+	if k, ok := v.slots[keep]; keep == slot || !ok || !bytes.Equal(k, auth) {
+		return fmt.Errorf("kill keyslot %d: keep %d: %w", slot, keep, luks.ErrWrongKey)
+	}
+	delete(v.slots, slot)
+	// cryptsetup drops the keyslot from the tokens bound to it.
+	for id, t := range v.tokens {
+		t.Keyslots = slices.DeleteFunc(t.Keyslots, func(k int) bool { return k == slot })
+		v.tokens[id] = t
+	}
+	return nil
+}
+
+func (v *fakeVolume) Tokens(ctx context.Context, typ string) ([]luks.Token, error) {
+	h, _ := v.Inspect(ctx)
+	if v.version != 2 {
+		return nil, luks.ErrNoTokens
+	}
+	return slices.DeleteFunc(h.Tokens, func(t luks.Token) bool { return typ != "" && t.Type != typ }), nil
+}
+
+func (v *fakeVolume) putToken(id int, tok []byte, keyslot int) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(tok, &obj); err != nil {
+		return err
+	}
+	ks, _ := json.Marshal([]string{strconv.Itoa(keyslot)})
+	obj["keyslots"] = ks
+	body, _ := json.Marshal(obj)
+	var typ struct {
+		Type string `json:"type"`
+	}
+	json.Unmarshal(body, &typ)
+	v.tokens[id] = luks.Token{ID: id, Type: typ.Type, Keyslots: []int{keyslot}, JSON: body}
+	return nil
+}
+
+func (v *fakeVolume) ImportToken(ctx context.Context, tok []byte, keyslot int) (int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.version != 2 {
+		return -1, luks.ErrNoTokens
+	}
+	if _, ok := v.slots[keyslot]; !ok {
+		return -1, luks.ErrKeyslotInactive
+	}
+	for i := range luks.LUKS2Tokens {
+		if _, used := v.tokens[i]; !used {
+			return i, v.putToken(i, tok, keyslot)
+		}
+	}
+	return -1, errors.New("no token id free")
+}
+
+func (v *fakeVolume) ReplaceToken(ctx context.Context, id int, tok []byte, keyslot int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.tokens[id]; !ok {
+		return luks.ErrTokenNotFound
+	}
+	return v.putToken(id, tok, keyslot)
+}
+
+func (v *fakeVolume) RemoveToken(ctx context.Context, id int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.tokens[id]; !ok {
+		return luks.ErrTokenNotFound
+	}
+	delete(v.tokens, id)
+	return nil
+}
+
+// keyOf returns the key of a keyslot (test helper).
+func (v *fakeVolume) keyOf(slot int) []byte {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return bytes.Clone(v.slots[slot])
+}
+
+func (v *fakeVolume) inUse(slot int) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.slots[slot]
+	return ok
+}
+
+// editToken changes the custos token's JSON through fn.
+func (v *fakeVolume) editToken(t *testing.T, fn func(*tokenJSON)) {
+	t.Helper()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id, tk := range v.tokens {
+		var tj tokenJSON
+		if err := json.Unmarshal(tk.JSON, &tj); err != nil {
+			t.Fatal(err)
+		}
+		fn(&tj)
+		b, _ := json.Marshal(tj)
+		tk.JSON = b
+		v.tokens[id] = tk
+		return
+	}
+	t.Fatal("no token to edit")
+}
+
+// fakeCard is an in-memory custody card.
+type fakeCard struct {
+	mu       sync.Mutex
+	serial   uint32
+	pin      []byte
+	retries  int
+	verified bool
+	slots    map[uint8]*fakeSlot
+	reader   string
+	// failWrite makes WriteShare fail; corruptRead makes ReadShare return
+	// a different sealed share than written.
+	failWrite   error
+	corruptRead bool
+	opened      int // OpenShare calls that reached the key
+}
+
+type fakeSlot struct {
+	priv *ecdsa.PrivateKey
+	cert *cards.ShareCert
+}
+
+func newFakeCard(t *testing.T, serial uint32, pin string) *fakeCard {
+	t.Helper()
+	c := &fakeCard{serial: serial, pin: []byte(pin), retries: 3, slots: map[uint8]*fakeSlot{}, reader: "fake reader"}
+	c.newKey(t, 0x82)
+	return c
+}
+
+func (c *fakeCard) newKey(t testing.TB, slot uint8) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.slots[slot] = &fakeSlot{priv: k}
+}
+
+func copyCert(sc *cards.ShareCert) *cards.ShareCert {
+	if sc == nil {
+		return nil
+	}
+	cp := *sc
+	if sc.Sealed != nil {
+		b, _ := sc.Sealed.MarshalBinary()
+		cp.Sealed, _ = shares.ParseSealedShare(b)
+	}
+	return &cp
+}
+
+func (c *fakeCard) Serial() uint32 { return c.serial }
+func (c *fakeCard) Reader() string { return c.reader }
+func (c *fakeCard) Close() error {
+	c.mu.Lock()
+	c.verified = false
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *fakeCard) Custody() ([]cards.SlotInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []cards.SlotInfo
+	for s := uint8(0x82); s <= 0x95; s++ {
+		fs, ok := c.slots[s]
+		if !ok {
+			continue
+		}
+		fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
+		out = append(out, cards.SlotInfo{Slot: s, PublicKey: &fs.priv.PublicKey, Fingerprint: fp, Share: copyCert(fs.cert)})
+	}
+	return out, nil
+}
+
+func (c *fakeCard) Init(opts cards.InitOptions) (*cards.Custody, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pin = bytes.Clone(opts.PIN)
+	slot := opts.Slot
+	if slot == 0 {
+		for s := uint8(0x82); s <= 0x95; s++ {
+			if _, used := c.slots[s]; !used {
+				slot = s
+				break
+			}
+		}
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	c.slots[slot] = &fakeSlot{priv: k}
+	fp, _ := shares.FingerprintOf(&k.PublicKey)
+	return &cards.Custody{Serial: c.serial, Slot: slot, PublicKey: &k.PublicKey, Fingerprint: fp, PINPolicy: "always", TouchPolicy: "never"}, nil
+}
+
+func (c *fakeCard) checkPIN(pin []byte) error {
+	if c.retries == 0 {
+		return cards.ErrPINBlocked
+	}
+	if !bytes.Equal(pin, c.pin) {
+		c.retries--
+		return &cards.PINError{Retries: c.retries}
+	}
+	c.retries = 3
+	return nil
+}
+
+func (c *fakeCard) VerifyPIN(pin []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.checkPIN(pin); err != nil {
+		return err
+	}
+	c.verified = true
+	return nil
+}
+
+func (c *fakeCard) WriteShare(slot uint8, sc *cards.ShareCert) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failWrite != nil {
+		return c.failWrite
+	}
+	if !c.verified {
+		return cards.ErrPINRequired
+	}
+	fs, ok := c.slots[slot]
+	if !ok {
+		return cards.ErrNoCustodySlot
+	}
+	fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
+	if sc.Sealed.Recipient != fp {
+		return cards.ErrWrongCard
+	}
+	fs.cert = copyCert(sc)
+	return nil
+}
+
+func (c *fakeCard) ReadShare(slot uint8) (*cards.ShareCert, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fs, ok := c.slots[slot]
+	if !ok || fs.cert == nil {
+		return nil, cards.ErrNoCustodySlot
+	}
+	cp := copyCert(fs.cert)
+	if c.corruptRead {
+		cp.Sealed.Ciphertext[0] ^= 1
+	}
+	return cp, nil
+}
+
+func (c *fakeCard) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fs, ok := c.slots[slot]
+	if !ok {
+		return nil, cards.ErrNoCustodySlot
+	}
+	pub, _ := fs.priv.PublicKey.ECDH()
+	fp, _ := shares.FingerprintOf(pub)
+	if sealed.Recipient != fp {
+		return nil, cards.ErrWrongCard
+	}
+	if err := c.checkPIN(pin); err != nil {
+		return nil, err
+	}
+	c.opened++
+	priv, _ := fs.priv.ECDH()
+	return shares.Open(sealed, pub, func(eph *ecdh.PublicKey) ([]byte, error) { return priv.ECDH(eph) })
+}
+
+func (c *fakeCard) WipeShare(slot uint8, pin []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.slots[slot]; !ok {
+		return cards.ErrNoCustodySlot
+	}
+	if err := c.checkPIN(pin); err != nil {
+		return err
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	c.slots[slot] = &fakeSlot{priv: k}
+	return nil
+}
+
+// cert returns the card's certificate in slot 82 (test helper).
+func (c *fakeCard) cert(slot uint8) *cards.ShareCert {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.slots[slot].cert
+}
+
+// fakeSource hands over the queued cards in order; once they are used up it
+// fails at once rather than wait.
+type fakeSource struct {
+	mu    sync.Mutex
+	queue []*fakeCard
+	taken int
+}
+
+var errNoMoreCards = errors.New("no more cards in the test's queue")
+
+func (s *fakeSource) insert(cs ...*fakeCard) {
+	s.mu.Lock()
+	s.queue = append(s.queue, cs...)
+	s.mu.Unlock()
+}
+
+func (s *fakeSource) Next(ctx context.Context) (Card, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(s.queue) == 0 {
+		return nil, errNoMoreCards
+	}
+	c := s.queue[0]
+	s.queue = s.queue[1:]
+	s.taken++
+	return c, nil
+}
+
+// fakePrompter answers prompts from a queue and records everything.
+type fakePrompter struct {
+	mu      sync.Mutex
+	answers []string
+	prompts []string
+	said    []string
+}
+
+var errNoMoreInput = errors.New("no more input in the test's queue")
+
+func (p *fakePrompter) answer(a ...string) {
+	p.mu.Lock()
+	p.answers = append(p.answers, a...)
+	p.mu.Unlock()
+}
+
+func (p *fakePrompter) Secret(prompt string) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.prompts = append(p.prompts, prompt)
+	if len(p.answers) == 0 {
+		return nil, errNoMoreInput
+	}
+	a := p.answers[0]
+	p.answers = p.answers[1:]
+	return []byte(a), nil
+}
+
+func (p *fakePrompter) Say(msg string) {
+	p.mu.Lock()
+	p.said = append(p.said, msg)
+	p.mu.Unlock()
+}
+
+func (p *fakePrompter) transcript() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b bytes.Buffer
+	for _, s := range p.said {
+		b.WriteString(s + "\n")
+	}
+	for _, s := range p.prompts {
+		b.WriteString("? " + s + "\n")
+	}
+	return b.String()
+}
+
+// rig is a fake volume, fake cards, a real log in a temporary directory
+// and a fake prompter.
+type rig struct {
+	t      *testing.T
+	vol    *fakeVolume
+	cards  []*fakeCard
+	src    *fakeSource
+	p      *fakePrompter
+	log    *store.Log
+	dbPath string
+	env    *Env
+}
+
+const operatorKey = "operator passphrase"
+
+func newRig(t *testing.T, version, ncards int) *rig {
+	t.Helper()
+	r := &rig{t: t, vol: newFakeVolume(t, version, operatorKey), src: &fakeSource{}, p: &fakePrompter{}}
+	for i := range ncards {
+		r.cards = append(r.cards, newFakeCard(t, uint32(1000+i), fmt.Sprintf("pin%03d", i)))
+	}
+	r.dbPath = filepath.Join(t.TempDir(), "custos.db")
+	r.openLog()
+	r.env = &Env{Volume: r.vol, Device: "/dev/test", Cards: r.src, Log: r.log, Prompt: r.p, Actor: "tester"}
+	return r
+}
+
+func (r *rig) openLog() {
+	l, err := store.Open(r.dbPath, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { l.Close() })
+	r.log = l
+	if r.env != nil {
+		r.env.Log = l
+	}
+}
+
+func (r *rig) pin(i int) string { return fmt.Sprintf("pin%03d", i) }
+
+// insert queues cards by position and the PIN answers for each.
+func (r *rig) insert(idx ...int) {
+	for _, i := range idx {
+		r.src.insert(r.cards[i])
+		r.p.answer(r.pin(i))
+	}
+}
+
+// enroll runs a k-of-n enrollment with cards 0..n-1.
+func (r *rig) enroll(k, n int) *EnrollResult {
+	r.t.Helper()
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	r.insert(idx...)
+	res, err := Enroll(context.Background(), r.env, EnrollOptions{K: k, N: n, AuthKey: []byte(operatorKey),
+		Custodians: []string{"alice", "bob", "carol", "dave", "erin"}[:min(n, 5)]})
+	if err != nil {
+		r.t.Fatalf("enroll: %v\n%s", err, r.p.transcript())
+	}
+	return res
+}
+
+// recover runs Recover with the given cards and a new passphrase.
+func (r *rig) recover(newKey string, idx ...int) (*RecoverResult, error) {
+	r.insert(idx...)
+	return Recover(context.Background(), r.env, RecoverOptions{NewKey: []byte(newKey)})
+}
