@@ -24,7 +24,7 @@ type collector struct {
 	// tell a card holding one of their shares.
 	known map[shares.CeremonyID]string
 
-	seen     map[string]bool                  // serials already taken
+	seen     map[string]bool // serials already taken
 	pools    map[shares.CeremonyID][]*shares.Share
 	indexes  map[shares.CeremonyID]map[int]int // share index -> position in outcomes
 	outcomes []CardOutcome
