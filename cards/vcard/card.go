@@ -101,6 +101,7 @@ func NewCard(cfg Config) (*Card, error) {
 // LoadCard loads a card from its state file; the card keeps writing its
 // changes there. A damaged file gives an error wrapping ErrCorruptState.
 func LoadCard(path string) (*Card, error) {
+	removeStaleTemps(path)
 	st, err := loadState(path)
 	if err != nil {
 		return nil, err

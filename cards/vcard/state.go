@@ -310,6 +310,15 @@ func loadState(path string) (*state, error) {
 	return st, nil
 }
 
+// removeStaleTemps deletes temporary files a killed writer of path left
+// behind; the state file itself is always whole.
+func removeStaleTemps(path string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp*"))
+	for _, m := range matches {
+		os.Remove(m)
+	}
+}
+
 // writeFileAtomic replaces path with b so that a crash at any moment leaves
 // either the old or the new content: write a temporary file in the same
 // directory (0600), fsync it, rename it over path, fsync the directory.
