@@ -2,8 +2,6 @@ package luks
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 )
@@ -32,28 +30,11 @@ func BenchmarkAddKeyslot(b *testing.B) {
 }
 
 // BenchmarkCryptsetupLuksAddKey is one bare cryptsetup luksAddKey with the
-// same settings and the keys on the same kind of pipes.
+// same settings and the keys on the same kind of pipes (addRaw).
 func BenchmarkCryptsetupLuksAddKey(b *testing.B) {
 	v := format(b, 2, keyA, 1000)
 	for b.Loop() {
-		r3, w3, _ := os.Pipe()
-		r4, w4, _ := os.Pipe()
-		cmd := exec.Command(v.Cryptsetup, "luksAddKey", "--batch-mode", "--pbkdf=pbkdf2",
-			"--pbkdf-force-iterations=1000", "--key-slot=1", "--key-file=/dev/fd/3", v.Path, "/dev/fd/4")
-		cmd.Env = childEnv
-		cmd.ExtraFiles = []*os.File{r3, r4}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		r3.Close()
-		r4.Close()
-		w3.Write(keyA)
-		w3.Close()
-		w4.Write(keyB)
-		w4.Close()
-		if err := cmd.Wait(); err != nil {
-			b.Fatal(err)
-		}
+		addRaw(b, v, keyA, keyB)
 		b.StopTimer()
 		killRaw(b, v, 1)
 		b.StartTimer()

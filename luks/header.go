@@ -15,8 +15,8 @@ import (
 )
 
 // Keyslot counts, from the on-disk formats: LUKS1 (LUKS On-Disk Format
-// Specification 1.2.3, section 2.4, LUKS_NUMKEYS) and LUKS2 (LUKS2 On-Disk
-// Format Specification 1.1.x, section 3.2; libcryptsetup LUKS2_KEYSLOTS_MAX).
+// Specification, LUKS_NUMKEYS) and LUKS2 (LUKS2 On-Disk Format
+// Specification; libcryptsetup LUKS2_KEYSLOTS_MAX).
 const (
 	LUKS1Keyslots = 8
 	LUKS2Keyslots = 32
@@ -46,7 +46,8 @@ type Header struct {
 type Keyslot struct {
 	ID int
 	// PBKDF is the keyslot's key derivation function: "pbkdf2",
-	// "argon2i" or "argon2id".
+	// "argon2i" or "argon2id"; "" for a LUKS2 keyslot that holds no key
+	// (a "reencrypt" keyslot).
 	PBKDF string
 }
 
@@ -96,7 +97,8 @@ func (h *Header) Token(id int) *Token {
 }
 
 // maxDump bounds the cryptsetup output the parsers accept. A LUKS2 JSON
-// area is at most 4 MiB (LUKS2 spec, section 2: hdr_size up to 4 MiB).
+// area is at most 4 MiB (LUKS2 On-Disk Format Specification: hdr_size up
+// to 4 MiB).
 const maxDump = 4 << 20
 
 // parseDump reads the version and UUID from cryptsetup luksDump's text
@@ -173,8 +175,8 @@ func parseDump(out []byte) (*Header, error) {
 	return h, nil
 }
 
-// metadata is the part of the LUKS2 JSON area (LUKS2 spec, section 3) that
-// this package reads.
+// metadata is the part of the LUKS2 JSON area (LUKS2 On-Disk Format
+// Specification, "JSON area") that this package reads.
 type metadata struct {
 	Keyslots map[string]struct {
 		Type string `json:"type"`
@@ -188,8 +190,8 @@ type metadata struct {
 	} `json:"config"`
 }
 
-// tokenHead is the part of a token object (LUKS2 spec, section 3.4) that
-// every token has.
+// tokenHead is the part of a token object (LUKS2 On-Disk Format
+// Specification, "Tokens") that every token has.
 type tokenHead struct {
 	Type     *string   `json:"type"`
 	Keyslots *[]string `json:"keyslots"`
@@ -227,7 +229,12 @@ func parseMetadata(out []byte, h *Header) error {
 		if err != nil {
 			return fmt.Errorf("parse luks2 metadata: keyslot %q: %w", clip(k), err)
 		}
-		if ks.KDF.Type == "" {
+		// A "luks2" keyslot holds a key behind a KDF; others (a
+		// "reencrypt" keyslot during online re-encryption) hold none.
+		if ks.Type == "" {
+			return fmt.Errorf("parse luks2 metadata: keyslot %d has no type", id)
+		}
+		if ks.Type == "luks2" && ks.KDF.Type == "" {
 			return fmt.Errorf("parse luks2 metadata: keyslot %d has no kdf type", id)
 		}
 		h.Keyslots = append(h.Keyslots, Keyslot{ID: id, PBKDF: ks.KDF.Type})
@@ -273,7 +280,7 @@ func parseToken(id int, raw []byte) (*Token, error) {
 }
 
 // parseID parses a LUKS2 object key: a decimal number below max, written
-// without sign or leading zeros, as the LUKS2 spec (section 3) has them.
+// without sign or leading zeros, as cryptsetup writes them.
 func parseID(s string, max int) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 || n >= max || strconv.Itoa(n) != s {
@@ -310,17 +317,18 @@ func clip(s string) string {
 	return s
 }
 
-// On-disk magic (LUKS1 spec section 2.4, LUKS2 spec section 2.1): the
-// primary header starts with "LUKS\xba\xbe", a LUKS2 secondary header with
-// "SKUL\xba\xbe", followed by a big-endian 16-bit version.
+// On-disk magic (LUKS1 and LUKS2 On-Disk Format Specifications, binary
+// header): the primary header starts with "LUKS\xba\xbe", a LUKS2
+// secondary header with "SKUL\xba\xbe", followed by a big-endian 16-bit
+// version.
 var (
 	magicPrimary   = []byte{'L', 'U', 'K', 'S', 0xba, 0xbe}
 	magicSecondary = []byte{'S', 'K', 'U', 'L', 0xba, 0xbe}
 )
 
 // secondaryOffsets are where a LUKS2 secondary header may start: right
-// after a primary binary header plus JSON area of one of the allowed sizes
-// (LUKS2 spec, section 2.1: 16 KiB to 4 MiB).
+// after a primary binary header plus JSON area of one of the allowed sizes,
+// 16 KiB to 4 MiB (libcryptsetup hdr_areas[]).
 var secondaryOffsets = []int64{16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20}
 
 // headerProbe is what the first bytes of a file say about a LUKS header,

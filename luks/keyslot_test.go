@@ -141,14 +141,13 @@ func TestKeyslotsFull(t *testing.T) {
 		if want := map[int]int{1: 8, 2: 32}[version]; max != want {
 			t.Fatalf("MaxKeyslots = %d, want %d", max, want)
 		}
-		for i := 1; i < max; i++ {
-			s, err := v.AddKeyslot(ctx, keyA, []byte("key "+strings.Repeat("x", i)), AddOptions{PBKDF: cheap})
-			if err != nil {
-				t.Fatalf("add keyslot %d: %v", i, err)
-			}
-			if s != i {
-				t.Fatalf("add keyslot %d: got keyslot %d", i, s)
-			}
+		// Fill all but the last keyslot with cryptsetup directly (setup,
+		// five times fewer runs), the last one through AddKeyslot.
+		for i := 1; i < max-1; i++ {
+			addRaw(t, v, keyA, []byte("key "+strings.Repeat("x", i)))
+		}
+		if s, err := v.AddKeyslot(ctx, keyA, []byte("key "+strings.Repeat("x", max-1)), AddOptions{PBKDF: cheap}); err != nil || s != max-1 {
+			t.Fatalf("add the last keyslot = %d, %v; want %d", s, err, max-1)
 		}
 		if free := inspect(t, v).FreeKeyslots(); len(free) != 0 {
 			t.Fatalf("free keyslots = %v, want none", free)

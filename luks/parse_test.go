@@ -98,6 +98,7 @@ func TestParseMetadataRejects(t *testing.T) {
 		"keyslot 01":       `{"keyslots":{"01":{"kdf":{"type":"pbkdf2"}}},"tokens":{}}`,
 		"keyslot +1":       `{"keyslots":{"+1":{"kdf":{"type":"pbkdf2"}}},"tokens":{}}`,
 		"keyslot no kdf":   `{"keyslots":{"1":{"type":"luks2"}},"tokens":{}}`,
+		"keyslot no type":  `{"keyslots":{"1":{}},"tokens":{}}`,
 		"token no type":    `{"keyslots":{},"tokens":{"0":{"keyslots":[]}}}`,
 		"token no slots":   `{"keyslots":{},"tokens":{"0":{"type":"x"}}}`,
 		"token bad slot":   `{"keyslots":{},"tokens":{"0":{"type":"x","keyslots":["a"]}}}`,
@@ -193,7 +194,7 @@ func FuzzParseMetadata(f *testing.F) {
 			return
 		}
 		for i, k := range h.Keyslots {
-			if k.ID < 0 || k.ID >= LUKS2Keyslots || k.PBKDF == "" || i > 0 && h.Keyslots[i-1].ID >= k.ID {
+			if k.ID < 0 || k.ID >= LUKS2Keyslots || i > 0 && h.Keyslots[i-1].ID >= k.ID {
 				t.Fatalf("bad keyslots %+v", h.Keyslots)
 			}
 		}

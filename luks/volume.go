@@ -86,12 +86,12 @@ type PBKDF struct {
 	MemoryKiB, Parallel int
 }
 
-// MinimalPBKDF is what AddOptions.MinimalPBKDF stands for: pbkdf2 with
+// minimalPBKDF is what AddOptions.MinimalPBKDF stands for: pbkdf2 with
 // SHA-512 and 1000 iterations, no benchmark, as systemd-cryptenroll uses
 // for its recovery keys (src/shared/cryptsetup-util.c,
 // cryptsetup_set_minimal_pbkdf). 1000 is the least cryptsetup accepts for
-// pbkdf2 (NIST SP 800-132, section 5.2).
-var MinimalPBKDF = PBKDF{Type: "pbkdf2", Hash: "sha512", Iterations: 1000}
+// pbkdf2 (the minimum NIST SP 800-132 recommends).
+var minimalPBKDF = PBKDF{Type: "pbkdf2", Hash: "sha512", Iterations: 1000}
 
 // minimalKeyLen is the shortest key AddOptions.MinimalPBKDF accepts: 32
 // bytes can carry the 256 random bits the option requires.
@@ -112,7 +112,9 @@ type AddOptions struct {
 	// Tests pass cheap ones; production should not.
 	PBKDF *PBKDF
 
-	// MinimalPBKDF uses MinimalPBKDF for the new keyslot. It is meant for
+	// MinimalPBKDF gives the new keyslot pbkdf2 with SHA-512 and 1000
+	// iterations, without a benchmark (LUKS1: pbkdf2 with the header's
+	// hash, 1000 iterations). It is meant for
 	// one kind of key only: a recovery key of at least 256 bits from
 	// crypto/rand. A PBKDF exists to make guessing a low-entropy
 	// passphrase expensive; against a uniformly random 256-bit key there
@@ -215,7 +217,8 @@ func (v *Volume) AddKeyslot(ctx context.Context, auth, newKey []byte, opts AddOp
 		if len(newKey) < minimalKeyLen {
 			return -1, fmt.Errorf("add keyslot: minimal pbkdf needs a random key of at least %d bytes, got %d", minimalKeyLen, len(newKey))
 		}
-		p = &MinimalPBKDF
+		mp := minimalPBKDF
+		p = &mp
 	}
 
 	before, err := v.Inspect(ctx)
