@@ -32,7 +32,9 @@
 //	err = v.BackupHeader(ctx, "/root/sda2.header")
 //	err = v.RestoreHeader(ctx, "/root/sda2.header")
 //
-// Every method takes a context; cancelling it stops cryptsetup (SIGTERM,
+// A Volume holds no state beyond its fields; its methods may run from
+// several goroutines, and cryptsetup's metadata lock serialises their
+// header writes. Every method takes a context; cancelling it stops cryptsetup (SIGTERM,
 // then SIGKILL after a grace period). cryptsetup waits for the volume's
 // metadata lock without a time limit, so the context is also how long to
 // wait for another process: a context that ends while another process

@@ -267,7 +267,7 @@ func parseToken(id int, raw []byte) (*Token, error) {
 	if th.Keyslots == nil {
 		return nil, fmt.Errorf("token %d: no keyslots array", id)
 	}
-	t := &Token{ID: id, Type: *th.Type, JSON: json.RawMessage(bytes.Clone(raw))}
+	t := &Token{ID: id, Type: *th.Type, JSON: json.RawMessage(bytes.Clone(bytes.TrimSpace(raw)))}
 	for _, s := range *th.Keyslots {
 		ks, err := parseID(s, LUKS2Keyslots)
 		if err != nil {

@@ -52,7 +52,8 @@ func TestTokensRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok.Type != TokenType || !slices.Equal(tok.Keyslots, []int{slot}) || tokenField(t, tok, "ceremony") != "c-1" {
+	if tok.Type != TokenType || !slices.Equal(tok.Keyslots, []int{slot}) || tokenField(t, tok, "ceremony") != "c-1" ||
+		!json.Valid(tok.JSON) || tok.JSON[len(tok.JSON)-1] != '}' {
 		t.Fatalf("token read back = %+v (%s)", tok, tok.JSON)
 	}
 
