@@ -184,7 +184,9 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 // has none for it) and marks the ceremony active.
 func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *EnrollResult) error {
 	res.Ceremony = rec
-	if err := writeToken(ctx, env, v, rec, res); err != nil {
+	id, err := writeToken(ctx, env, v, rec)
+	res.TokenID = id
+	if err != nil {
 		return withHint(fmt.Errorf("enroll: every share is written, but %w", err), "rerun custos enroll %s to finish", env.device())
 	}
 	if err := step(fpEnrollToken); err != nil {
@@ -205,40 +207,38 @@ func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *Enro
 
 // writeToken writes a complete ceremony's token, anchored at the log's
 // head, unless the header has it already (or is LUKS1).
-func writeToken(ctx context.Context, env *Env, v *view, rec *Record, res *EnrollResult) error {
+func writeToken(ctx context.Context, env *Env, v *view, rec *Record) (int, error) {
 	if v.h.Version != 2 {
 		env.say("luks1 volume: no token; the ceremony lives in the log and on the cards")
-		return nil
+		return -1, nil
 	}
 	if err := refreshTokens(ctx, env, v); err != nil {
-		return err
+		return -1, err
 	}
 	if t := v.tokenOf(rec.ID); t != nil {
-		res.TokenID = t.id
-		return nil
+		return t.id, nil
 	}
 	head, err := env.Log.Head()
 	if err != nil {
-		return fmt.Errorf("read log head: %w", err)
+		return -1, fmt.Errorf("read log head: %w", err)
 	}
 	tr := *rec
 	tr.Status = StatusActive
 	tr.Anchor = head
 	tok, err := encodeToken(&tr)
 	if err != nil {
-		return err
+		return -1, err
 	}
 	id, err := env.Volume.ImportToken(ctx, tok, rec.Keyslot)
 	if errors.Is(err, luks.ErrTokenTooLarge) {
 		env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
-		return nil
+		return -1, nil
 	}
 	if err != nil {
-		return err
+		return -1, err
 	}
-	res.TokenID = id
 	rec.Anchor = head
-	return nil
+	return id, nil
 }
 
 // refreshTokens re-reads the tokens when the view's header may be stale.

@@ -439,6 +439,9 @@ type fakeSource struct {
 	mu    sync.Mutex
 	queue []*fakeCard
 	taken int
+	// block makes Next wait for ctx to end once the queue is empty, as a
+	// reader with no card does.
+	block bool
 }
 
 var errNoMoreCards = errors.New("no more cards in the test's queue")
@@ -456,6 +459,12 @@ func (s *fakeSource) Next(ctx context.Context) (Card, error) {
 		return nil, err
 	}
 	if len(s.queue) == 0 {
+		if s.block {
+			s.mu.Unlock()
+			<-ctx.Done()
+			s.mu.Lock()
+			return nil, ctx.Err()
+		}
 		return nil, errNoMoreCards
 	}
 	c := s.queue[0]

@@ -50,7 +50,9 @@ func look(ctx context.Context, env *Env) (*view, error) {
 		if err == nil && rec.Volume != v.vid {
 			rec, err = nil, fmt.Errorf("token: names volume %s, not this one (%s)", rec.Volume, v.vid)
 		}
-		if err == nil && !slices.Contains(t.Keyslots, rec.Keyslot) {
+		// A token bound to no keyslot is one whose keyslot was killed
+		// (cryptsetup drops the binding); bound to another, it lies.
+		if err == nil && len(t.Keyslots) > 0 && !slices.Contains(t.Keyslots, rec.Keyslot) {
 			rec, err = nil, fmt.Errorf("token: bound to keyslots %v, but names keyslot %d", t.Keyslots, rec.Keyslot)
 		}
 		v.tokens = append(v.tokens, tokenEntry{id: t.ID, rec: rec, err: err})
