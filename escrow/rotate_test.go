@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // rotateRun rotates a 2-of-3 ceremony on cards 0,1,2 to cards 1,2,3,
