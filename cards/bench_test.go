@@ -1,0 +1,86 @@
+package cards
+
+import (
+	"testing"
+
+	"github.com/go-piv/piv-go/v2/piv"
+
+	"custos.dev/custos/cards/vcard"
+)
+
+// TestInitPolicies: PIN policy once and touch policy cached are attested as
+// chosen, and a share still opens (the virtual card confirms touches).
+func TestInitPolicies(t *testing.T) {
+	lock(t)
+	vc := newVCard(t, 4000111, "")
+	in := insert(t, vc, vcard.Port0)
+	c := openCard(t, in.Reader())
+	cu, err := c.Init(InitOptions{PIN: testPIN, PUK: testPUK, Slot: 0x90, PINPolicy: piv.PINPolicyOnce, TouchPolicy: piv.TouchPolicyCached, Roots: virtualCA(t).Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cu.Slot != 0x90 || cu.PINPolicy != "once" || cu.TouchPolicy != "cached" {
+		t.Fatalf("Custody = slot %02x, PIN %q, touch %q", cu.Slot, cu.PINPolicy, cu.TouchPolicy)
+	}
+	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
+	if err := c.WriteShare(0x90, scs[0]); err != nil {
+		t.Fatal(err)
+	}
+	touches := vc.Counts().Touches
+	if _, err := c.OpenShare(0x90, testPIN, scs[0].Sealed); err != nil {
+		t.Fatal(err)
+	}
+	if vc.Counts().Touches == touches {
+		t.Error("opening a share with touch policy cached asked for no touch")
+	}
+	if _, err := c.Init(InitOptions{PIN: testPIN, PUK: testPUK, Slot: 0x90, CurrentPIN: testPIN, CurrentPUK: testPUK, Roots: virtualCA(t).Pool()}); err == nil {
+		t.Error("Init over a slot that holds a key succeeded")
+	}
+	if _, err := c.Init(InitOptions{PIN: testPIN, PUK: testPUK, PINPolicy: piv.PINPolicyNever, CurrentPIN: testPIN, CurrentPUK: testPUK}); err == nil {
+		t.Error("Init with PIN policy never succeeded")
+	}
+}
+
+// BenchmarkOpenShare opens one share on a virtual card through pcscd, from
+// Open to Close, and reports the APDUs it takes.
+func BenchmarkOpenShare(b *testing.B) {
+	lock(b)
+	vc, in, c, cu := custodyCard(b, 4000121, vcard.Port0)
+	_, _, scs := ceremony(b, cu.PublicKey, cu.PublicKey)
+	if err := c.WriteShare(cu.Slot, scs[0]); err != nil {
+		b.Fatal(err)
+	}
+	c.Close()
+	n0 := vc.Counts().APDUs
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := Open(in.Reader())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc, err := c.ReadShare(cu.Slot)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sh, err := c.OpenShare(cu.Slot, testPIN, sc.Sealed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sh.Wipe()
+		c.Close()
+	}
+	b.ReportMetric(float64(vc.Counts().APDUs-n0)/float64(b.N), "APDUs/op")
+}
+
+func BenchmarkParseShareCert(b *testing.B) {
+	v, err := marshalShareCert(vectorShareCert(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseShareCert(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
