@@ -23,11 +23,34 @@
 //	sc, err := c.ReadShare(custody.Slot)
 //	share, err := c.OpenShare(custody.Slot, pin, sc.Sealed)
 //
-// Init changes the factory PIN and PUK, sets a random management key that it
-// stores PIN-protected on the card (nobody needs to know it), generates the
-// key and verifies the card's attestation against pinned roots. WriteShare
-// and WipeShare need only the PIN: they read the management key back from
-// the card after VERIFY.
+// Init reads the PIN, PUK and management-key state with GET METADATA (never
+// by trying a PIN), refuses YubiKey FIPS firmware 4.4.2 and 4.4.4, generates
+// the key, verifies its attestation (Yubico's roots, as piv-go bundles them,
+// plus InitOptions.Roots), then sets a random management key that it stores
+// PIN-protected on the card (nobody needs to know it) and the custodian's
+// PIN and PUK. WriteShare needs only the PIN: VerifyPIN reads the management
+// key back from the card. WipeShare generates a new key over the slot and
+// replaces the certificate by one for the new key that carries no share.
+//
+// # The share certificate
+//
+// The certificate in a custody slot is an ordinary X.509 certificate for the
+// slot's key (yubico-piv-tool -a read-certificate shows it), signed by an
+// ephemeral P-256 key that is dropped at once: the signature only makes it
+// well-formed; trust comes from the commitments and the anchor, not from the
+// issuer. Its non-critical extension 2.25.1981978833 holds
+//
+//	ShareCert ::= SEQUENCE {
+//	    version     INTEGER (1),
+//	    keyslot     INTEGER (0..31),
+//	    digest      OCTET STRING (SIZE (32)),
+//	    commitment  OCTET STRING (SIZE (32)),
+//	    anchor      OCTET STRING (SIZE (32)),
+//	    sealed      OCTET STRING  -- docs/FORMAT.md's sealed share
+//	}
+//
+// in DER; the decoder refuses any other encoding. Vectors are in
+// testdata/sharecert.
 //
 // OpenShare checks that the slot's key is the one the share was sealed to
 // before it sends the PIN, so a card is never asked for its PIN for a share
@@ -57,6 +80,21 @@
 // own certificate subject.
 //
 // Reading the PIN, PUK and management-key state needs GET METADATA
-// (firmware 5.3 and later); on older firmware Init trusts
-// InitOptions.CurrentPIN and CurrentPUK instead.
+// (firmware 5.3 and later), which piv-go does not expose: Init closes
+// piv-go's connection, asks over one of its own, and reopens. On older
+// firmware Init trusts InitOptions.CurrentPIN and CurrentPUK instead.
+//
+// Init generates the key before it verifies the attestation (there is no
+// attestation without a key): a card refused for its attestation keeps an
+// unused key in one retired slot, and its PIN, PUK and management key as
+// they were.
+//
+// Telling a pulled card from a busy one needs the PC/SC return code, which
+// piv-go keeps in an unexported field: pcscCode reads it by reflection
+// (TestMapErrorPivGo catches a piv-go upgrade that breaks this). After an
+// unexplained transport error the reader is watched for up to a second, so
+// that a card pcscd has not yet seen leave is still reported as removed.
+//
+// WaitInserted and WaitRemoved poll SCardGetStatusChange with a one-second
+// timeout and retry while pcscd is not answering, until the context ends.
 package cards
