@@ -68,6 +68,24 @@ func (v *Volume) Inspect(ctx context.Context) (*Header, error) {
 	return h, nil
 }
 
+// reread reads the keyslots and tokens again after a change to a header
+// that Inspect read as before: for LUKS2 the JSON metadata alone, one
+// cryptsetup run instead of two.
+func (v *Volume) reread(ctx context.Context, before *Header) (*Header, error) {
+	if before.Version == 1 {
+		return v.Inspect(ctx)
+	}
+	out, err := v.exec(ctx, run{op: "luksDump", args: []string{"--dump-json-metadata", v.Path}})
+	if err != nil {
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	h := &Header{Version: before.Version, UUID: before.UUID}
+	if err := parseMetadata(out, h); err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", v.Path, err)
+	}
+	return h, nil
+}
+
 // PBKDF is a keyslot's key derivation setting. Zero fields keep
 // cryptsetup's defaults (argon2id benchmarked to 2 s for LUKS2, pbkdf2
 // benchmarked to 2 s for LUKS1).
@@ -256,7 +274,7 @@ func (v *Volume) AddKeyslot(ctx context.Context, auth, newKey []byte, opts AddOp
 		return -1, fmt.Errorf("add keyslot: cryptsetup did not say which keyslot it created")
 	}
 	slot, _ := strconv.Atoi(string(m[1]))
-	after, err := v.Inspect(ctx)
+	after, err := v.reread(ctx, before)
 	if err != nil {
 		return -1, fmt.Errorf("add keyslot %d: re-read header: %w", slot, err)
 	}
@@ -349,7 +367,7 @@ func (v *Volume) KillKeyslot(ctx context.Context, slot, keep int, auth []byte) e
 	if err != nil {
 		return fmt.Errorf("kill keyslot %d: %w", slot, err)
 	}
-	after, err := v.Inspect(ctx)
+	after, err := v.reread(ctx, before)
 	if err != nil {
 		return fmt.Errorf("kill keyslot %d: re-read header: %w", slot, err)
 	}
