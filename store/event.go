@@ -106,6 +106,11 @@ func encodeRecord(ev Event) ([]byte, error) {
 	if err := checkFields(ev); err != nil {
 		return nil, err
 	}
+	return marshalRecord(ev)
+}
+
+// marshalRecord encodes an event whose fields are already checked.
+func marshalRecord(ev Event) ([]byte, error) {
 	body := ev.Body
 	if len(body) == 0 {
 		body = json.RawMessage("{}")
@@ -205,14 +210,11 @@ func decodeRecord(rec []byte) (Event, error) {
 	if len(rec) > maxRecordLen {
 		return Event{}, fmt.Errorf("record is %d bytes, limit %d", len(rec), maxRecordLen)
 	}
+	// Unknown fields, repeated keys and data after the record all fail the
+	// canonical comparison at the end; Unmarshal refuses trailing data too.
 	var w wireEvent
-	dec := json.NewDecoder(bytes.NewReader(rec))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	if err := json.Unmarshal(rec, &w); err != nil {
 		return Event{}, fmt.Errorf("decode record: %w", err)
-	}
-	if dec.More() {
-		return Event{}, errors.New("decode record: data after the record")
 	}
 	if w.Seq == 0 {
 		return Event{}, errors.New("decode record: seq is 0")
@@ -244,7 +246,7 @@ func decodeRecord(rec []byte) (Event, error) {
 	if len(w.Body) == 0 || w.Body[0] != '{' {
 		return Event{}, errors.New("decode record: body is not a json object")
 	}
-	canon, err := encodeRecord(ev)
+	canon, err := marshalRecord(ev)
 	if err != nil {
 		return Event{}, fmt.Errorf("decode record: %w", err)
 	}

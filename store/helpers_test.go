@@ -162,3 +162,19 @@ func chainErrorSeq(t testing.TB, err error, want error) uint64 {
 }
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// checkFileStructureAtCleanup runs bbolt's check on a file that a test
+// leaves unverifiable on purpose (refused, newer, foreign).
+func checkFileStructureAtCleanup(t testing.TB, path string) {
+	t.Cleanup(func() {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: DefaultTimeout})
+		if err != nil {
+			t.Errorf("cleanup: open %s: %v", path, err)
+			return
+		}
+		defer db.Close()
+		if err := db.View(boltCheck); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+}

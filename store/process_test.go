@@ -214,7 +214,7 @@ func TestCrashKill9DuringAppends(t *testing.T) {
 		t.Logf("round %d: killed after %d acks; head %d", round, len(acks), head.Seq)
 	}
 	l, _ := Open(path, nil)
-	checkConsistent(t, l)
+	t.Cleanup(func() { checkConsistent(t, l) })
 }
 
 func TestCrashAtEachFailpoint(t *testing.T) {
@@ -246,7 +246,7 @@ func TestCrashAtEachFailpoint(t *testing.T) {
 				t.Fatal(err)
 			}
 			appendN(t, l, 1) // the log takes writes again
-			checkConsistent(t, l)
+			t.Cleanup(func() { checkConsistent(t, l) })
 		})
 	}
 }
@@ -272,7 +272,7 @@ func TestCrashWhileCreating(t *testing.T) {
 			if h, _ := l.Head(); h.Seq != 1 {
 				t.Errorf("head %v, want the log.created event alone", h)
 			}
-			checkConsistent(t, l)
+			t.Cleanup(func() { checkConsistent(t, l) })
 		})
 	}
 }

@@ -72,6 +72,7 @@ func TestMigrateV1(t *testing.T) {
 func TestMigrationRefusesBrokenChain(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "custos.db")
 	makeV1(t, path)
+	checkFileStructureAtCleanup(t, path)
 	db, _ := bolt.Open(path, 0o600, nil)
 	db.Update(func(btx *bolt.Tx) error {
 		b := btx.Bucket(bucketEvents)
@@ -120,7 +121,7 @@ func TestMigrationCrashKeepsV1(t *testing.T) {
 	if _, err := l.Verify(v1Head); err != nil {
 		t.Error(err)
 	}
-	checkConsistent(t, l)
+	t.Cleanup(func() { checkConsistent(t, l) })
 }
 
 func TestNewerSchemaRefused(t *testing.T) {
@@ -131,6 +132,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	}
 	l.db.Update(func(btx *bolt.Tx) error { return btx.Bucket(bucketMeta).Put(keySchema, encodeVersion(schemaVersion+1)) })
 	l.Close()
+	checkFileStructureAtCleanup(t, path)
 	before, _ := readFile(path)
 	_, err = Open(path, nil)
 	var se *SchemaError

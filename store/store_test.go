@@ -45,6 +45,9 @@ func TestOpenCreatesFileAndDirectoryPrivately(t *testing.T) {
 	if first.Type != TypeCreated || first.Prev != (Hash{}) || first.Hash != h.Hash {
 		t.Errorf("first event = %+v", first)
 	}
+	if l.db.NoSync || l.db.NoFreelistSync || l.db.NoGrowSync {
+		t.Error("the log is opened without full syncing")
+	}
 	if DefaultPath != "/var/lib/custos/custos.db" {
 		t.Errorf("DefaultPath = %q", DefaultPath)
 	}
@@ -71,6 +74,7 @@ func TestOpenRefusesNonLogFiles(t *testing.T) {
 	}
 	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("x")); return err })
 	db.Close()
+	checkFileStructureAtCleanup(t, other)
 	if _, err := Open(other, nil); !errors.Is(err, ErrNotLog) {
 		t.Errorf("open foreign bbolt file: %v, want ErrNotLog", err)
 	}
@@ -429,7 +433,7 @@ func TestCreateFailureLeavesNoFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkConsistent(t, l)
+			t.Cleanup(func() { checkConsistent(t, l) })
 		})
 	}
 }
