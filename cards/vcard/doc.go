@@ -24,8 +24,12 @@
 //	in, err = other.Insert(ctx, vcard.Port0)   // swap: another card, same reader
 //
 // LoadCard reopens a card from its state file. Card.Counts reports the
-// APDUs received (in all and by instruction) and the touches confirmed, so
-// a test can assert how often a card was asked for something.
+// APDUs received (in all and by instruction byte) and the touches
+// confirmed, so a test can assert how often a card was asked for
+// something: take Counts before and after, and subtract. Card.SetTrace
+// logs one line per APDU (header, length, status word; never the data).
+// Inserted.Done is closed when the card stops serving, for example when
+// pcscd goes away.
 //
 // The command custos-vcard does the same from a shell: "custos-vcard ca",
 // "custos-vcard new" and "custos-vcard insert".
@@ -73,6 +77,16 @@
 // The per-key attestation certificate keeps the YubiKey's subject
 // "YubiKey PIV Attestation <slot>", because verifiers read the slot from
 // it; its issuer and root name custos and say "not Yubico".
+//
+// OpenSC reads a retired slot (82-95) only when the Key History object
+// (5FC10C) counts it among keysWithOnCardCerts, as on a real YubiKey; the
+// card does not write that object itself.
+//
+// yubico-piv-tool 2.2 built against OpenSSL 3 (Debian 12) cannot
+// selfsign-certificate or request-certificate with any card: it fails in
+// the client before sending a command (Yubico/yubico-piv-tool#388). It also
+// knows only 3DES management keys, so use it with a card of firmware
+// before 5.7 or with a 3DES key.
 //
 // Security status (PIN verified, management key authenticated) lasts until
 // power off, reset, removal, or the next SELECT of the PIV application.

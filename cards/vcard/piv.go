@@ -5,24 +5,23 @@ package vcard
 
 // Instructions: SP 800-73-4 Part 2 section 3 and Yubico's extensions.
 const (
-	insVerify         byte = 0x20 // SP 800-73-4 Part 2 §3.2.1
-	insChangeRef      byte = 0x24 // §3.2.2
-	insResetRetry     byte = 0x2c // §3.2.3
-	insGenerate       byte = 0x47 // §3.3.2
-	insGeneralAuth    byte = 0x87 // §3.2.4
-	insSelect         byte = 0xa4 // §3.1.1
-	insGetResponse    byte = 0xc0 // ISO/IEC 7816-4 §11.5.6
-	insGetData        byte = 0xcb // §3.1.2
-	insPutData        byte = 0xdb // §3.3.1
-	insGetMetadata    byte = 0xf7 // Yubico
-	insGetSerial      byte = 0xf8 // Yubico
-	insAttest         byte = 0xf9 // Yubico
-	insSetPINRetries  byte = 0xfa // Yubico
-	insReset          byte = 0xfb // Yubico
-	insGetVersion     byte = 0xfd // Yubico
-	insImportKey      byte = 0xfe // Yubico
-	insSetMgmtKey     byte = 0xff // Yubico
-	insYKGetVersionV4 byte = 0x01 // Yubico OTP applet, unsupported here
+	insVerify        byte = 0x20 // SP 800-73-4 Part 2 §3.2.1
+	insChangeRef     byte = 0x24 // §3.2.2
+	insResetRetry    byte = 0x2c // §3.2.3
+	insGenerate      byte = 0x47 // §3.3.2
+	insGeneralAuth   byte = 0x87 // §3.2.4
+	insSelect        byte = 0xa4 // §3.1.1
+	insGetResponse   byte = 0xc0 // ISO/IEC 7816-4 §11.5.6
+	insGetData       byte = 0xcb // §3.1.2
+	insPutData       byte = 0xdb // §3.3.1
+	insGetMetadata   byte = 0xf7 // Yubico
+	insGetSerial     byte = 0xf8 // Yubico
+	insAttest        byte = 0xf9 // Yubico
+	insSetPINRetries byte = 0xfa // Yubico
+	insReset         byte = 0xfb // Yubico
+	insGetVersion    byte = 0xfd // Yubico
+	insImportKey     byte = 0xfe // Yubico
+	insSetMgmtKey    byte = 0xff // Yubico
 )
 
 // Key references: SP 800-73-4 Part 1 section 5.1 and Table 4b.
