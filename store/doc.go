@@ -130,4 +130,13 @@
 //     event bodies; it cannot tell a share from any other bytes.
 //   - Event times come from the machine's clock and are not checked for
 //     order.
+//   - The log's path must be a regular file: a symbolic link there is
+//     refused rather than followed. A log Open creates is 0600 in a
+//     directory it creates 0700; the modes of existing files and
+//     directories are left as they are.
+//   - Verify reads and decodes every event: expect tens of microseconds per
+//     event (a few seconds for 100,000), and one durable transaction per
+//     Update (a millisecond or so on an SSD, whatever its fsync costs).
+//   - A *Tx is valid only inside the Update
+//     closure; everything the log returns is a copy, never bbolt's memory.
 package store
