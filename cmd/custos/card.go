@@ -14,8 +14,8 @@ import (
 	"custos.dev/custos/cards"
 )
 
-func init() {
-	classifiers = append(classifiers, func(err error) (int, string, bool) {
+func classifyCards(err error) (int, string, bool) {
+	{
 		var pe *cards.PINError
 		switch {
 		case errors.As(err, &pe):
@@ -25,7 +25,7 @@ func init() {
 		}
 		// The cards package's sentinels say what to do in their own words.
 		return 0, "", false
-	})
+	}
 }
 
 type readerView struct {

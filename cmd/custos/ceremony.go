@@ -1,33 +1,700 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
-// The prompts each ceremony asks, in order (help, man page and README).
+	"github.com/urfave/cli/v2"
+
+	"custos.dev/custos/cards"
+	"custos.dev/custos/escrow"
+	"custos.dev/custos/luks"
+	"custos.dev/custos/store"
+)
+
+// The prompts each ceremony asks, in order, as package escrow asks them
+// (help, man page and README). Without a terminal, each takes one line of
+// standard input.
 var (
 	cardInitPrompts = []string{
-		"new PIN, then again",
-		"new PUK, then again",
+		"with --ask-current: the card's current PIN, then its current PUK",
+		"new PIN, then the new PIN again",
+		"new PUK, then the new PUK again",
 	}
 	enrollPrompts = []string{
-		"passphrase of an existing keyslot (unless --key-file)",
-		"for each card i of n, once it is inserted: the PIN of card i",
+		"without --key-file: the passphrase of an existing keyslot",
+		"for each card, in the order inserted: its PIN (a wrong PIN is asked again, at most three tries, never the card's last)",
 	}
 	recoverPrompts = []string{
-		"for each card offered, once it is inserted: its PIN (until k shares are good)",
-		"new passphrase, then again (unless --new-key-file)",
+		"for each card, in the order inserted: its PIN (a card that is not a custodian's is set aside before its PIN is asked)",
+		"without --new-key-file: the new passphrase, then the new passphrase again",
 	}
 	rotatePrompts = []string{
-		"without --key-file: for each old card offered, its PIN (until k shares are good); with --key-file: nothing",
-		"for each new card i of n, once it is inserted: the PIN of card i",
+		"without --key-file: for each old card, in the order inserted: its PIN, until k shares are good",
+		"for each new card, in the order inserted: its PIN",
+		"with --wipe-wait: for each old card leaving the set, when inserted: its PIN, to wipe its share",
 	}
 	rollcallPrompts = []string{
-		"for each card, once it is inserted: its PIN",
+		"for each card, in the order inserted: its PIN",
 	}
 )
 
-func (e *env) cardInit(c *cli.Context) error { return notYet("card init") }
-func (e *env) enroll(c *cli.Context) error   { return notYet("enroll") }
-func (e *env) recover(c *cli.Context) error  { return notYet("recover") }
-func (e *env) rotate(c *cli.Context) error   { return notYet("rotate") }
-func (e *env) rollcall(c *cli.Context) error { return notYet("rollcall") }
-func (e *env) status(c *cli.Context) error   { return notYet("status") }
+func classifyEscrow(err error) (int, string, bool) {
+	code, hint := escrow.ExitCode(err), escrow.Hint(err)
+	if code != exitError || hint != "" {
+		return code, hint, true
+	}
+	return 0, "", false
+}
+
+// escrowPrompter is the prompter as package escrow sees it; talk goes to
+// stderr.
+type escrowPrompter struct{ *prompter }
+
+func (p escrowPrompter) Say(msg string) { fmt.Fprintln(p.out, msg) }
+
+// cardSource bounds the wait for each card by --timeout, leaving the
+// ceremony's own steps (cryptsetup) unbounded.
+type cardSource struct {
+	src     escrow.CardSource
+	timeout time.Duration
+}
+
+func (s cardSource) Next(ctx context.Context) (escrow.Card, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	c, err := s.src.Next(ctx)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("no card inserted within %s: %w", s.timeout, err)
+	}
+	return c, err
+}
+
+// ceremonyEnv gathers the real parts a ceremony needs. close releases them.
+func (e *env) ceremonyEnv(c *cli.Context, device string, needLog bool) (*escrow.Env, func(), error) {
+	g := globalsOf(c)
+	env := &escrow.Env{
+		Device: device,
+		Prompt: escrowPrompter{e.prompt},
+		Cards:  cardSource{src: escrow.NewReaderSource(), timeout: g.timeout},
+		Actor:  actor(),
+	}
+	var closers []func()
+	done := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	if device != "" {
+		vol, err := luks.Open(device)
+		if err != nil {
+			return nil, nil, withHint(err, escrow.ExitCode(err), "give a LUKS volume: a block device or an image file")
+		}
+		env.Volume = vol
+	}
+	if needLog {
+		l, err := store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
+		if err != nil {
+			return nil, nil, err
+		}
+		env.Log = l
+		closers = append(closers, func() { l.Close() })
+	} else if _, err := os.Stat(g.db); err == nil {
+		// Recover logs when a log is there, and works without one.
+		l, err := store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
+		if err != nil {
+			return nil, nil, err
+		}
+		env.Log = l
+		closers = append(closers, func() { l.Close() })
+	}
+	return env, done, nil
+}
+
+// actor names who runs the ceremony, for the log.
+func actor() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return ""
+}
+
+// attestationRoots reads the PEM file named by --attestation-roots.
+func attestationRoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("attestation roots: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, &cliError{code: exitUsage, err: fmt.Errorf("attestation roots: no PEM certificate in %s", path),
+			hint: "give a file of PEM CERTIFICATE blocks"}
+	}
+	return pool, nil
+}
+
+// keyFlag reads --key-file or --new-key-file when given; nil otherwise.
+func (e *env) keyFlag(c *cli.Context, name string) ([]byte, error) {
+	if !c.IsSet(name) {
+		return nil, nil
+	}
+	p := c.String(name)
+	if p == "" {
+		return nil, usageErrorf(c, "--%s needs a path (or - for standard input)", name)
+	}
+	return readKeyFile(e.stdin, p)
+}
+
+func parseSlot(c *cli.Context, s string) (uint8, error) {
+	v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(s), "0x"), 16, 8)
+	if err != nil || v < 0x82 || v > 0x95 {
+		return 0, usageErrorf(c, "--slot %q: a retired key-management slot, 82 to 95", s)
+	}
+	return uint8(v), nil
+}
+
+func oneOf(c *cli.Context, flag, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return usageErrorf(c, "--%s %q: one of %s", flag, v, strings.Join(allowed, ", "))
+}
+
+// --- card init
+
+type initView struct {
+	Serial      string `json:"serial"`
+	Slot        string `json:"slot"`
+	Fingerprint string `json:"fingerprint"`
+	Custodian   string `json:"custodian,omitempty"`
+	Anchor      string `json:"anchor,omitempty"`
+}
+
+func (v initView) writeText(w io.Writer) error {
+	fmt.Fprintf(w, "card        %s\nslot        %s\nfingerprint %s\n", v.Serial, v.Slot, v.Fingerprint)
+	if v.Custodian != "" {
+		fmt.Fprintf(w, "custodian   %s\n", v.Custodian)
+	}
+	if v.Anchor != "" {
+		fmt.Fprintf(w, "log head    %s\n", v.Anchor)
+	}
+	return nil
+}
+
+func (e *env) cardInit(c *cli.Context) error {
+	if _, err := args(c, 0, 0, ""); err != nil {
+		return err
+	}
+	g := globalsOf(c)
+	slot, err := parseSlot(c, c.String("slot"))
+	if err != nil {
+		return err
+	}
+	if err := oneOf(c, "pin-policy", c.String("pin-policy"), "always", "once"); err != nil {
+		return err
+	}
+	if err := oneOf(c, "touch-policy", c.String("touch-policy"), "never", "always", "cached"); err != nil {
+		return err
+	}
+	roots, err := attestationRoots(g.roots)
+	if err != nil {
+		return err
+	}
+	env, done, err := e.ceremonyEnv(c, "", true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	reader, err := pickReader(c.Context, c.String("reader"))
+	if err != nil {
+		return err
+	}
+	card, err := cards.Open(reader)
+	if err != nil {
+		return err
+	}
+	defer card.Close()
+	res, err := escrow.InitCard(c.Context, env, card, escrow.InitCardOptions{
+		Custodian:   c.String("custodian"),
+		Slot:        slot,
+		PINPolicy:   c.String("pin-policy"),
+		TouchPolicy: c.String("touch-policy"),
+		Roots:       roots,
+		AskCurrent:  c.Bool("ask-current"),
+	})
+	if err != nil {
+		return err
+	}
+	v := initView{Serial: res.Serial, Slot: fmt.Sprintf("%x", res.Slot), Fingerprint: res.Fingerprint.String(), Custodian: res.Custodian}
+	if res.Anchor != (store.Head{}) {
+		v.Anchor = res.Anchor.String()
+	}
+	return e.render(g.json, v)
+}
+
+// --- views of a ceremony
+
+type cardRefView struct {
+	Index       int    `json:"index"`
+	Serial      string `json:"serial"`
+	Slot        string `json:"slot"`
+	Custodian   string `json:"custodian"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+type ceremonyView struct {
+	ID         string        `json:"id"`
+	Volume     string        `json:"volume"`
+	K          int           `json:"k"`
+	N          int           `json:"n"`
+	Keyslot    int           `json:"keyslot"`
+	Status     string        `json:"status,omitempty"`
+	Replaces   string        `json:"replaces,omitempty"`
+	ReplacedBy string        `json:"replaced_by,omitempty"`
+	Cards      []cardRefView `json:"cards"`
+}
+
+func viewRecord(r *escrow.Record) *ceremonyView {
+	if r == nil {
+		return nil
+	}
+	v := &ceremonyView{ID: r.ID.String(), Volume: r.Volume.String(), K: r.K, N: r.N, Keyslot: r.Keyslot,
+		Status: r.Status, Replaces: r.Replaces, ReplacedBy: r.ReplacedBy, Cards: []cardRefView{}}
+	for _, cr := range r.Cards {
+		v.Cards = append(v.Cards, viewRef(cr))
+	}
+	return v
+}
+
+func viewRef(cr escrow.CardRef) cardRefView {
+	return cardRefView{Index: cr.Index, Serial: cr.Serial, Slot: fmt.Sprintf("%x", cr.Slot),
+		Custodian: cr.Custodian, Fingerprint: cr.Fingerprint.String()}
+}
+
+func (v *ceremonyView) writeText(w io.Writer, title string) {
+	if v == nil {
+		return
+	}
+	fmt.Fprintf(w, "%s %s\n  volume   %s\n  quorum   %d of %d\n  keyslot  %d\n", title, v.ID, v.Volume, v.K, v.N, v.Keyslot)
+	if v.Status != "" {
+		fmt.Fprintf(w, "  status   %s\n", v.Status)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SHARE\tCARD\tSLOT\tCUSTODIAN\tKEY FINGERPRINT")
+	for _, c := range v.Cards {
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", c.Index, c.Serial, c.Slot, c.Custodian, c.Fingerprint)
+	}
+	tw.Flush()
+}
+
+type outcomeView struct {
+	Serial    string `json:"serial"`
+	Reader    string `json:"reader"`
+	Custodian string `json:"custodian,omitempty"`
+	Index     int    `json:"index,omitempty"`
+	OK        bool   `json:"ok"`
+	Problem   string `json:"problem,omitempty"`
+}
+
+func viewOutcomes(os []escrow.CardOutcome) []outcomeView {
+	out := []outcomeView{}
+	for _, o := range os {
+		v := outcomeView{Serial: o.Serial, Reader: o.Reader, Custodian: o.Custodian, Index: o.Index, OK: o.OK()}
+		if o.Err != nil {
+			v.Problem = message(o.Err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func writeOutcomes(w io.Writer, os []outcomeView) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  CARD\tSHARE\tCUSTODIAN\tRESULT")
+	for _, o := range os {
+		res := "ok"
+		if !o.OK {
+			res = o.Problem
+		}
+		idx, who := "-", o.Custodian
+		if o.Index > 0 {
+			idx = strconv.Itoa(o.Index)
+		}
+		if who == "" {
+			who = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", o.Serial, idx, who, res)
+	}
+	tw.Flush()
+}
+
+func anchorString(h store.Head) string {
+	if h == (store.Head{}) {
+		return ""
+	}
+	return h.String()
+}
+
+// --- enroll
+
+type enrollView struct {
+	Ceremony *ceremonyView `json:"ceremony"`
+	TokenID  int           `json:"token_id"`
+	Anchor   string        `json:"anchor,omitempty"`
+	Resumed  string        `json:"resumed,omitempty"`
+}
+
+func (v enrollView) writeText(w io.Writer) error {
+	if v.Resumed != "" {
+		fmt.Fprintf(w, "an unfinished enrollment was %s first\n", v.Resumed)
+	}
+	v.Ceremony.writeText(w, "enrolled ceremony")
+	if v.TokenID >= 0 {
+		fmt.Fprintf(w, "  token    %d\n", v.TokenID)
+	} else {
+		fmt.Fprintf(w, "  token    none (the ceremony lives in the log and on the cards)\n")
+	}
+	if v.Anchor != "" {
+		fmt.Fprintf(w, "  log head %s  (write it down: the anchor for 'custos log verify --anchor')\n", v.Anchor)
+	}
+	return nil
+}
+
+func (e *env) enroll(c *cli.Context) error {
+	a, err := args(c, 1, 1, "DEVICE")
+	if err != nil {
+		return err
+	}
+	k, n := c.Int("k"), c.Int("n")
+	if !c.IsSet("k") || !c.IsSet("n") {
+		return usageErrorf(c, "enroll needs -k K and -n N")
+	}
+	if k < 2 || n < k || n > 255 {
+		return usageErrorf(c, "-k %d -n %d: need 2 <= k <= n <= 255", k, n)
+	}
+	names := c.StringSlice("custodian")
+	if len(names) > n {
+		return usageErrorf(c, "%d custodians named for %d cards", len(names), n)
+	}
+	key, err := e.keyFlag(c, "key-file")
+	if err != nil {
+		return err
+	}
+	defer wipe(key)
+	env, done, err := e.ceremonyEnv(c, a[0], true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := escrow.Enroll(c.Context, env, escrow.EnrollOptions{K: k, N: n, Custodians: names, AuthKey: key})
+	if err != nil {
+		return err
+	}
+	return e.render(globalsOf(c).json, enrollView{Ceremony: viewRecord(res.Ceremony), TokenID: res.TokenID,
+		Anchor: anchorString(res.Anchor), Resumed: res.Resumed})
+}
+
+// --- recover
+
+type recoverView struct {
+	Ceremony   *ceremonyView `json:"ceremony"`
+	Source     string        `json:"source"`
+	NewKeyslot int           `json:"new_keyslot"`
+	Cards      []outcomeView `json:"cards"`
+	Anchor     string        `json:"anchor,omitempty"`
+}
+
+func (v recoverView) writeText(w io.Writer) error {
+	v.Ceremony.writeText(w, "recovered with ceremony")
+	fmt.Fprintf(w, "  learnt from  %s\n", v.Source)
+	writeOutcomes(w, v.Cards)
+	fmt.Fprintf(w, "new keyslot %d opens the volume with the new key\n", v.NewKeyslot)
+	if v.Anchor != "" {
+		fmt.Fprintf(w, "log head %s\n", v.Anchor)
+	}
+	return nil
+}
+
+func pbkdfFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "pbkdf", Usage: "PBKDF of the new keyslot, as cryptsetup's --pbkdf: pbkdf2, argon2i or argon2id (default: cryptsetup's)"},
+		&cli.IntFlag{Name: "pbkdf-force-iterations", Usage: "fix the PBKDF's iterations and skip the benchmark, as cryptsetup's --pbkdf-force-iterations (for tests and rehearsals)"},
+		&cli.IntFlag{Name: "pbkdf-memory", Usage: "argon2 memory cost in KiB, as cryptsetup's --pbkdf-memory"},
+	}
+}
+
+func pbkdfOf(c *cli.Context) (*luks.PBKDF, error) {
+	if !c.IsSet("pbkdf") && !c.IsSet("pbkdf-force-iterations") && !c.IsSet("pbkdf-memory") {
+		return nil, nil
+	}
+	p := &luks.PBKDF{Type: c.String("pbkdf"), Iterations: c.Int("pbkdf-force-iterations"), MemoryKiB: c.Int("pbkdf-memory")}
+	if p.Type != "" {
+		if err := oneOf(c, "pbkdf", p.Type, "pbkdf2", "argon2i", "argon2id"); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (e *env) recover(c *cli.Context) error {
+	a, err := args(c, 1, 1, "DEVICE")
+	if err != nil {
+		return err
+	}
+	pbkdf, err := pbkdfOf(c)
+	if err != nil {
+		return err
+	}
+	key, err := e.keyFlag(c, "new-key-file")
+	if err != nil {
+		return err
+	}
+	defer wipe(key)
+	env, done, err := e.ceremonyEnv(c, a[0], false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	env.PBKDF = pbkdf
+	res, err := escrow.Recover(c.Context, env, escrow.RecoverOptions{NewKey: key})
+	if res != nil && err != nil {
+		// Say what each card did before the error.
+		writeOutcomes(e.stderr, viewOutcomes(res.Cards))
+	}
+	if err != nil {
+		return err
+	}
+	return e.render(globalsOf(c).json, recoverView{Ceremony: viewRecord(res.Ceremony), Source: res.Source,
+		NewKeyslot: res.NewKeyslot, Cards: viewOutcomes(res.Cards), Anchor: anchorString(res.Anchor)})
+}
+
+// --- rotate
+
+type rotateView struct {
+	Old     *ceremonyView `json:"old"`
+	New     *ceremonyView `json:"new"`
+	Wiped   []cardRefView `json:"wiped"`
+	ToWipe  []cardRefView `json:"to_wipe"`
+	Anchor  string        `json:"anchor,omitempty"`
+	Resumed string        `json:"resumed,omitempty"`
+}
+
+func (v rotateView) writeText(w io.Writer) error {
+	if v.Resumed != "" {
+		fmt.Fprintf(w, "an unfinished rotation was %s first\n", v.Resumed)
+	}
+	v.New.writeText(w, "new ceremony")
+	if v.Old != nil {
+		fmt.Fprintf(w, "replaces ceremony %s (its keyslot %d is killed)\n", v.Old.ID, v.Old.Keyslot)
+	}
+	for _, c := range v.Wiped {
+		fmt.Fprintf(w, "  wiped     card %s (custodian %s)\n", c.Serial, c.Custodian)
+	}
+	for _, c := range v.ToWipe {
+		fmt.Fprintf(w, "  to wipe   card %s (custodian %s): its retired share opens nothing now, but wipe it when it is at hand\n", c.Serial, c.Custodian)
+	}
+	if v.Anchor != "" {
+		fmt.Fprintf(w, "log head %s\n", v.Anchor)
+	}
+	return nil
+}
+
+func (e *env) rotate(c *cli.Context) error {
+	a, err := args(c, 1, 1, "DEVICE")
+	if err != nil {
+		return err
+	}
+	k, n := c.Int("k"), c.Int("n")
+	if c.IsSet("k") != c.IsSet("n") {
+		return usageErrorf(c, "give -k and -n together, or neither to keep them")
+	}
+	if c.IsSet("k") && (k < 2 || n < k || n > 255) {
+		return usageErrorf(c, "-k %d -n %d: need 2 <= k <= n <= 255", k, n)
+	}
+	key, err := e.keyFlag(c, "key-file")
+	if err != nil {
+		return err
+	}
+	defer wipe(key)
+	env, done, err := e.ceremonyEnv(c, a[0], true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := escrow.Rotate(c.Context, env, escrow.RotateOptions{K: k, N: n, Custodians: c.StringSlice("custodian"),
+		AuthKey: key, WipeWait: c.Duration("wipe-wait")})
+	if err != nil {
+		return err
+	}
+	v := rotateView{Old: viewRecord(res.Old), New: viewRecord(res.New), Wiped: []cardRefView{}, ToWipe: []cardRefView{},
+		Anchor: anchorString(res.Anchor), Resumed: res.Resumed}
+	for _, r := range res.Wiped {
+		v.Wiped = append(v.Wiped, viewRef(r))
+	}
+	for _, r := range res.ToWipe {
+		v.ToWipe = append(v.ToWipe, viewRef(r))
+	}
+	return e.render(globalsOf(c).json, v)
+}
+
+// --- rollcall
+
+type rollcallView struct {
+	Ceremony *ceremonyView `json:"ceremony"`
+	Cards    []outcomeView `json:"cards"`
+	Missing  []cardRefView `json:"missing"`
+	Anchor   string        `json:"anchor,omitempty"`
+}
+
+func (v rollcallView) writeText(w io.Writer) error {
+	fmt.Fprintf(w, "rollcall of ceremony %s (%d of %d)\n", v.Ceremony.ID, v.Ceremony.K, v.Ceremony.N)
+	writeOutcomes(w, v.Cards)
+	for _, m := range v.Missing {
+		fmt.Fprintf(w, "  absent    card %s, share %d (custodian %s)\n", m.Serial, m.Index, m.Custodian)
+	}
+	if v.Anchor != "" {
+		fmt.Fprintf(w, "log head %s\n", v.Anchor)
+	}
+	return nil
+}
+
+func (e *env) rollcall(c *cli.Context) error {
+	a, err := args(c, 1, 1, "DEVICE")
+	if err != nil {
+		return err
+	}
+	env, done, err := e.ceremonyEnv(c, a[0], true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := escrow.Rollcall(c.Context, env, escrow.RollcallOptions{Cards: c.Int("cards")})
+	if err != nil {
+		return err
+	}
+	v := rollcallView{Ceremony: viewRecord(res.Ceremony), Cards: viewOutcomes(res.Cards), Missing: []cardRefView{}, Anchor: anchorString(res.Anchor)}
+	for _, r := range res.Missing {
+		v.Missing = append(v.Missing, viewRef(r))
+	}
+	if err := e.render(globalsOf(c).json, v); err != nil {
+		return err
+	}
+	// A card whose share no longer checks out is a verification failure.
+	for _, o := range res.Cards {
+		if o.Err != nil && escrow.ExitCode(o.Err) == exitVerify {
+			return &cliError{code: exitVerify, err: fmt.Errorf("card %s failed the rollcall: %w", o.Serial, o.Err),
+				hint: "rotate the recovery key to a sound card set: custos rotate " + a[0]}
+		}
+	}
+	return nil
+}
+
+// --- status
+
+type cardStatusView struct {
+	cardRefView
+	LastRollcall *time.Time `json:"last_rollcall,omitempty"`
+	LastOK       bool       `json:"last_ok"`
+	Reason       string     `json:"reason,omitempty"`
+}
+
+type unfinishedView struct {
+	Ceremony string `json:"ceremony"`
+	Kind     string `json:"kind"`
+	Step     string `json:"step"`
+	Command  string `json:"command"`
+}
+
+type statusView struct {
+	Device       string           `json:"device"`
+	UUID         string           `json:"uuid"`
+	LUKSVersion  int              `json:"luks_version"`
+	Ceremony     *ceremonyView    `json:"ceremony"`
+	Source       string           `json:"source,omitempty"`
+	KeyslotInUse bool             `json:"keyslot_in_use"`
+	Cards        []cardStatusView `json:"cards"`
+	Live         int              `json:"live"`
+	Margin       int              `json:"margin"`
+	Unfinished   *unfinishedView  `json:"unfinished,omitempty"`
+	Problems     []string         `json:"problems"`
+}
+
+func (v statusView) writeText(w io.Writer) error {
+	fmt.Fprintf(w, "volume %s (LUKS%d, uuid %s)\n", v.Device, v.LUKSVersion, v.UUID)
+	if v.Ceremony == nil {
+		fmt.Fprintln(w, "no custos ceremony")
+	} else {
+		fmt.Fprintf(w, "ceremony %s (from %s)\n  quorum   %d of %d\n  keyslot  %d", v.Ceremony.ID, v.Source, v.Ceremony.K, v.Ceremony.N, v.Ceremony.Keyslot)
+		if !v.KeyslotInUse {
+			fmt.Fprint(w, " (EMPTY)")
+		}
+		fmt.Fprintf(w, "\n  live     %d shares, margin %d (cards that may still be lost)\n", v.Live, v.Margin)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  SHARE\tCARD\tCUSTODIAN\tLAST ROLLCALL")
+		for _, c := range v.Cards {
+			last := "never"
+			if c.LastRollcall != nil {
+				last = c.LastRollcall.UTC().Format(time.RFC3339)
+				if c.LastOK {
+					last += " ok"
+				} else {
+					last += " FAILED: " + c.Reason
+				}
+			}
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", c.Index, c.Serial, c.Custodian, last)
+		}
+		tw.Flush()
+	}
+	if v.Unfinished != nil {
+		fmt.Fprintf(w, "unfinished %s %s: %s\n  finish or undo it with: %s\n", v.Unfinished.Kind, v.Unfinished.Ceremony, v.Unfinished.Step, v.Unfinished.Command)
+	}
+	for _, p := range v.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+	return nil
+}
+
+func (e *env) status(c *cli.Context) error {
+	a, err := args(c, 1, 1, "DEVICE")
+	if err != nil {
+		return err
+	}
+	env, done, err := e.ceremonyEnv(c, a[0], true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rep, err := escrow.Status(c.Context, env)
+	if err != nil {
+		return err
+	}
+	v := statusView{Device: rep.Device, UUID: rep.UUID, LUKSVersion: rep.LUKSVersion, Ceremony: viewRecord(rep.Ceremony),
+		Source: rep.Source, KeyslotInUse: rep.KeyslotInUse, Cards: []cardStatusView{}, Live: rep.Live, Margin: rep.Margin,
+		Problems: append([]string{}, rep.Problems...)}
+	for _, cs := range rep.Cards {
+		sv := cardStatusView{cardRefView: viewRef(cs.CardRef), LastOK: cs.LastOK, Reason: cs.Reason}
+		if !cs.LastRollcall.IsZero() {
+			t := cs.LastRollcall
+			sv.LastRollcall = &t
+		}
+		v.Cards = append(v.Cards, sv)
+	}
+	if u := rep.Unfinished; u != nil {
+		v.Unfinished = &unfinishedView{Ceremony: u.Ceremony, Kind: u.Kind, Step: u.Step, Command: u.Command}
+	}
+	return e.render(globalsOf(c).json, v)
+}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"strings"
 
@@ -89,13 +87,14 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "touch-policy", Value: "never", Usage: "when the card asks for a touch: never, always or cached"},
 					&cli.StringFlag{Name: "custodian", Usage: "the custodian `NAME` recorded with the card"},
 					&cli.StringFlag{Name: "attestation-roots", Usage: "PEM `FILE` of extra attestation roots", TakesFile: true},
+					&cli.BoolFlag{Name: "ask-current", Usage: "the card's PIN and PUK are no longer the factory ones: ask for them first"},
 				},
 				Action: e.cardInit,
 			}, doc{
 				examples: []string{
 					"custos card init --custodian alice",
 					"custos card init --reader 'Virtual PCD 00 00' --slot 83 --touch-policy cached",
-					"printf '%s\\n' 123456 12345678 \"$pin\" \"$pin\" \"$puk\" \"$puk\" | custos card init --custodian bob",
+					`printf '%s\n' "$pin" "$pin" "$puk" "$puk" | custos card init --custodian bob`,
 				},
 				prompts: cardInitPrompts,
 			}),
@@ -164,14 +163,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			Name:      "recover",
 			Usage:     "collect k custody cards and add a new keyslot to the volume",
 			ArgsUsage: deviceArg,
-			Flags: []cli.Flag{
+			Flags: append([]cli.Flag{
 				&cli.StringFlag{Name: "new-key-file", Usage: "add the new keyslot with the key in `F` (whole file; - is standard input) instead of asking for a passphrase", TakesFile: true},
-			},
+			}, pbkdfFlags()...),
 			Action: e.recover,
 		}, doc{
 			examples: []string{
 				"custos recover /dev/sda2",
 				"custos recover --new-key-file /root/new.key disk.img",
+				`printf '%s\n' "$pin1" "$pin2" "$pin3" | custos recover --new-key-file new.key disk.img`,
 			},
 			prompts: recoverPrompts,
 		}),
@@ -183,6 +183,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				&cli.IntFlag{Name: "k", Usage: "`K` of the new ceremony (default: as before)"},
 				&cli.IntFlag{Name: "n", Usage: "`N` of the new ceremony (default: as before)"},
 				keyFile, custodians,
+				&cli.DurationFlag{Name: "wipe-wait", Usage: "how long to wait for each old card leaving the set to be inserted for wiping (default: do not wait; they are listed)"},
 			},
 			Action: e.rotate,
 		}, doc{
@@ -196,7 +197,10 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			Name:      "rollcall",
 			Usage:     "have each custodian prove their card still opens its share",
 			ArgsUsage: deviceArg,
-			Action:    e.rollcall,
+			Flags: []cli.Flag{
+				&cli.IntFlag{Name: "cards", Usage: "stop after `C` cards have answered (default: all n)"},
+			},
+			Action: e.rollcall,
 		}, doc{
 			examples: []string{"custos rollcall /dev/sda2"},
 			prompts:  rollcallPrompts,
@@ -286,11 +290,4 @@ func run(app *cli.App, argv []string) int {
 		return exitOK
 	}
 	return report(app.ErrWriter, err)
-}
-
-var errNotYet = errors.New("not available yet")
-
-func notYet(what string) error {
-	return &cliError{code: exitError, err: fmt.Errorf("%s: %w", what, errNotYet),
-		hint: "this build of custos does not have the ceremony package wired in"}
 }

@@ -56,11 +56,12 @@ func withHint(err error, code int, hint string) error {
 	return &cliError{code: code, err: err, hint: hint}
 }
 
-// classifiers map errors of the packages below to exit codes and hints.
-// Each package's wiring file registers its own (log.go, ceremony.go).
+// classifier maps errors of one package below to an exit code and a hint.
 type classifier func(err error) (code int, hint string, ok bool)
 
-var classifiers []classifier
+// classifiers, in order: escrow first (its errors carry hints and wrap the
+// others), then cards, then store.
+var classifiers = []classifier{classifyEscrow, classifyCards, classifyStore}
 
 // classify returns the exit code and hint for err.
 func classify(err error) (int, string) {
@@ -76,12 +77,22 @@ func classify(err error) (int, string) {
 	if errors.As(err, &ec) {
 		return exitUsage, "run 'custos --help'"
 	}
+	// The first package that knows the error gives the code; the first
+	// hint found, from it or the packages after it, goes with it.
+	code, hint, known := exitError, "", false
 	for _, f := range classifiers {
-		if code, hint, ok := f(err); ok {
-			return code, hint
+		c, h, ok := f(err)
+		if !ok {
+			continue
+		}
+		if !known {
+			code, known = c, true
+		}
+		if hint == "" {
+			hint = h
 		}
 	}
-	return exitError, ""
+	return code, hint
 }
 
 // report prints err as "custos: error: ..." and its hint, and returns the

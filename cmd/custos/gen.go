@@ -32,31 +32,35 @@ func (e *env) genMan(c *cli.Context, ds docs) error {
 		fmt.Fprintf(&b, "**%s**\n: %s\n\n", code, strings.TrimSpace(text))
 	}
 	b.WriteString("# EXAMPLES\n\n")
-	walk(app.Commands, func(cmd *cli.Command) {
+	walk(app.Commands, func(name string, cmd *cli.Command) {
 		d, ok := ds[cmd]
 		if !ok || cmd.Hidden || len(cmd.Subcommands) > 0 {
 			return
 		}
-		fmt.Fprintf(&b, "%s\n\n", cmd.HelpName)
+		fmt.Fprintf(&b, "**%s**\n\n", name)
 		for _, ex := range d.examples {
 			fmt.Fprintf(&b, "    %s\n", ex)
 		}
 		b.WriteString("\n")
 	})
 	b.WriteString("# PROMPTS\n\n")
-	walk(app.Commands, func(cmd *cli.Command) {
+	walk(app.Commands, func(name string, cmd *cli.Command) {
 		d, ok := ds[cmd]
 		if !ok || len(d.prompts) == 0 {
 			return
 		}
-		fmt.Fprintf(&b, "**%s**\n\n", cmd.HelpName)
+		fmt.Fprintf(&b, "**%s**\n\n", name)
 		for i, p := range d.prompts {
 			fmt.Fprintf(&b, "%d. %s\n", i+1, p)
 		}
 		b.WriteString("\n")
 	})
-	app.Description = b.String()
-	man, err := app.ToManWithSection(1)
+	// Render a copy of the tree without the help command: urfave/cli's
+	// help command is a shared value that can end up listing itself.
+	page := *app
+	page.Description = b.String()
+	page.Commands = visible(app.Commands)
+	man, err := page.ToManWithSection(1)
 	if err != nil {
 		return fmt.Errorf("man page: %w", err)
 	}
@@ -64,14 +68,33 @@ func (e *env) genMan(c *cli.Context, ds docs) error {
 	return err
 }
 
-func walk(cmds []*cli.Command, fn func(*cli.Command)) {
+// visible copies the command tree without hidden commands and help.
+func visible(cmds []*cli.Command) []*cli.Command {
+	var out []*cli.Command
 	for _, c := range cmds {
-		if c.Name == "help" {
+		if c.Hidden || c.Name == "help" {
 			continue
 		}
-		fn(c)
-		walk(c.Subcommands, fn)
+		cp := *c
+		cp.Subcommands = visible(c.Subcommands)
+		out = append(out, &cp)
 	}
+	return out
+}
+
+// walk calls fn for each command with its full name ("custos card init").
+func walk(cmds []*cli.Command, fn func(name string, c *cli.Command)) {
+	var visit func(prefix string, cmds []*cli.Command)
+	visit = func(prefix string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			if c.Name == "help" {
+				continue
+			}
+			fn(prefix+" "+c.Name, c)
+			visit(prefix+" "+c.Name, c.Subcommands)
+		}
+	}
+	visit("custos", cmds)
 }
 
 // level is one place in the command tree: the subcommands and flags that

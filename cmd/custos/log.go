@@ -14,8 +14,8 @@ import (
 	"custos.dev/custos/store"
 )
 
-func init() {
-	classifiers = append(classifiers, func(err error) (int, string, bool) {
+func classifyStore(err error) (int, string, bool) {
+	{
 		switch {
 		case errors.Is(err, store.ErrBrokenChain), errors.Is(err, store.ErrIndex):
 			return exitVerify, "keep this file as evidence; compare it with a backup and with the anchors in the LUKS2 token, the cards and the printed transcripts", true
@@ -29,7 +29,7 @@ func init() {
 			return exitError, "check --db: it must name a custos ceremony log", true
 		}
 		return 0, "", false
-	})
+	}
 }
 
 // openLog opens the ceremony log at --db for reading commands: a log that

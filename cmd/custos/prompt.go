@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -152,34 +151,4 @@ func (p *prompter) Secret(prompt string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: empty input", prompt)
 	}
 	return s, nil
-}
-
-// NewSecret asks twice and returns the secret only when both entries match.
-// On a terminal a mismatch asks again (three tries); scripted, it is an error.
-func (p *prompter) NewSecret(prompt string) ([]byte, error) {
-	tries := 1
-	if p.in.tty {
-		tries = 3
-	}
-	for i := 0; i < tries; i++ {
-		a, err := p.Secret(prompt)
-		if err != nil {
-			return nil, err
-		}
-		b, err := p.Secret(prompt + " (again)")
-		if err != nil {
-			wipe(a)
-			return nil, err
-		}
-		same := bytes.Equal(a, b)
-		wipe(b)
-		if same {
-			return a, nil
-		}
-		wipe(a)
-		if i < tries-1 {
-			fmt.Fprintf(p.out, "custos: the two entries differ; once more\n")
-		}
-	}
-	return nil, fmt.Errorf("%s: the two entries differ", prompt)
 }

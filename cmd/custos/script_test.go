@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"golang.org/x/sys/unix"
+
+	"custos.dev/custos/cards/vcard"
+	"custos.dev/custos/cmd/custos/internal/custodians"
+	"custos.dev/custos/internal/realtest"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"custos": func() { os.Exit(mainExit()) },
+		// lockdown-probe runs custos's start-up hardening and reports
+		// what the kernel says about the process afterwards.
+		"lockdown-probe": func() {
+			notes := lockdown()
+			d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			var rl unix.Rlimit
+			unix.Getrlimit(unix.RLIMIT_CORE, &rl)
+			fmt.Printf("dumpable %d\ncore %d %d\n", d, rl.Cur, rl.Max)
+			for _, n := range notes {
+				fmt.Fprintln(os.Stderr, "note:", n)
+			}
+			os.Exit(0)
+		},
+	})
+}
+
+// TestScripts runs the command-line scripts in testdata/script. Besides
+// testscript's own commands they have:
+//
+//	[real:cryptsetup], [real:pcscd]  conditions; missing fails under scripts/test
+//	vcard new SERIAL...        make factory-fresh virtual cards in $WORK/cards
+//	run [-exit N] [-stdin FILE] [-cards S1,S2,...] [-first] custos ARGS...
+//	                           run custos: its standard input from FILE (one
+//	                           line per prompt), the cards inserted one by one
+//	                           into the first vpcd reader each time custos
+//	                           says "insert ..." (-first: the first card before
+//	                           it starts); stdout and stderr kept for the
+//	                           stdout/stderr commands; the exit code must be N
+//	                           (default 0)
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:   "testdata/script",
+		Setup: setupScript,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"vcard": cmdVcard,
+			"run":   cmdRun,
+		},
+	})
+}
+
+type scriptState struct {
+	locked *os.File
+	ca     *vcard.CA
+	cards  map[string]*vcard.Card
+}
+
+func setupScript(env *testscript.Env) error {
+	env.Values["state"] = &scriptState{cards: map[string]*vcard.Card{}}
+	return nil
+}
+
+func state(ts *testscript.TestScript) *scriptState { return ts.Value("state").(*scriptState) }
+
+// realCondition is the script condition [real:cryptsetup] or [real:pcscd]:
+// true when the part is there. A missing part is an error under scripts/test
+// (CUSTOS_REQUIRE_REAL=1), so that "[!real:pcscd] skip" never passes CI by
+// skipping.
+func realCondition(cond string) (bool, error) {
+	part, ok := strings.CutPrefix(cond, "real:")
+	if !ok {
+		return false, fmt.Errorf("unknown condition %q", cond)
+	}
+	there := false
+	switch part {
+	case "cryptsetup":
+		_, err := exec.LookPath("cryptsetup")
+		there = err == nil
+	case "pcscd":
+		fi, err := os.Stat(realtest.PCSCDSocket)
+		there = err == nil && fi.Mode()&os.ModeSocket != 0
+	default:
+		return false, fmt.Errorf("unknown real part %q", part)
+	}
+	if !there && realtest.Required() {
+		return false, fmt.Errorf("real part missing under CUSTOS_REQUIRE_REAL=1: %s", part)
+	}
+	return there, nil
+}
+
+// lockReaders takes realtest's machine-wide lock on the vpcd readers for
+// the rest of the script (realtest.LockReaders wants a testing.TB, which a
+// script's T is not; this is the same flock on the same file).
+func lockReaders(ts *testscript.TestScript) {
+	st := state(ts)
+	if st.locked != nil {
+		return
+	}
+	f, err := os.OpenFile(realtest.ReadersLock, os.O_CREATE|os.O_RDWR, 0o600)
+	ts.Check(err)
+	ts.Check(syscall.Flock(int(f.Fd()), syscall.LOCK_EX))
+	st.locked = f
+	ts.Defer(func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	})
+}
+
+func cmdVcard(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 || args[0] != "new" {
+		ts.Fatalf("usage: vcard new SERIAL...")
+	}
+	st := state(ts)
+	if st.ca == nil {
+		ca, err := vcard.OpenCA(ts.MkAbs("vcard-ca"))
+		ts.Check(err)
+		st.ca = ca
+		ts.Setenv("VCARD_ROOTS", ca.RootPath())
+	}
+	ts.Check(os.MkdirAll(ts.MkAbs("cards"), 0o700))
+	for _, s := range args[1:] {
+		n, err := strconv.ParseUint(s, 10, 32)
+		ts.Check(err)
+		c, err := vcard.NewCard(vcard.Config{Serial: uint32(n), CA: st.ca, StatePath: ts.MkAbs(filepath.Join("cards", s+".json"))})
+		ts.Check(err)
+		st.cards[s] = c
+	}
+}
+
+func cmdRun(ts *testscript.TestScript, neg bool, args []string) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	want := fs.Int("exit", 0, "expected exit code")
+	stdin := fs.String("stdin", "", "file for standard input")
+	deckList := fs.String("cards", "", "serials of the cards to insert, in order")
+	first := fs.Bool("first", false, "insert the first card before starting")
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+		ts.Fatalf("usage: run [-exit N] [-stdin FILE] [-cards S1,S2] [-first] PROGRAM ARGS...")
+	}
+	if neg {
+		ts.Fatalf("run: use -exit N instead of !")
+	}
+	prog := ""
+	for _, dir := range filepath.SplitList(ts.Getenv("PATH")) {
+		p := filepath.Join(dir, fs.Arg(0))
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			prog = p
+			break
+		}
+	}
+	if prog == "" {
+		ts.Fatalf("run: %s not in PATH", fs.Arg(0))
+	}
+	cmd := exec.Command(prog, fs.Args()[1:]...)
+	cmd.Dir = ts.MkAbs(".")
+	cmd.Env = append(os.Environ(), "PATH="+ts.Getenv("PATH"), "HOME="+ts.Getenv("HOME"), "TMPDIR="+ts.Getenv("TMPDIR"))
+	if *stdin != "" {
+		f, err := os.Open(ts.MkAbs(*stdin))
+		ts.Check(err)
+		defer f.Close()
+		cmd.Stdin = f
+	}
+	cmd.Stdout = ts.Stdout()
+
+	var deck *custodians.Deck
+	if *deckList != "" {
+		lockReaders(ts)
+		deck = &custodians.Deck{Port: vcard.Port0}
+		for _, s := range strings.Split(*deckList, ",") {
+			c, ok := state(ts).cards[s]
+			if !ok {
+				ts.Fatalf("run: no virtual card %s (vcard new %s first)", s, s)
+			}
+			deck.Cards = append(deck.Cards, c)
+		}
+		defer func() { ts.Check(deck.Remove()) }()
+		if *first {
+			_, err := deck.Insert(context.Background())
+			ts.Check(err)
+		}
+	}
+	err := custodians.Run(context.Background(), cmd, deck, ts.Stderr())
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("run: %v", err)
+	}
+	if code != *want {
+		ts.Fatalf("run: %s exited %d, want %d", fs.Arg(0), code, *want)
+	}
+}
