@@ -33,41 +33,51 @@ func (h *hexBytes) UnmarshalText(b []byte) error {
 // docs/FORMAT.md.
 type vectors struct {
 	Comment      string `json:"comment"`
-	RecoveryKeys []struct {
-		Key  hexBytes `json:"key"`
-		Text string   `json:"text"`
-	} `json:"recovery_keys"`
-	Shares []struct {
-		Ceremony   CeremonyID `json:"ceremony"`
-		Volume     VolumeID   `json:"volume"`
-		Index      int        `json:"index"`
-		K          int        `json:"k"`
-		N          int        `json:"n"`
-		Value      hexBytes   `json:"value"`
-		Envelope   hexBytes   `json:"envelope"`
-		Commitment Commitment `json:"commitment"`
-	} `json:"shares"`
-	Digests []struct {
-		Ceremony CeremonyID `json:"ceremony"`
-		Secret   hexBytes   `json:"secret"`
-		Digest   Digest     `json:"digest"`
-	} `json:"digests"`
-	Sealed []struct {
-		Share              hexBytes    `json:"share_envelope"`
-		RecipientPrivate   hexBytes    `json:"recipient_private"`
-		RecipientPublic    hexBytes    `json:"recipient_public"`
-		RecipientSPKIHash  Fingerprint `json:"recipient_fingerprint"`
-		EphemeralPrivate   hexBytes    `json:"ephemeral_private"`
-		SharedSecret       hexBytes    `json:"shared_secret"`
-		Key                hexBytes    `json:"key"`
-		Sealed             hexBytes    `json:"sealed"`
-		WrongRecipientPriv hexBytes    `json:"wrong_recipient_private"`
-	} `json:"sealed"`
-	Combine []struct {
-		Ceremony Ceremony   `json:"ceremony"`
-		Shares   []hexBytes `json:"share_envelopes"`
-		Secret   hexBytes   `json:"secret"`
-	} `json:"combine"`
+	RecoveryKeys []keyVector `json:"recovery_keys"`
+	Shares []shareVector `json:"shares"`
+	Digests []digestVector `json:"digests"`
+	Sealed []sealedVector `json:"sealed"`
+	Combine []combineVector `json:"combine"`
+}
+
+type keyVector struct {
+	Key  hexBytes `json:"key"`
+	Text string   `json:"text"`
+}
+
+type shareVector struct {
+	Ceremony   CeremonyID `json:"ceremony"`
+	Volume     VolumeID   `json:"volume"`
+	Index      int        `json:"index"`
+	K          int        `json:"k"`
+	N          int        `json:"n"`
+	Value      hexBytes   `json:"value"`
+	Envelope   hexBytes   `json:"envelope"`
+	Commitment Commitment `json:"commitment"`
+}
+
+type digestVector struct {
+	Ceremony CeremonyID `json:"ceremony"`
+	Secret   hexBytes   `json:"secret"`
+	Digest   Digest     `json:"digest"`
+}
+
+type sealedVector struct {
+	Share              hexBytes    `json:"share_envelope"`
+	RecipientPrivate   hexBytes    `json:"recipient_private"`
+	RecipientPublic    hexBytes    `json:"recipient_public"`
+	RecipientSPKIHash  Fingerprint `json:"recipient_fingerprint"`
+	EphemeralPrivate   hexBytes    `json:"ephemeral_private"`
+	SharedSecret       hexBytes    `json:"shared_secret"`
+	Key                hexBytes    `json:"key"`
+	Sealed             hexBytes    `json:"sealed"`
+	WrongRecipientPriv hexBytes    `json:"wrong_recipient_private"`
+}
+
+type combineVector struct {
+	Ceremony Ceremony   `json:"ceremony"`
+	Shares   []hexBytes `json:"share_envelopes"`
+	Secret   hexBytes   `json:"secret"`
 }
 
 func seq(n int, start byte) []byte {
@@ -81,10 +91,7 @@ func seq(n int, start byte) []byte {
 func generateVectors(t *testing.T) *vectors {
 	v := &vectors{Comment: "custos format vectors; see docs/FORMAT.md. Regenerate with go test ./shares -run TestFormatVectors -update-vectors, and only on purpose."}
 	for _, key := range [][]byte{make([]byte, 32), bytes.Repeat([]byte{0xff}, 32), seq(32, 0)} {
-		v.RecoveryKeys = append(v.RecoveryKeys, struct {
-			Key  hexBytes `json:"key"`
-			Text string   `json:"text"`
-		}{key, string(EncodeRecoveryKey(key))})
+		v.RecoveryKeys = append(v.RecoveryKeys, keyVector{key, string(EncodeRecoveryKey(key))})
 	}
 	var id CeremonyID
 	copy(id[:], seq(16, 0x10))
@@ -96,32 +103,15 @@ func generateVectors(t *testing.T) *vectors {
 	}
 	for _, s := range sh {
 		env, _ := s.MarshalBinary()
-		v.Shares = append(v.Shares, struct {
-			Ceremony   CeremonyID `json:"ceremony"`
-			Volume     VolumeID   `json:"volume"`
-			Index      int        `json:"index"`
-			K          int        `json:"k"`
-			N          int        `json:"n"`
-			Value      hexBytes   `json:"value"`
-			Envelope   hexBytes   `json:"envelope"`
-			Commitment Commitment `json:"commitment"`
-		}{s.Ceremony, s.Volume, s.Index, s.K, s.N, s.Value, env, Commit(s.Ceremony, s.Index, s.Value)})
+		v.Shares = append(v.Shares, shareVector{s.Ceremony, s.Volume, s.Index, s.K, s.N, s.Value, env, Commit(s.Ceremony, s.Index, s.Value)})
 	}
-	v.Digests = append(v.Digests, struct {
-		Ceremony CeremonyID `json:"ceremony"`
-		Secret   hexBytes   `json:"secret"`
-		Digest   Digest     `json:"digest"`
-	}{id, secret, DigestOf(id, secret)})
+	v.Digests = append(v.Digests, digestVector{id, secret, DigestOf(id, secret)})
 	var envs []hexBytes
 	for _, s := range sh {
 		env, _ := s.MarshalBinary()
 		envs = append(envs, env)
 	}
-	v.Combine = append(v.Combine, struct {
-		Ceremony Ceremony   `json:"ceremony"`
-		Shares   []hexBytes `json:"share_envelopes"`
-		Secret   hexBytes   `json:"secret"`
-	}{*c, envs[1:], secret})
+	v.Combine = append(v.Combine, combineVector{*c, envs[1:], secret})
 
 	recip, _ := ecdh.P256().NewPrivateKey(seq(32, 0x01))
 	eph, _ := ecdh.P256().NewPrivateKey(seq(32, 0x21))
@@ -135,17 +125,7 @@ func generateVectors(t *testing.T) *vectors {
 	salt := append(eph.PublicKey().Bytes(), recip.PublicKey().Bytes()...)
 	key, _ := hkdf.Key(sha256.New, shared, salt, sealInfo, 32)
 	fp, _ := FingerprintOf(recip.PublicKey())
-	v.Sealed = append(v.Sealed, struct {
-		Share              hexBytes    `json:"share_envelope"`
-		RecipientPrivate   hexBytes    `json:"recipient_private"`
-		RecipientPublic    hexBytes    `json:"recipient_public"`
-		RecipientSPKIHash  Fingerprint `json:"recipient_fingerprint"`
-		EphemeralPrivate   hexBytes    `json:"ephemeral_private"`
-		SharedSecret       hexBytes    `json:"shared_secret"`
-		Key                hexBytes    `json:"key"`
-		Sealed             hexBytes    `json:"sealed"`
-		WrongRecipientPriv hexBytes    `json:"wrong_recipient_private"`
-	}{envs[0], recip.Bytes(), recip.PublicKey().Bytes(), fp, eph.Bytes(), shared, key, sb, wrong.Bytes()})
+	v.Sealed = append(v.Sealed, sealedVector{envs[0], recip.Bytes(), recip.PublicKey().Bytes(), fp, eph.Bytes(), shared, key, sb, wrong.Bytes()})
 	return v
 }
 
