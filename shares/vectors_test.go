@@ -32,12 +32,12 @@ func (h *hexBytes) UnmarshalText(b []byte) error {
 // vectors is the shape of testdata/format/vectors.json, described in
 // docs/FORMAT.md.
 type vectors struct {
-	Comment      string `json:"comment"`
-	RecoveryKeys []keyVector `json:"recovery_keys"`
-	Shares []shareVector `json:"shares"`
-	Digests []digestVector `json:"digests"`
-	Sealed []sealedVector `json:"sealed"`
-	Combine []combineVector `json:"combine"`
+	Comment      string          `json:"comment"`
+	RecoveryKeys []keyVector     `json:"recovery_keys"`
+	Shares       []shareVector   `json:"shares"`
+	Digests      []digestVector  `json:"digests"`
+	Sealed       []sealedVector  `json:"sealed"`
+	Combine      []combineVector `json:"combine"`
 }
 
 type keyVector struct {
