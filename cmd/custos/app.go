@@ -38,22 +38,22 @@ type globals struct {
 }
 
 func globalsOf(c *cli.Context) globals {
-	root := c.Lineage()
-	top := root[len(root)-1]
-	if top == nil || top.Command == nil {
-		top = c
-	}
 	g := globals{
 		db:      c.String("db"),
 		json:    c.Bool("json"),
 		timeout: c.Duration("timeout"),
-		roots:   c.String("attestation-roots"),
 		debug:   c.Bool("debug"),
 	}
-	// card init has its own --attestation-roots; the global one counts when
-	// the command's is not given.
-	if g.roots == "" {
-		g.roots = top.String("attestation-roots")
+	// card init has its own --attestation-roots; the global one counts
+	// when the command's is not given. c.String stops at the nearest
+	// command defining the flag, so ask each level in turn.
+	for _, x := range c.Lineage() {
+		if x.Command == nil {
+			continue
+		}
+		if g.roots = x.String("attestation-roots"); g.roots != "" {
+			break
+		}
 	}
 	return g
 }

@@ -59,8 +59,9 @@ func TestMain(m *testing.M) {
 //	                           (default 0)
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
-		Dir:   "testdata/script",
-		Setup: setupScript,
+		Dir:       "testdata/script",
+		Setup:     setupScript,
+		Condition: realCondition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"vcard": cmdVcard,
 			"run":   cmdRun,
