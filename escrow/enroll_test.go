@@ -2,6 +2,7 @@ package escrow
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"os"
 	"strings"
@@ -217,14 +218,7 @@ func TestRecoverTamperedTokenShare(t *testing.T) {
 		r.vol.editToken(t, func(tj *tokenJSON) {
 			for i := range tj.Cards {
 				if tj.Cards[i].Index == 2 {
-					ss := tj.Cards[i].Sealed
-					b := []byte(ss)
-					if b[len(b)-5] == 'A' {
-						b[len(b)-5] = 'B'
-					} else {
-						b[len(b)-5] = 'A'
-					}
-					tj.Cards[i].Sealed = string(b)
+					tj.Cards[i].Sealed = flipLastByte(t, tj.Cards[i].Sealed)
 				}
 			}
 		})
@@ -421,4 +415,16 @@ func TestExitCodes(t *testing.T) {
 			t.Errorf("ExitCode(%v) = %d, want %d", c.err, got, c.want)
 		}
 	}
+}
+
+// flipLastByte flips a bit in the last byte of a base64 sealed share: its
+// authentication tag.
+func flipLastByte(t testing.TB, s string) string {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 1
+	return base64.StdEncoding.EncodeToString(b)
 }
