@@ -80,7 +80,7 @@ func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
 	if c.seen[out.Serial] {
 		return nil, fmt.Errorf("card %s: %w", out.Serial, ErrSeenTwice)
 	}
-	slots, err := card.Custody()
+	slots, err := c.slotsOf(card, out.Serial)
 	if err != nil {
 		return nil, fmt.Errorf("card %s: read custody slots: %w", out.Serial, err)
 	}
@@ -126,6 +126,40 @@ func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
 		return nil, fmt.Errorf("card %s: share %d: %w", out.Serial, ref.Index, err)
 	}
 	return &taken{cand: cand, ref: ref, share: sh}, nil
+}
+
+// slotsOf lists the card's custody slots. For a card the records name (by
+// serial) it reads only the certificates of the slots they name: listing
+// every slot with its key costs a second on a YubiKey-like card. A
+// certificate can only be written for the slot's key and is cleared when
+// the key is replaced, so one whose sealed share names the recorded key
+// vouches for it (OpenShare checks again before it sends the PIN); without
+// such a certificate the slots are listed with their keys.
+func (c *collector) slotsOf(card Card, serial string) ([]cards.SlotInfo, error) {
+	var out []cards.SlotInfo
+	seen := map[uint8]bool{}
+	for _, cand := range c.cands {
+		for _, ref := range cand.rec.Cards {
+			if ref.Serial != serial || seen[ref.Slot] {
+				continue
+			}
+			seen[ref.Slot] = true
+			sc, err := card.ReadShare(ref.Slot)
+			if errors.Is(err, cards.ErrNoCustodySlot) || (err == nil && (sc.Sealed == nil || sc.Sealed.Recipient != ref.Fingerprint)) {
+				// No certificate for the recorded key (wiped, or
+				// never written): list the slots, keys included.
+				return card.Custody()
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, cards.SlotInfo{Slot: ref.Slot, Fingerprint: ref.Fingerprint, Share: sc})
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	return card.Custody()
 }
 
 // match finds the candidate ceremony and custody slot of a card: a card of
