@@ -18,7 +18,13 @@ import (
 // scripted, so no human time is counted; the virtual cards' APDUs through
 // pcscd are.
 //
-//	go test ./escrow -run '^$' -bench Real -benchtime 5x
+//	go test ./escrow -run '^$' -bench . -benchtime 3x
+//
+// On the 2-CPU development machine (virtual cards): Enroll n=5 13.5 s,
+// Recover k=3 3.2 s, bare luksAddKey 54 ms: recover costs about 59 bare
+// luksAddKeys, nearly all of it the cards (insertion, one certificate read
+// and one ECDH per card); enroll spends about a second per card listing
+// its custody slots with their keys.
 
 // BenchmarkRealEnroll5 enrolls 3-of-5 on a fresh copy of an image, with a
 // fresh log each time.
