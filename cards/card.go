@@ -5,6 +5,9 @@ import (
 	"crypto/elliptic"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/ebfe/scard"
 
 	"github.com/go-piv/piv-go/v2/piv"
 
@@ -45,7 +48,7 @@ const (
 // Open connects to the card in reader, exclusively: until Close, no other
 // program can use the card.
 func Open(reader string) (*Card, error) {
-	yk, err := piv.Open(reader)
+	yk, err := openYubiKey(reader)
 	if err != nil {
 		if errors.Is(err, piv.ErrNotFound) {
 			return nil, fmt.Errorf("open card in %q: %w", reader, ErrNotPIV)
@@ -58,6 +61,26 @@ func Open(reader string) (*Card, error) {
 		return nil, fmt.Errorf("open card in %q: %w", reader, err)
 	}
 	return c, nil
+}
+
+// busyRetries and busyPause bound how long Open waits for a card that is
+// busy only for a moment (another program reading its serial, as Readers
+// does, or piv-go letting go of it) before calling it busy.
+const (
+	busyRetries = 5
+	busyPause   = 40 * time.Millisecond
+)
+
+// openYubiKey is piv.Open, retried briefly while the card is busy.
+func openYubiKey(reader string) (*piv.YubiKey, error) {
+	for try := 0; ; try++ {
+		yk, err := piv.Open(reader)
+		if code, ok := pcscCode(err); ok && code == scard.ErrSharingViolation && try < busyRetries {
+			time.Sleep(busyPause)
+			continue
+		}
+		return yk, err
+	}
 }
 
 // readSerial asks the card its serial number. Cards that do not tell (not

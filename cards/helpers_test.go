@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"custos.dev/custos/cards/vcard"
 	"custos.dev/custos/internal/realtest"
@@ -105,7 +106,11 @@ func custodyCard(t testing.TB, serial uint32, port int) (*vcard.Card, *vcard.Ins
 // lock takes the machine-wide vpcd readers lock.
 func lock(t testing.TB) {
 	t.Helper()
+	start := time.Now()
 	realtest.LockReaders(t)
+	if d := time.Since(start); d > time.Second {
+		t.Logf("waited %v for the vpcd readers (other packages' tests hold them)", d.Round(time.Second))
+	}
 }
 
 // ceremony splits a fresh recovery key among the given card keys, one

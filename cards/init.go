@@ -230,7 +230,7 @@ func (c *Card) currentCredentials(opts InitOptions) (pin, puk []byte, mgmtDefaul
 	}
 	c.yk = nil
 	mPIN, mPUK, mMgmt, ok, rerr := credentials(c.reader)
-	yk, oerr := piv.Open(c.reader)
+	yk, oerr := openYubiKey(c.reader)
 	if oerr != nil {
 		return nil, nil, false, c.fail("reopen card", oerr)
 	}

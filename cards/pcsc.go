@@ -310,8 +310,8 @@ func credentials(reader string) (pin, puk, mgmt credential, ok bool, err error) 
 		// piv-go leaves the card a moment after Close: retry a busy card
 		// briefly before calling it busy.
 		r, err = openRaw(ctx, reader, scard.ShareExclusive)
-		if code, isPCSC := pcscCode(err); isPCSC && code == scard.ErrSharingViolation && try < 10 {
-			time.Sleep(20 * time.Millisecond)
+		if code, isPCSC := pcscCode(err); isPCSC && code == scard.ErrSharingViolation && try < busyRetries {
+			time.Sleep(busyPause)
 			continue
 		}
 		break
