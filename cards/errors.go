@@ -46,9 +46,6 @@ var (
 
 	// ErrWrongPIN is wrapped by every *PINError.
 	ErrWrongPIN = errors.New("wrong PIN")
-
-	// ErrNotImplemented is returned by parts not written yet.
-	ErrNotImplemented = errors.New("not implemented")
 )
 
 // PINError is a wrong PIN (or PUK). It wraps ErrWrongPIN. The PIN is never
