@@ -337,6 +337,11 @@ func (c *collector) gather(ctx context.Context) ([]byte, *candidate, error) {
 		t, out := c.take(card)
 		card.Close()
 		c.report(t, out)
+		if fatal(ctx, out.Err) {
+			// No PIN could be read (input ended, terminal gone): asking
+			// for another card would only wait out the timeout.
+			return nil, nil, out.Err
+		}
 	}
 }
 

@@ -428,3 +428,21 @@ func flipLastByte(t testing.TB, s string) string {
 	b[len(b)-1] ^= 1
 	return base64.StdEncoding.EncodeToString(b)
 }
+
+// TestRecoverStopsWhenInputEnds: when no PIN can be read (standard input
+// ran out in a script), recovery stops there instead of setting the card
+// aside and waiting out the timeout for another.
+func TestRecoverStopsWhenInputEnds(t *testing.T) {
+	r := newRig(t, 2, 3)
+	r.enroll(2, 3)
+	r.src.insert(r.cards[0]) // a card, but no PIN queued for it
+	r.src.insert(r.cards[1])
+	r.p.answer(r.pin(1))
+	_, err := Recover(context.Background(), r.env, RecoverOptions{NewKey: []byte("x")})
+	if !errors.Is(err, errNoMoreInput) {
+		t.Fatalf("got %v, want the prompt's error", err)
+	}
+	if errors.Is(err, ErrQuorum) {
+		t.Fatalf("reported as a quorum failure: %v", err)
+	}
+}
