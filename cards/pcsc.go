@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"time"
 
+	"custos.dev/custos/internal/pcsc"
 	"github.com/ebfe/scard"
 	"github.com/go-piv/piv-go/v2/piv"
 )
@@ -144,7 +145,7 @@ func cardPresent(reader string) bool {
 	}
 	defer ctx.Release()
 	rs := []scard.ReaderState{{Reader: reader, CurrentState: scard.StateUnaware}}
-	if err := ctx.GetStatusChange(rs, 0); err != nil {
+	if err := pcsc.GetStatusChange(ctx, rs, 0); err != nil {
 		return false
 	}
 	deadline := time.Now().Add(settle)
@@ -154,9 +155,9 @@ func cardPresent(reader string) bool {
 			return true
 		}
 		rs[0].CurrentState = rs[0].EventState &^ scard.StateChanged
-		err := ctx.GetStatusChange(rs, left)
+		err := pcsc.GetStatusChange(ctx, rs, left)
 		if errors.Is(err, scard.ErrTimeout) {
-			return true
+			continue // each call waits at most pcsc.MaxWait; the deadline decides
 		}
 		if err != nil {
 			return false

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"custos.dev/custos/internal/pcsc"
 	"github.com/ebfe/scard"
 )
 
@@ -50,7 +51,7 @@ func Readers(ctx context.Context) ([]ReaderInfo, error) {
 	for i, n := range names {
 		states[i] = scard.ReaderState{Reader: n, CurrentState: scard.StateUnaware}
 	}
-	if err := sc.GetStatusChange(states, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
+	if err := pcsc.GetStatusChange(sc, states, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
 		return nil, fmt.Errorf("list readers: %w", mapError("", err))
 	}
 	out := make([]ReaderInfo, len(names))
@@ -173,7 +174,7 @@ func waitChanges(ctx context.Context, sc *scard.Context, states []scard.ReaderSt
 		if first {
 			timeout = 0
 		}
-		err := sc.GetStatusChange(states, timeout)
+		err := pcsc.GetStatusChange(sc, states, timeout)
 		switch {
 		case err == nil, errors.Is(err, scard.ErrTimeout):
 		case errors.Is(err, scard.ErrCancelled):

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"custos.dev/custos/internal/pcsc"
 	"github.com/ebfe/scard"
 )
 
@@ -233,7 +234,7 @@ func readerHasCard(reader string) (bool, error) {
 		return false, fmt.Errorf("pcscd has no reader %q (readers: %q)", reader, readers)
 	}
 	rs := []scard.ReaderState{{Reader: reader, CurrentState: scard.StateUnaware}}
-	if err := ctx.GetStatusChange(rs, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
+	if err := pcsc.GetStatusChange(ctx, rs, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
 		return false, fmt.Errorf("reader status: %w", err)
 	}
 	return rs[0].EventState&scard.StatePresent != 0, nil
