@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"custos.dev/custos/internal/realtest"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -339,10 +340,8 @@ func TestCompletion(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash")
-	}
-	if out, err := exec.Command("bash", "-n", "-c", bash).CombinedOutput(); err != nil {
+	bashPath := realtest.Binary(t, "bash")
+	if out, err := exec.Command(bashPath, "-n", "-c", bash).CombinedOutput(); err != nil {
 		t.Fatalf("bash -n: %v\n%s", err, out)
 	}
 	for _, tc := range []struct {
