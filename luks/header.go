@@ -3,7 +3,9 @@ package luks
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +51,22 @@ type Keyslot struct {
 	// "argon2i" or "argon2id"; "" for a LUKS2 keyslot that holds no key
 	// (a "reencrypt" keyslot).
 	PBKDF string
+	// Salt is the keyslot's PBKDF salt in lowercase hexadecimal (LUKS1:
+	// the keyslot's "Salt" in luksDump; LUKS2: keyslots[N].kdf.salt),
+	// "" when the keyslot has none. cryptsetup draws a fresh random salt
+	// for every key it adds, so the salt tells a keyslot apart from
+	// another key added later under the same number.
+	Salt string
+}
+
+// Keyslot returns the keyslot id in use, or nil.
+func (h *Header) Keyslot(id int) *Keyslot {
+	for i := range h.Keyslots {
+		if h.Keyslots[i].ID == id {
+			return &h.Keyslots[i]
+		}
+	}
+	return nil
 }
 
 // Token is a LUKS2 token.
@@ -111,15 +129,36 @@ func parseDump(out []byte) (*Header, error) {
 	}
 	h := &Header{}
 	seen := make(map[int]bool)
+	// salt is the LUKS1 keyslot whose "Salt:" lines are being read (the
+	// salt continues on lines without a colon), else nil; slot the
+	// enabled LUKS1 keyslot whose section the lines are in, else -1.
+	var salt *strings.Builder
+	slot := -1
+	salts := map[int]*strings.Builder{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 0, 4096), maxDump)
 	for sc.Scan() {
 		line := sc.Text()
 		key, val, ok := strings.Cut(line, ":")
 		if !ok {
+			if salt != nil && strings.TrimSpace(line) != "" {
+				salt.WriteString(strings.Join(strings.Fields(line), ""))
+			} else {
+				salt = nil
+			}
 			continue
 		}
+		salt = nil
 		val = strings.TrimSpace(val)
+		if slot >= 0 && strings.TrimSpace(key) == "Salt" && strings.HasPrefix(key, "\t") {
+			if salts[slot] != nil {
+				return nil, fmt.Errorf("parse luksDump: keyslot %d: two salt lines", slot)
+			}
+			salt = &strings.Builder{}
+			salt.WriteString(strings.Join(strings.Fields(val), ""))
+			salts[slot] = salt
+			continue
+		}
 		switch {
 		case key == "Version":
 			if h.Version != 0 {
@@ -147,9 +186,11 @@ func parseDump(out []byte) (*Header, error) {
 				return nil, fmt.Errorf("parse luksDump: bad keyslot line %q", clip(line))
 			}
 			seen[id] = true
+			slot = -1
 			switch val {
 			case "ENABLED":
 				h.Keyslots = append(h.Keyslots, Keyslot{ID: id, PBKDF: "pbkdf2"})
+				slot = id
 			case "DISABLED":
 			default:
 				return nil, fmt.Errorf("parse luksDump: bad keyslot state %q", clip(val))
@@ -171,6 +212,15 @@ func parseDump(out []byte) (*Header, error) {
 	if h.Version == 2 && len(seen) != 0 {
 		return nil, errors.New("parse luksDump: luks1 keyslot lines in a luks2 dump")
 	}
+	for i := range h.Keyslots {
+		if b := salts[h.Keyslots[i].ID]; b != nil {
+			s, err := hexSalt(b.String())
+			if err != nil {
+				return nil, fmt.Errorf("parse luksDump: keyslot %d: %w", h.Keyslots[i].ID, err)
+			}
+			h.Keyslots[i].Salt = s
+		}
+	}
 	slices.SortFunc(h.Keyslots, func(a, b Keyslot) int { return a.ID - b.ID })
 	return h, nil
 }
@@ -182,6 +232,7 @@ type metadata struct {
 		Type string `json:"type"`
 		KDF  struct {
 			Type string `json:"type"`
+			Salt string `json:"salt"`
 		} `json:"kdf"`
 	} `json:"keyslots"`
 	Tokens map[string]json.RawMessage `json:"tokens"`
@@ -237,7 +288,15 @@ func parseMetadata(out []byte, h *Header) error {
 		if ks.Type == "luks2" && ks.KDF.Type == "" {
 			return fmt.Errorf("parse luks2 metadata: keyslot %d has no kdf type", id)
 		}
-		h.Keyslots = append(h.Keyslots, Keyslot{ID: id, PBKDF: ks.KDF.Type})
+		k := Keyslot{ID: id, PBKDF: ks.KDF.Type}
+		if ks.KDF.Salt != "" {
+			b, err := base64.StdEncoding.DecodeString(ks.KDF.Salt)
+			if err != nil || len(b) > maxSalt {
+				return fmt.Errorf("parse luks2 metadata: keyslot %d: bad kdf salt", id)
+			}
+			k.Salt = hex.EncodeToString(b)
+		}
+		h.Keyslots = append(h.Keyslots, k)
 	}
 	for k, raw := range md.Tokens {
 		id, err := parseID(k, LUKS2Tokens)
@@ -277,6 +336,20 @@ func parseToken(id int, raw []byte) (*Token, error) {
 	}
 	slices.Sort(t.Keyslots)
 	return t, nil
+}
+
+// maxSalt bounds a keyslot's salt, in bytes (LUKS1 and cryptsetup's
+// LUKS2 keyslots use 32).
+const maxSalt = 256
+
+// hexSalt checks a LUKS1 salt read from luksDump (hexadecimal, spaces
+// removed) and returns it in lowercase.
+func hexSalt(s string) (string, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) == 0 || len(b) > maxSalt {
+		return "", fmt.Errorf("bad salt %q", clip(s))
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // parseID parses a LUKS2 object key: a decimal number below max, written

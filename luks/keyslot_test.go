@@ -280,3 +280,35 @@ func TestPBKDF2TrailingNULs(t *testing.T) {
 	}
 	wantErr(t, v.TestKey(ctx, []byte("key\x00x"), 0), ErrWrongKey)
 }
+
+// TestKeyslotSalt: every keyslot has a salt, and a key added under the
+// number of a killed keyslot has another one, so the salt tells them apart.
+func TestKeyslotSalt(t *testing.T) {
+	versions(t, func(t *testing.T, version int) {
+		ctx := testCtx(t)
+		v := format(t, version, keyA, 1000)
+		slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := inspect(t, v)
+		first := h.Keyslot(slot).Salt
+		if len(first) != 64 || h.Keyslot(0).Salt == "" || h.Keyslot(0).Salt == first {
+			t.Fatalf("salts of keyslots 0 and %d: %q, %q", slot, h.Keyslot(0).Salt, first)
+		}
+		if again := inspect(t, v).Keyslot(slot).Salt; again != first {
+			t.Fatalf("salt of keyslot %d read twice: %q, then %q", slot, first, again)
+		}
+		if err := v.KillKeyslot(ctx, slot, 0, keyA); err != nil {
+			t.Fatal(err)
+		}
+		addRaw(t, v, keyA, keyB)
+		h = inspect(t, v)
+		if h.Keyslot(slot) == nil {
+			t.Fatalf("luksAddKey did not reuse keyslot %d: %+v", slot, h.Keyslots)
+		}
+		if second := h.Keyslot(slot).Salt; second == "" || second == first {
+			t.Fatalf("keyslot %d re-added: salt %q, before %q", slot, second, first)
+		}
+	})
+}

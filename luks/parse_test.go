@@ -34,6 +34,10 @@ func TestParseDumpLUKS1(t *testing.T) {
 	if got := h.FreeKeyslots(); !slices.Equal(got, []int{1, 2, 4, 5, 6, 7}) {
 		t.Fatalf("free = %v", got)
 	}
+	if h.Keyslot(0).Salt != "7722f12d515d99ec0dafa26cf85ceabe507e45c6d34ee57a064d0a2640e18507" ||
+		h.Keyslot(3).Salt != "d1b3d8f42530d8f6f2c467cc32dd09f5265e055b6fb6329668eec8b8d70328a4" || h.Keyslot(1) != nil {
+		t.Fatalf("salts = %+v", h.Keyslots)
+	}
 }
 
 func TestParseLUKS2(t *testing.T) {
@@ -47,7 +51,10 @@ func TestParseLUKS2(t *testing.T) {
 	if err := parseMetadata(readTestdata(t, "luks2-metadata.json"), h); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(h.Keyslots, []Keyslot{{0, "pbkdf2"}, {2, "argon2id"}}) {
+	if !slices.Equal(h.Keyslots, []Keyslot{
+		{0, "pbkdf2", "bc3eaa3975be3a68d75da7784c18b6d6f73edc304b4e2dd3e40d6a85a94246e4"},
+		{2, "argon2id", "3519cc717c45470cd549dbacbbc36a660cb0fdf9dc13e17766174e70b5db4cff"},
+	}) {
 		t.Fatalf("keyslots = %+v", h.Keyslots)
 	}
 	if len(h.Tokens) != 2 || h.Tokens[0].Type != TokenType || !slices.Equal(h.Tokens[0].Keyslots, []int{2}) ||
@@ -82,6 +89,9 @@ func TestParseDumpRejects(t *testing.T) {
 		"missing slot":    strings.Replace(good, "Key Slot 7: DISABLED", "", 1),
 		"bad state":       strings.Replace(good, "Key Slot 7: DISABLED", "Key Slot 7: MAYBE", 1),
 		"luks1 slot in 2": string(readTestdata(t, "luks2-dump.txt")) + "Key Slot 0: ENABLED\n",
+		"bad salt":        strings.Replace(good, "77 22 f1", "77 22 zz", 1),
+		"odd salt":        strings.Replace(good, "77 22 f1", "77 22 f", 1),
+		"two salts":       strings.Replace(good, "\tKey material offset:\t8", "\tSalt: 00\n\tKey material offset:\t8", 1),
 	} {
 		if h, err := parseDump([]byte(in)); err == nil {
 			t.Errorf("%s: parsed as %+v", name, h)
@@ -105,6 +115,7 @@ func TestParseMetadataRejects(t *testing.T) {
 		"token id 32":      `{"keyslots":{},"tokens":{"32":{"type":"x","keyslots":[]}}}`,
 		"token not object": `{"keyslots":{},"tokens":{"0":[1]}}`,
 		"bad json_size":    `{"keyslots":{},"tokens":{},"config":{"json_size":"-1"}}`,
+		"bad salt":         `{"keyslots":{"1":{"type":"luks2","kdf":{"type":"pbkdf2","salt":"!!"}}},"tokens":{}}`,
 	} {
 		h := &Header{Version: 2}
 		if err := parseMetadata([]byte(in), h); err == nil {
