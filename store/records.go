@@ -32,16 +32,21 @@ const (
 // from k cards except the cards. Every field is public: the sealed shares
 // are ciphertext that only the custodians' cards can open.
 type CeremonyRecord struct {
-	ID         string         `json:"id"`
-	VolumeUUID string         `json:"volume_uuid"`
-	K          int            `json:"k"`
-	N          int            `json:"n"`
-	Keyslot    int            `json:"keyslot"` // the recovery key's LUKS keyslot; -1 until added
-	Cards      []CeremonyCard `json:"cards"`
-	Digest     []byte         `json:"digest,omitempty"` // the envelope metadata digest, as escrow defines it
-	Status     string         `json:"status"`
-	Replaces   string         `json:"replaces,omitempty"`    // the ceremony this one rotates out
-	ReplacedBy string         `json:"replaced_by,omitempty"` // the ceremony that rotated this one out
+	ID         string `json:"id"`
+	VolumeUUID string `json:"volume_uuid"`
+	K          int    `json:"k"`
+	N          int    `json:"n"`
+	Keyslot    int    `json:"keyslot"` // the recovery key's LUKS keyslot; -1 until added
+	// KeyslotSalt is the recovery keyslot's PBKDF salt (lowercase hex) as
+	// read back once the keyslot was added: the keyslot's identity, so
+	// that a key added later under the same number is never taken for
+	// it. Empty until recorded, and in records from before it existed.
+	KeyslotSalt string         `json:"keyslot_salt,omitempty"`
+	Cards       []CeremonyCard `json:"cards"`
+	Digest      []byte         `json:"digest,omitempty"` // the envelope metadata digest, as escrow defines it
+	Status      string         `json:"status"`
+	Replaces    string         `json:"replaces,omitempty"`    // the ceremony this one rotates out
+	ReplacedBy  string         `json:"replaced_by,omitempty"` // the ceremony that rotated this one out
 }
 
 // CeremonyCard is one custodian's part in a ceremony.
@@ -194,6 +199,28 @@ func getJSON(ix indexes, bucket, key []byte, v any) (bool, error) {
 	return true, nil
 }
 
+// validSalt accepts a keyslot salt as luks.Keyslot gives it: an even
+// number (2 to 512) of lowercase hex digits.
+func validSalt(s string) bool {
+	if len(s) < 2 || len(s) > 512 || len(s)%2 != 0 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// clipText shortens a value quoted in an error.
+func clipText(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
 func validStatus(s string) bool {
 	return s == StatusOpen || s == StatusActive || s == StatusAbandoned || s == StatusRetired
 }
@@ -211,6 +238,12 @@ func checkCeremony(rec CeremonyRecord) error {
 	}
 	if rec.Keyslot < -1 || rec.Keyslot > 31 {
 		return fmt.Errorf("%w: ceremony %s: keyslot %d: want -1 or 0-31", ErrInvalid, rec.ID, rec.Keyslot)
+	}
+	if rec.KeyslotSalt != "" && !validSalt(rec.KeyslotSalt) {
+		return fmt.Errorf("%w: ceremony %s: keyslot salt %q: want 2-512 lowercase hex digits", ErrInvalid, rec.ID, clipText(rec.KeyslotSalt))
+	}
+	if rec.KeyslotSalt != "" && rec.Keyslot < 0 {
+		return fmt.Errorf("%w: ceremony %s: keyslot salt without a keyslot", ErrInvalid, rec.ID)
 	}
 	if !validStatus(rec.Status) {
 		return fmt.Errorf("%w: ceremony %s: unknown status %q", ErrInvalid, rec.ID, rec.Status)

@@ -498,3 +498,44 @@ func TestEventsRoundTrip(t *testing.T) {
 		t.Errorf("events of c1 = %v", c1)
 	}
 }
+
+// TestCeremonyKeyslotSalt: the keyslot salt is kept as given, a record
+// without one encodes as records did before the field existed, and a
+// malformed salt is refused without writing anything.
+func TestCeremonyKeyslotSalt(t *testing.T) {
+	l := openTest(t)
+	const vol = "3f6c1c2e-8f0e-4a57-9d4a-0d8b7c5f1e21"
+	rec := sampleCeremony("c1", vol, 2, 3)
+	if b := mustJSON(rec); bytes.Contains(b, []byte("keyslot_salt")) {
+		t.Fatalf("a record without a salt encodes with one: %s", b)
+	}
+	rec.Keyslot, rec.KeyslotSalt = 1, "00ff"+strings.Repeat("ab", 30)
+	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", rec); return err }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.Ceremony("c1")
+	if err != nil || got.KeyslotSalt != rec.KeyslotSalt {
+		t.Fatalf("Ceremony = %+v, %v; want salt %s", got, err, rec.KeyslotSalt)
+	}
+	head, _ := l.Head()
+	for name, salt := range map[string]string{
+		"upper case": "00FF", "odd": "00f", "not hex": "zz", "too long": strings.Repeat("ab", 257),
+	} {
+		bad := rec
+		bad.KeyslotSalt = salt
+		if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", bad); return err }); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s salt %q: %v, want ErrInvalid", name, salt, err)
+		}
+	}
+	noSlot := sampleCeremony("c2", vol, 2, 3)
+	noSlot.KeyslotSalt = "00ff"
+	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", noSlot); return err }); !errors.Is(err, ErrInvalid) {
+		t.Errorf("salt without a keyslot: %v, want ErrInvalid", err)
+	}
+	if h, _ := l.Head(); h != head {
+		t.Errorf("refused records moved the head from %v to %v", head, h)
+	}
+	if _, err := l.Verify(); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+}
