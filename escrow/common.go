@@ -221,7 +221,7 @@ func checkKN(k, n int) error {
 func toStore(r *Record) (store.CeremonyRecord, error) {
 	s := store.CeremonyRecord{
 		ID: r.ID.String(), VolumeUUID: r.Volume.String(), K: r.K, N: r.N,
-		Keyslot: r.Keyslot, Status: r.Status, Replaces: r.Replaces, ReplacedBy: r.ReplacedBy,
+		Keyslot: r.Keyslot, KeyslotSalt: r.KeyslotSalt, Status: r.Status, Replaces: r.Replaces, ReplacedBy: r.ReplacedBy,
 	}
 	if r.Digest != (shares.Digest{}) {
 		s.Digest = append([]byte(nil), r.Digest[:]...)
@@ -246,7 +246,7 @@ func toStore(r *Record) (store.CeremonyRecord, error) {
 
 // fromStore converts a record read from the log.
 func fromStore(s store.CeremonyRecord) (*Record, error) {
-	r := &Record{K: s.K, N: s.N, Keyslot: s.Keyslot, Status: s.Status, Replaces: s.Replaces, ReplacedBy: s.ReplacedBy}
+	r := &Record{K: s.K, N: s.N, Keyslot: s.Keyslot, KeyslotSalt: s.KeyslotSalt, Status: s.Status, Replaces: s.Replaces, ReplacedBy: s.ReplacedBy}
 	var err error
 	if r.ID, err = shares.ParseCeremonyID(s.ID); err != nil {
 		return nil, fmt.Errorf("log ceremony %q: %w", s.ID, err)

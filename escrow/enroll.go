@@ -90,13 +90,17 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 
 	res := &EnrollResult{TokenID: -1}
 	if open != nil {
-		if open.Complete() && v.h.InUse(open.Keyslot) {
+		st, err := ownership(ctx, env, v.h, open, nil)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: %w", err)
+		}
+		if open.Complete() && (st == slotOwn || st == slotUnknown) {
 			env.say("finishing enrollment %s: every share was written and verified", open.ID)
 			res.Resumed = "finished"
 			return res, finishEnroll(ctx, env, v, open, res)
 		}
 		env.say("undoing unfinished enrollment %s", open.ID)
-		if err := undo(ctx, env, v, open, authSlot, auth); err != nil {
+		if err := undo(ctx, env, v, open, authSlot, auth, nil); err != nil {
 			return nil, fmt.Errorf("enroll: undo %s: %w", open.ID, err)
 		}
 		res.Resumed = "undone"
@@ -146,7 +150,7 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 			err = undoFailed(env, err, ierr)
 			return
 		}
-		if uerr := undo(ctx, env, &view{h: h, vid: v.vid}, rec, authSlot, auth); uerr != nil {
+		if uerr := undo(ctx, env, &view{h: h, vid: v.vid}, rec, authSlot, auth, key); uerr != nil {
 			err = undoFailed(env, err, uerr)
 		}
 	}()
@@ -154,6 +158,9 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 		return fmt.Errorf("enroll: %w", err)
 	}
 	added = true
+	if err := recordSalt(ctx, env, rec); err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
 	if err := step(fpEnrollKeyslot); err != nil {
 		return err
 	}
@@ -259,7 +266,11 @@ func abandoned(r *Record) *Record {
 
 // undo rolls an unfinished ceremony back: it removes its token, kills its
 // keyslot (authorised by auth, which opens keep) and marks it abandoned.
-func undo(ctx context.Context, env *Env, v *view, rec *Record, keep int, auth []byte) error {
+// The keyslot is killed only when it is proven the ceremony's (see
+// ownership; own is the ceremony's recovery key while this process still
+// holds it, else nil); otherwise it is left in place and the operator told,
+// for it may hold a key someone added after a crash.
+func undo(ctx context.Context, env *Env, v *view, rec *Record, keep int, auth, own []byte) error {
 	if v.h.Version == 2 {
 		if err := refreshTokens(ctx, env, v); err != nil {
 			return err
@@ -271,10 +282,18 @@ func undo(ctx context.Context, env *Env, v *view, rec *Record, keep int, auth []
 		}
 	}
 	if rec.Keyslot >= 0 && rec.Keyslot != keep && v.h.InUse(rec.Keyslot) {
-		if err := env.Volume.KillKeyslot(ctx, rec.Keyslot, keep, auth); err != nil {
+		st, err := ownership(ctx, env, v.h, rec, own)
+		if err != nil {
 			return err
 		}
-		env.say("killed keyslot %d of ceremony %s", rec.Keyslot, rec.ID)
+		if st == slotOwn {
+			if err := env.Volume.KillKeyslot(ctx, rec.Keyslot, keep, auth); err != nil {
+				return err
+			}
+			env.say("killed keyslot %d of ceremony %s", rec.Keyslot, rec.ID)
+		} else {
+			sayLeft(env, st, rec)
+		}
 	}
 	if _, err := put(env, abandoned(rec)); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +30,10 @@ type fakeVolume struct {
 	version int
 	uuid    string
 	slots   map[int][]byte
-	tokens  map[int]luks.Token
+	// salts are the keyslots' salts, fresh and random for every key
+	// added, as cryptsetup makes them.
+	salts  map[int]string
+	tokens map[int]luks.Token
 	// failAdd, if set, makes AddKeyslot fail.
 	failAdd error
 }
@@ -39,7 +43,14 @@ func newFakeVolume(t *testing.T, version int, passphrase string) *fakeVolume {
 	var u [16]byte
 	rand.Read(u[:])
 	vid := shares.VolumeID(u)
-	return &fakeVolume{version: version, uuid: vid.String(), slots: map[int][]byte{0: []byte(passphrase)}, tokens: map[int]luks.Token{}}
+	return &fakeVolume{version: version, uuid: vid.String(), slots: map[int][]byte{0: []byte(passphrase)},
+		salts: map[int]string{0: newSalt()}, tokens: map[int]luks.Token{}}
+}
+
+func newSalt() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func (v *fakeVolume) max() int {
@@ -55,7 +66,7 @@ func (v *fakeVolume) Inspect(ctx context.Context) (*luks.Header, error) {
 	h := &luks.Header{Version: v.version, UUID: v.uuid}
 	for i := range v.max() {
 		if _, ok := v.slots[i]; ok {
-			h.Keyslots = append(h.Keyslots, luks.Keyslot{ID: i, PBKDF: "pbkdf2"})
+			h.Keyslots = append(h.Keyslots, luks.Keyslot{ID: i, PBKDF: "pbkdf2", Salt: v.salts[i]})
 		}
 	}
 	for i := range luks.LUKS2Tokens {
@@ -103,6 +114,7 @@ func (v *fakeVolume) AddKeyslot(ctx context.Context, auth, newKey []byte, opts l
 		}
 	}
 	v.slots[slot] = bytes.Clone(newKey)
+	v.salts[slot] = newSalt()
 	return slot, nil
 }
 
@@ -137,6 +149,7 @@ func (v *fakeVolume) KillKeyslot(ctx context.Context, slot, keep int, auth []byt
 		return fmt.Errorf("kill keyslot %d: keep %d: %w", slot, keep, luks.ErrWrongKey)
 	}
 	delete(v.slots, slot)
+	delete(v.salts, slot)
 	// cryptsetup drops the keyslot from the tokens bound to it.
 	for id, t := range v.tokens {
 		t.Keyslots = slices.DeleteFunc(t.Keyslots, func(k int) bool { return k == slot })

@@ -20,7 +20,15 @@ type Record struct {
 	Volume  shares.VolumeID
 	K, N    int
 	Keyslot int // the recovery key's keyslot; -1 before it is chosen
-	Digest  shares.Digest
+	// KeyslotSalt is the recovery keyslot's PBKDF salt (luks.Keyslot.Salt)
+	// as read back right after custos added it: the keyslot's identity.
+	// custos kills a keyslot by a remembered number only while it still
+	// has this salt, so a key someone added later under the same number
+	// is never taken for the ceremony's. "" when never recorded (a crash
+	// between adding the keyslot and recording it, or a ceremony from an
+	// older custos).
+	KeyslotSalt string
+	Digest      shares.Digest
 	// Cards are the custodians' cards, in index order, as far as written
 	// (an open ceremony may have fewer than N).
 	Cards  []CardRef

@@ -90,7 +90,11 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 		if old == nil {
 			return nil, fmt.Errorf("rotate: rotation %s replaces %s, which the log does not hold", open.ID, open.Replaces)
 		}
-		if open.Complete() && v.h.InUse(open.Keyslot) {
+		st, err := ownership(ctx, env, v.h, open, nil)
+		if err != nil {
+			return nil, fmt.Errorf("rotate: %w", err)
+		}
+		if open.Complete() && (st == slotOwn || st == slotUnknown) {
 			env.say("finishing rotation %s: every new share was written and verified", open.ID)
 			res.Resumed = "finished"
 			return res, finishRotate(ctx, env, v, old, open, nil, opts, res)
@@ -99,7 +103,7 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 		if auth, err = authorise(ctx, env, v, old, opts.AuthKey); err != nil {
 			return nil, fmt.Errorf("rotate: undo %s: %w", open.ID, err)
 		}
-		if err := undo(ctx, env, v, open, auth.slot, auth.key); err != nil {
+		if err := undo(ctx, env, v, open, auth.slot, auth.key, nil); err != nil {
 			return nil, fmt.Errorf("rotate: undo %s: %w", open.ID, err)
 		}
 		res.Resumed = "undone"
@@ -210,8 +214,23 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 	}
 	rec := &Record{ID: shares.NewCeremonyID(), Volume: v.vid, K: k, N: n, Keyslot: free[0], Status: StatusOpen, Replaces: old.ID.String()}
 	res.Old, res.New = old, rec
-	if _, err := put(env, rec); err != nil {
+	recs := []*Record{rec}
+	if old.KeyslotSalt == "" && auth.own && auth.slot == old.Keyslot {
+		// A ceremony from before salts were recorded: its recovery key,
+		// just gathered from its cards, opens its keyslot; record that
+		// keyslot's salt now, so that finishing the rotation, after a
+		// crash too, kills that keyslot and no other.
+		if ks := v.h.Keyslot(old.Keyslot); ks != nil && ks.Salt != "" {
+			o := *old
+			o.KeyslotSalt = ks.Salt
+			recs = append(recs, &o)
+		}
+	}
+	if _, err := put(env, recs...); err != nil {
 		return fmt.Errorf("rotate: %w", err)
+	}
+	if len(recs) > 1 {
+		*old = *recs[1]
 	}
 	if err := step(fpRotateBegun); err != nil {
 		return err
@@ -236,11 +255,14 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 			err = undoFailed(env, err, ierr)
 			return
 		}
-		if uerr := undo(ctx, env, &view{h: h, vid: v.vid}, rec, auth.slot, auth.key); uerr != nil {
+		if uerr := undo(ctx, env, &view{h: h, vid: v.vid}, rec, auth.slot, auth.key, key); uerr != nil {
 			err = withHint(fmt.Errorf("%w; undoing it failed too: %v", err, uerr), "run custos status %s, then rerun custos rotate %s", env.device(), env.device())
 		}
 	}()
 	if _, err := env.Volume.AddKeyslot(ctx, auth.key, key, env.recoveryOptions(rec.Keyslot)); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if err := recordSalt(ctx, env, rec); err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	if err := step(fpRotateKeyslot); err != nil {
@@ -294,7 +316,21 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, auth
 		return fail(err)
 	}
 	v.h = h
-	if old.Keyslot != rec.Keyslot && h.InUse(old.Keyslot) {
+	st, err := ownership(ctx, env, h, old, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if old.Keyslot == rec.Keyslot {
+		st = slotFree
+	}
+	switch st {
+	case slotUnknown:
+		env.say("keyslot %d may still hold the old recovery key of %s, but custos never recorded its identity, so it is left in place; if it is not yours, remove it with cryptsetup luksKillSlot %s %d",
+			old.Keyslot, old.ID, env.device(), old.Keyslot)
+	case slotOther:
+		env.say("keyslot %d no longer holds the old recovery key of %s (another key was added under its number): left in place", old.Keyslot, old.ID)
+	}
+	if st == slotOwn {
 		if auth == nil {
 			var err error
 			if opts.AuthKey != nil {
