@@ -34,9 +34,9 @@ type SlotInfo struct {
 	PublicKey *ecdsa.PublicKey
 	// Fingerprint is shares.FingerprintOf(PublicKey).
 	Fingerprint shares.Fingerprint
-	// Share is the custos certificate's content, nil when the slot's
+	// Cert is the custos content of the slot's certificate, nil when the
 	// certificate is absent or not a custos one.
-	Share *ShareCert
+	Cert *SlotCert
 }
 
 // First and last retired key-management slots, SP 800-73-4 Part 1 Table 4b.
@@ -198,8 +198,8 @@ func (c *Card) Custody() ([]SlotInfo, error) {
 		switch {
 		case err == nil:
 			// A certificate that is not custos's, or a damaged custos
-			// extension, leaves Share nil: ReadShare says why.
-			info.Share, _ = shareCertOf(cert)
+			// extension, leaves Cert nil: ReadShare says why.
+			info.Cert, _ = slotCertOf(cert)
 		case errors.Is(err, piv.ErrNotFound):
 		default:
 			if m := mapError(c.reader, err); errors.Is(m, ErrCardRemoved) || errors.Is(m, ErrNoService) {

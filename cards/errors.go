@@ -31,6 +31,11 @@ var (
 	// generated on a genuine card of a trusted maker.
 	ErrAttestation = errors.New("the card's attestation does not chain to a trusted root: use a genuine card, or add the right root with --attestation-roots")
 
+	// ErrNoAttestation is returned when the card cannot attest a slot's
+	// key: a PIV card without Yubico's attestation, or a key that was
+	// imported rather than generated on the card.
+	ErrNoAttestation = errors.New("the card cannot attest this key (not a YubiKey, or a key imported rather than generated on the card): use a key generated on a genuine card")
+
 	// ErrFactoryDefault is returned while a PIN, PUK or management key
 	// would stay at its factory value.
 	ErrFactoryDefault = errors.New("the card still has a factory default PIN, PUK or management key: run card init first")

@@ -309,49 +309,27 @@ func (c *Card) freeSlot(want uint8) (uint8, error) {
 	return 0, fmt.Errorf("%w: all retired slots (82-95) hold keys", ErrNoCustodySlot)
 }
 
-// attest reads the slot key's attestation and the card's attestation
-// certificate and verifies them: against Yubico's roots, else opts.Roots.
+// attest reads the slot key's attestation and verifies it (Attest), and
+// that it is the key just generated.
 func (c *Card) attest(s piv.Slot, pub *ecdsa.PublicKey, roots *x509.CertPool) (*Custody, error) {
-	att, err := c.yk.Attest(s)
+	a, err := c.Attest(uint8(s.Key), roots)
 	if err != nil {
-		return nil, c.fail("attest key", err)
+		return nil, err
 	}
-	inter, err := c.yk.AttestationCertificate()
-	if err != nil {
-		return nil, c.fail("read attestation certificate", err)
-	}
-	a, err := piv.Verify(inter, att) // nil roots: piv-go's Yubico bundle
-	if err != nil && roots != nil {
-		a, err = (&piv.Verifier{Roots: roots}).Verify(inter, att)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrAttestation, err)
-	}
-	ap, ok := att.PublicKey.(*ecdsa.PublicKey)
-	if !ok || !ap.Equal(pub) {
+	if !a.PublicKey.Equal(pub) {
 		return nil, fmt.Errorf("%w: the attested key is not the key just generated", ErrAttestation)
-	}
-	if a.Slot != s {
-		return nil, fmt.Errorf("%w: the attestation is for slot %s, not %s", ErrAttestation, a.Slot, s)
-	}
-	if c.serial != 0 && a.Serial != c.serial {
-		return nil, fmt.Errorf("%w: the attestation names card %d, not %d", ErrAttestation, a.Serial, c.serial)
 	}
 	if c.serial == 0 {
 		c.serial = a.Serial
 	}
-	fp, err := shares.FingerprintOf(pub)
-	if err != nil {
-		return nil, err
-	}
 	return &Custody{
 		Serial:       c.serial,
 		Version:      c.Version(),
-		Slot:         uint8(s.Key),
+		Slot:         a.Slot,
 		PublicKey:    pub,
-		Fingerprint:  fp,
-		Attestation:  att,
-		Intermediate: inter,
+		Fingerprint:  a.Fingerprint,
+		Attestation:  a.Cert,
+		Intermediate: a.Intermediate,
 		PINPolicy:    pinPolicyName(a.PINPolicy),
 		TouchPolicy:  touchPolicyName(a.TouchPolicy),
 	}, nil

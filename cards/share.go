@@ -13,10 +13,10 @@ import (
 	"custos.dev/custos/shares"
 )
 
-// ShareCert is what a custody card's certificate carries besides the slot's
-// public key: the sealed share and the ceremony's metadata. Ceremony,
-// Volume, K, N and Index are the sealed share's header, repeated for
-// convenience; WriteShare refuses a ShareCert where they differ.
+// ShareCert is what a version 1 custody certificate carried besides the
+// slot's public key: the sealed share and the ceremony's metadata. custos
+// reads it (SlotCert.V1) and no longer writes it. Ceremony, Volume, K, N and
+// Index are the sealed share's header, repeated for convenience.
 type ShareCert struct {
 	Ceremony   shares.CeremonyID
 	Volume     shares.VolumeID
@@ -30,49 +30,57 @@ type ShareCert struct {
 	Sealed *shares.SealedShare
 }
 
-// WriteShare writes a certificate for the slot's public key carrying sc, signed
-// by a fresh ephemeral key, into the slot's certificate object, then reads it
-// back and compares bytes. It needs the management key, which the card
-// keeps PIN-protected: call VerifyPIN (or Init) on this Card first, or it
-// returns ErrPINRequired. A share sealed to another key is refused with
-// ErrWrongCard: the card could never open it.
-func (c *Card) WriteShare(slot uint8, sc *ShareCert) error {
-	if err := c.writeShare(slot, sc); err != nil {
-		return fmt.Errorf("write share to slot %02x: %w", slot, err)
+// WriteShare puts a share on the card, checked end to end: it verifies the
+// PIN, has the card open sealed with the slot's key (proving that this key
+// opens it — the share is returned for the caller to compare with what it
+// sealed), writes a certificate for the slot key carrying payload (the
+// version 2 ceremony record with this card's entry, docs/FORMAT.md section
+// 12), signed by a fresh ephemeral key, and reads it back. A share sealed to
+// another key is refused with ErrWrongCard before the PIN is sent.
+func (c *Card) WriteShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error) {
+	sh, err := c.writeShare(slot, pin, sealed, payload)
+	if err != nil {
+		return nil, fmt.Errorf("write share to slot %02x: %w", slot, err)
 	}
-	return nil
+	return sh, nil
 }
 
-func (c *Card) writeShare(slot uint8, sc *ShareCert) error {
+func (c *Card) writeShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error) {
 	s, err := retiredSlot(slot)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if sc == nil || sc.Sealed == nil {
-		return errors.New("no sealed share")
-	}
-	if c.mgmt == nil {
-		return fmt.Errorf("%w: verify the PIN first (and init the card if custos did not)", ErrPINRequired)
+	if sealed == nil {
+		return nil, errors.New("no sealed share")
 	}
 	pub, err := c.slotKey(s)
 	if errors.Is(err, piv.ErrNotFound) {
-		return fmt.Errorf("%w: the slot holds no key; init the card first", ErrNoCustodySlot)
+		return nil, fmt.Errorf("%w: the slot holds no key; init the card first", ErrNoCustodySlot)
 	}
 	if err != nil {
-		return mapError(c.reader, err)
+		return nil, mapError(c.reader, err)
 	}
 	fp, err := shares.FingerprintOf(pub)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if fp != sc.Sealed.Recipient {
-		return ErrWrongCard
+	if fp != sealed.Recipient {
+		return nil, ErrWrongCard
 	}
-	cert, err := newSlotCertificate(pub, sc)
+	cert, err := newSlotCertificate(pub, sealed, payload)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return c.storeCertificate(s, cert)
+	if err := c.VerifyPIN(pin); err != nil {
+		return nil, errors.Unwrap(err) // VerifyPIN's own "verify PIN: " prefix
+	}
+	if c.mgmt == nil {
+		return nil, fmt.Errorf("%w: the card's management key is not stored on it; init the card with custos", ErrFactoryDefault)
+	}
+	if err := c.storeCertificate(s, cert); err != nil {
+		return nil, err
+	}
+	return c.openWith(s, pub, pin, sealed)
 }
 
 // storeCertificate writes cert into the slot's object (SP 800-73-4 Part 2
@@ -91,9 +99,10 @@ func (c *Card) storeCertificate(s piv.Slot, cert *x509.Certificate) error {
 	return nil
 }
 
-// ReadShare reads and decodes the custos certificate in slot. A slot without
-// a certificate, or with one that is not custos's, gives ErrNoCustodySlot.
-func (c *Card) ReadShare(slot uint8) (*ShareCert, error) {
+// ReadShare reads the custos content of the certificate in slot. A slot
+// without a certificate, or with one that is not custos's, gives
+// ErrNoCustodySlot.
+func (c *Card) ReadShare(slot uint8) (*SlotCert, error) {
 	s, err := retiredSlot(slot)
 	if err != nil {
 		return nil, fmt.Errorf("read share: %w", err)
@@ -105,7 +114,7 @@ func (c *Card) ReadShare(slot uint8) (*ShareCert, error) {
 	if err != nil {
 		return nil, c.fail(fmt.Sprintf("read share from slot %02x", slot), err)
 	}
-	sc, err := shareCertOf(cert)
+	sc, err := slotCertOf(cert)
 	if err != nil {
 		return nil, fmt.Errorf("read share from slot %02x: %w", slot, err)
 	}
@@ -150,6 +159,12 @@ func (c *Card) openShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*s
 	if fp != sealed.Recipient {
 		return nil, ErrWrongCard
 	}
+	return c.openWith(s, pub, pin, sealed)
+}
+
+// openWith verifies the PIN and has the card compute the ECDH for sealed
+// with the slot's key (pub, already checked to be the recipient).
+func (c *Card) openWith(s piv.Slot, pub *ecdsa.PublicKey, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
 	recipient, err := pub.ECDH()
 	if err != nil {
 		return nil, err
@@ -231,7 +246,7 @@ func (c *Card) wipeShare(slot uint8, pin []byte) error {
 	if !ok {
 		return fmt.Errorf("generate key: card returned a %T", pub)
 	}
-	cert, err := newSlotCertificate(ecpub, nil)
+	cert, err := newSlotCertificate(ecpub, nil, nil)
 	if err != nil {
 		return err
 	}

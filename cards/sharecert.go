@@ -126,13 +126,49 @@ func parseShareCert(b []byte) (*ShareCert, error) {
 	return sc, nil
 }
 
-// shareCertOf returns the decoded custos extension of cert, nil when cert
-// has none.
-func shareCertOf(cert *x509.Certificate) (*ShareCert, error) {
+// SlotCert is the custos content of a slot's certificate: the extension's
+// value, which custos reads as the version 2 ceremony record and anchor
+// (docs/FORMAT.md section 12), or a version 1 ShareCert decoded. This
+// package does not interpret a version 2 payload: package escrow does, with
+// the store's record codec.
+type SlotCert struct {
+	// Payload is the extension's value in version 2 (JSON text); nil for
+	// a version 1 certificate.
+	Payload []byte
+	// V1 is a version 1 certificate's content; nil for version 2.
+	V1 *ShareCert
+	// Key is the fingerprint of the certificate's public key: the key the
+	// certificate was written for (the card's slot key, unless someone
+	// wrote another certificate into the slot).
+	Key shares.Fingerprint
+}
+
+// maxPayload bounds a version 2 payload: a PIV certificate object holds at
+// most a few kilobytes on any card.
+const maxPayload = 4096
+
+// slotCertOf returns the custos content of cert, nil when cert has no
+// custos extension.
+func slotCertOf(cert *x509.Certificate) (*SlotCert, error) {
 	for _, ext := range cert.Extensions {
-		if ext.Id.Equal(oidShareCert) {
-			return parseShareCert(ext.Value)
+		if !ext.Id.Equal(oidShareCert) {
+			continue
 		}
+		fp, err := shares.FingerprintOf(cert.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("share certificate: %w", err)
+		}
+		if len(ext.Value) > 0 && ext.Value[0] == '{' {
+			if len(ext.Value) > maxPayload {
+				return nil, fmt.Errorf("share certificate: payload of %d bytes, more than %d", len(ext.Value), maxPayload)
+			}
+			return &SlotCert{Payload: bytes.Clone(ext.Value), Key: fp}, nil
+		}
+		sc, err := parseShareCert(ext.Value)
+		if err != nil {
+			return nil, err
+		}
+		return &SlotCert{V1: sc, Key: fp}, nil
 	}
 	return nil, nil
 }
@@ -141,9 +177,10 @@ func shareCertOf(cert *x509.Certificate) (*ShareCert, error) {
 var noExpiry = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
 // newSlotCertificate makes a certificate for the slot's public key, signed by
-// a fresh ephemeral P-256 key that is dropped at once, carrying sc in a
-// non-critical extension (or no extension when sc is nil: a wiped slot).
-func newSlotCertificate(pub *ecdsa.PublicKey, sc *ShareCert) (*x509.Certificate, error) {
+// a fresh ephemeral P-256 key that is dropped at once, carrying payload (the
+// version 2 content, for the share sealed) in a non-critical extension, or
+// no extension when sealed is nil: a wiped slot.
+func newSlotCertificate(pub *ecdsa.PublicKey, sealed *shares.SealedShare, payload []byte) (*x509.Certificate, error) {
 	eph, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -154,14 +191,13 @@ func newSlotCertificate(pub *ecdsa.PublicKey, sc *ShareCert) (*x509.Certificate,
 	}
 	subject, issuer := "custos wiped slot", "custos"
 	var exts []pkix.Extension
-	if sc != nil {
-		v, err := marshalShareCert(sc)
-		if err != nil {
-			return nil, err
+	if sealed != nil {
+		if len(payload) == 0 || payload[0] != '{' || len(payload) > maxPayload {
+			return nil, errors.New("share certificate: the payload is not a version 2 record")
 		}
-		exts = []pkix.Extension{{Id: oidShareCert, Critical: false, Value: v}}
-		cer := uuidString(sc.Ceremony)
-		subject = fmt.Sprintf("custos share %d of %d, ceremony %s", sc.Index, sc.N, cer)
+		exts = []pkix.Extension{{Id: oidShareCert, Critical: false, Value: payload}}
+		cer := sealed.Ceremony.String()
+		subject = fmt.Sprintf("custos share %d of %d, ceremony %s", sealed.Index, sealed.N, cer)
 		issuer = "custos ceremony " + cer
 	}
 	now := time.Now().UTC().Truncate(time.Second)
@@ -181,7 +217,3 @@ func newSlotCertificate(pub *ecdsa.PublicKey, sc *ShareCert) (*x509.Certificate,
 	return x509.ParseCertificate(der)
 }
 
-// uuidString formats 16 bytes as a UUID.
-func uuidString(id [16]byte) string {
-	return fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16])
-}

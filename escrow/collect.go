@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"custos.dev/custos/cards"
@@ -11,55 +13,206 @@ import (
 	"custos.dev/custos/store"
 )
 
+// CardOutcome is what became of one card inserted during a ceremony.
+type CardOutcome struct {
+	Serial    string
+	Reader    string
+	Custodian string // "" when the card is not known
+	Index     int    // the share index, 0 when the card holds none of ours
+	// Err is nil when the card did its part; otherwise it says why not,
+	// wrapping ErrNotCustodian, ErrSeenTwice, ErrOtherCeremony,
+	// ErrCopiesDisagree (a *DisagreeError), shares.ErrCommitmentMismatch,
+	// a shares.Rejection, cards.ErrWrongPIN (a *cards.PINError), or a
+	// card error.
+	Err error
+}
+
+// OK reports whether the card did its part.
+func (o CardOutcome) OK() bool { return o.Err == nil }
+
+// choice is one copy's entry for a share index on which copies disagree.
+type choice struct {
+	card   RecordCard
+	copies []string
+}
+
+// candidate is one ceremony a recovery may reconstruct: the record it
+// follows, the copies behind that record, and the shares gathered for it.
+type candidate struct {
+	rec     *Record
+	sources []string
+	// confirmed: two independent copies agree on the ceremony (its
+	// frame); cards may then be matched to it without reading their
+	// certificates.
+	confirmed bool
+	// choices lists, for a share index whose copies disagree, each copy's
+	// entry: the card's own certificate settles which one to open.
+	choices map[int][]choice
+	// fromCards: learnt from cards' certificates alone; each card adds
+	// its own entry.
+	fromCards bool
+	cer       *shares.Ceremony
+	// need is how many good shares to hold before combining: K, one
+	// more after each combination that failed its digest (so that the
+	// bad share can be found among them).
+	need int
+	// dead is why the candidate was given up (its key does not open its
+	// keyslot), nil while it is in play.
+	dead error
+	pool []pooled
+}
+
+// pooled is one good share and the card outcome it came from.
+type pooled struct {
+	share   *shares.Share
+	outcome int
+}
+
+func (c *candidate) name() string {
+	return fmt.Sprintf("ceremony %s (from %s)", idText(c.rec.ID), strings.Join(c.sources, " and "))
+}
+
+func newCandidate(rec *Record, sources []string, confirmed bool) *candidate {
+	return &candidate{rec: rec, sources: sources, confirmed: confirmed, choices: map[int][]choice{},
+		cer: ceremonyOf(rec), need: rec.K}
+}
+
+// candidates lists the ceremonies that can recover the volume — complete,
+// with their keyslot in use — confirmed ones first, then newest first. A
+// ceremony whose token and log disagree about its frame becomes two
+// unconfirmed candidates, one per copy; copies that disagree about one card
+// leave that card's choices to its certificate. notes say what was set
+// aside and why.
+func (v *view) candidates() ([]*candidate, []string) {
+	var out []*candidate
+	var notes []string
+	cs := v.claims()
+	usable := func(r *Record, src string) bool {
+		if !r.Complete() {
+			return false
+		}
+		if !v.h.InUse(r.Keyslot) {
+			notes = append(notes, fmt.Sprintf("ceremony %s (%s): its keyslot %d holds no key", idText(r.ID), src, r.Keyslot))
+			return false
+		}
+		return true
+	}
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
+		var tr, lr *Record
+		if c.token != nil && usable(c.token.tok.Record, c.token.name()) {
+			tr = c.token.tok.Record
+		}
+		if c.log != nil && (c.log.Status == StatusActive || c.log.Status == StatusOpen) && usable(c.log.Record, "log") {
+			lr = c.log.Record
+		}
+		switch {
+		case tr != nil && lr != nil && c.frameAgrees():
+			cand := newCandidate(tr.Clone(), []string{c.token.name(), "log"}, true)
+			for _, d := range c.diffs {
+				a, b := tr.Card(d.Index), lr.Card(d.Index)
+				cand.choices[d.Index] = []choice{{*a, []string{c.token.name()}}, {*b, []string{"log"}}}
+			}
+			out = append(out, cand)
+			if len(c.diffs) > 0 {
+				notes = append(notes, describeDiffs(c)...)
+			}
+		case tr != nil && lr != nil:
+			notes = append(notes, describeDiffs(c)...)
+			out = append(out, newCandidate(tr, []string{c.token.name()}, false), newCandidate(lr, []string{"log"}, false))
+		case tr != nil:
+			out = append(out, newCandidate(tr, []string{c.token.name()}, false))
+		case lr != nil:
+			out = append(out, newCandidate(lr, []string{"log"}, false))
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *candidate) int {
+		switch {
+		case a.confirmed && !b.confirmed:
+			return -1
+		case b.confirmed && !a.confirmed:
+			return 1
+		}
+		return 0
+	})
+	return out, notes
+}
+
 // collector takes cards one at a time and opens the share each holds of one
 // of the candidate ceremonies, checking it on its own.
 type collector struct {
 	env   *Env
-	vid   shares.VolumeID
+	v     *view
 	cands []*candidate
-	// fromCards: no token or log told of a ceremony; the first card's
-	// certificate defines it and each card adds its own commitment.
-	fromCards bool
-	// known are other ceremonies of the volume (retired, abandoned), to
-	// tell a card holding one of their shares.
-	known map[shares.CeremonyID]string
+	// learn: no token or log told of a usable ceremony; cards'
+	// certificates define the candidates.
+	learn bool
+	// known are the volume's other ceremonies in the log (retired,
+	// abandoned) with their status, to name a card holding a share of
+	// one of them.
+	known map[[16]byte]string
+	// only, if set, restricts the collection to one ceremony.
+	only *[16]byte
+	// readCerts reads every card's certificate (rollcall: to check its
+	// anchor), even where two copies would let the card be matched
+	// without it.
+	readCerts bool
+	// upgrade, if set, makes a card whose certificate is of version 1 (or
+	// whose anchor failed) write a version 2 certificate with the same
+	// share while it proves it opens the share: payload returns the new
+	// certificate's content for the card's entry.
+	upgrade func(cand *candidate, e RecordCard) ([]byte, error)
+	// lastCert is the certificate match read for the card being taken.
+	lastCert *certCopy
 
-	seen     map[string]bool // serials already taken
-	pools    map[shares.CeremonyID][]*shares.Share
-	indexes  map[shares.CeremonyID]map[int]int // share index -> position in outcomes
+	seen     map[string]bool // serials of cards that did their part
 	outcomes []CardOutcome
+	// problems are disagreements between copies and failed anchors
+	// noticed on the way, each naming the copies.
+	problems []string
+	// anchorErrs are the anchors of certificates that failed their check.
+	anchorErrs []error
 }
 
 func newCollector(env *Env, v *view, cands []*candidate) *collector {
-	c := &collector{env: env, vid: v.vid, cands: cands, known: map[shares.CeremonyID]string{},
-		seen: map[string]bool{}, pools: map[shares.CeremonyID][]*shares.Share{},
-		indexes: map[shares.CeremonyID]map[int]int{}}
-	for _, r := range v.log {
-		c.known[r.ID] = r.Status
+	c := &collector{env: env, v: v, cands: cands, known: map[[16]byte]string{}, seen: map[string]bool{}}
+	for _, s := range v.log {
+		c.known[s.Record.ID] = s.Status
 	}
+	c.learn = len(cands) == 0
 	return c
 }
 
 // wipe wipes every share collected.
 func (c *collector) wipe() {
-	for _, p := range c.pools {
-		for _, s := range p {
-			s.Wipe()
+	for _, cand := range c.cands {
+		for _, p := range cand.pool {
+			p.share.Wipe()
 		}
+		cand.pool = nil
+	}
+}
+
+func (c *collector) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if !slices.Contains(c.problems, msg) {
+		c.problems = append(c.problems, msg)
+		c.env.say("warning: %s", msg)
 	}
 }
 
 // taken is one share opened and checked.
 type taken struct {
 	cand  *candidate
-	ref   *CardRef
-	share *shares.Share // nil when the caller asked not to keep it
+	card  RecordCard
+	share *shares.Share
 }
 
-// take examines one card: which ceremony's share it holds, whether its
-// copies agree, then opens the share with the custodian's PIN and checks it
+// take examines one card: which ceremony it speaks for, whether its copies
+// agree, then opens its share with the custodian's PIN and checks it
 // against its commitment. It records the card's outcome and, when the
-// share is good, adds it to its ceremony's pool. It does not close the card.
+// share is good, adds it to its candidate's pool. It does not close the
+// card.
 func (c *collector) take(card Card) (*taken, CardOutcome) {
 	out := CardOutcome{Serial: serialOf(card), Reader: card.Reader()}
 	t, err := c.examine(card, &out)
@@ -67,196 +220,396 @@ func (c *collector) take(card Card) (*taken, CardOutcome) {
 	c.outcomes = append(c.outcomes, out)
 	if err == nil {
 		c.seen[out.Serial] = true
-		c.pools[t.cand.rec.ID] = append(c.pools[t.cand.rec.ID], t.share)
-		if c.indexes[t.cand.rec.ID] == nil {
-			c.indexes[t.cand.rec.ID] = map[int]int{}
-		}
-		c.indexes[t.cand.rec.ID][t.ref.Index] = len(c.outcomes) - 1
+		t.cand.pool = append(t.cand.pool, pooled{share: t.share, outcome: len(c.outcomes) - 1})
 	}
 	return t, out
 }
 
-func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
-	if c.seen[out.Serial] {
-		return nil, fmt.Errorf("card %s: %w", out.Serial, ErrSeenTwice)
-	}
-	slots, err := c.slotsOf(card, out.Serial)
-	if err != nil {
-		return nil, fmt.Errorf("card %s: read custody slots: %w", out.Serial, err)
-	}
-	cand, ref, si := c.match(out.Serial, slots)
-	if cand == nil {
-		for _, s := range slots {
-			if s.Share != nil && s.Share.Volume == c.vid {
-				status := c.known[s.Share.Ceremony]
-				if status == "" {
-					status = "unknown"
-				}
-				return nil, fmt.Errorf("card %s: %w (%s, %s)", out.Serial, ErrOtherCeremony, s.Share.Ceremony, status)
-			}
+// live are the candidates still in play.
+func (c *collector) live() []*candidate {
+	var out []*candidate
+	for _, cand := range c.cands {
+		if cand.dead == nil && (c.only == nil || cand.rec.ID == *c.only) {
+			out = append(out, cand)
 		}
-		return nil, fmt.Errorf("card %s: %w", out.Serial, ErrNotCustodian)
 	}
-	out.Index, out.Custodian = ref.Index, ref.Custodian
-	if _, dup := c.indexes[cand.rec.ID][ref.Index]; dup {
-		return nil, fmt.Errorf("card %s: share %d: %w", out.Serial, ref.Index, ErrSeenTwice)
+	return out
+}
+
+func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
+	serial := out.Serial
+	if c.seen[serial] {
+		return nil, fmt.Errorf("card %s: %w", serial, ErrSeenTwice)
 	}
-	if d := cand.disputed[ref.Index]; d != nil {
-		return nil, d
-	}
-	if err := c.agree(cand, ref, si, out.Serial); err != nil {
+	cand, entry, err := c.match(card, serial)
+	if err != nil {
 		return nil, err
 	}
+	out.Index, out.Custodian = entry.Index, entry.Custodian
+	if slices.ContainsFunc(cand.pool, func(p pooled) bool { return p.share.Index == entry.Index }) {
+		return nil, fmt.Errorf("card %s: share %d: %w", serial, entry.Index, ErrSeenTwice)
+	}
+	sealed, err := sealedOf(cand.rec, &entry)
+	if err != nil {
+		return nil, fmt.Errorf("card %s: %w", serial, err)
+	}
+	var payload []byte
+	if cc := c.lastCert; c.upgrade != nil && cc != nil && (cc.rec.Version < 2 || c.anchorFailed(cc)) {
+		if payload, err = c.upgrade(cand, entry); err != nil {
+			return nil, fmt.Errorf("card %s: %w", serial, err)
+		}
+	}
 	var sh *shares.Share
-	err = withPIN(c.env, out.Serial, ref.Custodian, func(pin []byte) error {
+	err = withPIN(c.env, serial, entry.Custodian, func(pin []byte) error {
 		var err error
-		sh, err = card.OpenShare(si.Slot, pin, ref.Sealed)
+		if payload != nil {
+			sh, err = card.WriteShare(entry.Slot, pin, sealed, payload)
+		} else {
+			sh, err = card.OpenShare(entry.Slot, pin, sealed)
+		}
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("card %s: open share %d: %w", out.Serial, ref.Index, err)
+		return nil, fmt.Errorf("card %s: open share %d: %w", serial, entry.Index, err)
 	}
 	hd := sh.Header
-	if hd.Ceremony != cand.rec.ID || hd.Volume != cand.rec.Volume || hd.Index != ref.Index || hd.K != cand.rec.K || hd.N != cand.rec.N {
+	if hd.Ceremony != idOf(cand.rec) || hd.Volume != volumeOf(cand.rec) || hd.Index != entry.Index || hd.K != cand.rec.K || hd.N != cand.rec.N {
 		sh.Wipe()
-		return nil, fmt.Errorf("card %s: share %d: %w", out.Serial, ref.Index, shares.ErrForeignShare)
+		return nil, fmt.Errorf("card %s: share %d: %w", serial, entry.Index, shares.ErrForeignShare)
 	}
 	if err := cand.cer.Check(sh); err != nil {
 		sh.Wipe()
-		return nil, fmt.Errorf("card %s: share %d: %w", out.Serial, ref.Index, err)
+		return nil, fmt.Errorf("card %s: share %d: %w", serial, entry.Index, err)
 	}
-	return &taken{cand: cand, ref: ref, share: sh}, nil
+	return &taken{cand: cand, card: entry, share: sh}, nil
 }
 
-// slotsOf lists the card's custody slots. For a card the records name (by
-// serial) it reads only the certificates of the slots they name: listing
-// every slot with its key costs a second on a YubiKey-like card. A
-// certificate can only be written for the slot's key and is cleared when
-// the key is replaced, so one whose sealed share names the recorded key
-// vouches for it (OpenShare checks again before it sends the PIN); without
-// such a certificate the slots are listed with their keys.
-func (c *collector) slotsOf(card Card, serial string) ([]cards.SlotInfo, error) {
-	var out []cards.SlotInfo
-	seen := map[uint8]bool{}
-	for _, cand := range c.cands {
-		for _, ref := range cand.rec.Cards {
-			if ref.Serial != serial || seen[ref.Slot] {
-				continue
+// match finds the ceremony a card speaks for and the entry of its share.
+//
+// A card named by exactly one candidate that two copies confirm, with no
+// dispute about its entry, is matched without reading its certificate
+// (OpenShare still checks the slot key before the PIN). Otherwise the
+// card's certificates are read: a card speaks for the ceremony its own
+// certificate names, and where the copies disagree about its entry, the
+// certificate sides with one of them.
+func (c *collector) match(card Card, serial string) (*candidate, RecordCard, error) {
+	var byRecord []named
+	for _, cand := range c.live() {
+		for _, e := range cand.rec.Cards {
+			if e.Serial == serial {
+				byRecord = append(byRecord, named{cand, e})
 			}
-			seen[ref.Slot] = true
-			sc, err := card.ReadShare(ref.Slot)
-			if errors.Is(err, cards.ErrNoCustodySlot) || (err == nil && (sc.Sealed == nil || sc.Sealed.Recipient != ref.Fingerprint)) {
-				// No certificate for the recorded key (wiped, or
-				// never written): list the slots, keys included.
-				return card.Custody()
-			}
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, cards.SlotInfo{Slot: ref.Slot, Fingerprint: ref.Fingerprint, Share: sc})
 		}
+	}
+	c.lastCert = nil
+	if !c.readCerts && len(byRecord) == 1 && byRecord[0].cand.confirmed && byRecord[0].cand.choices[byRecord[0].entry.Index] == nil {
+		return byRecord[0].cand, byRecord[0].entry, nil
+	}
+
+	certs, err := c.certsOf(card, serial, byRecord)
+	if err != nil {
+		return nil, RecordCard{}, fmt.Errorf("card %s: read custody slots: %w", serial, err)
+	}
+	var otherCeremony error
+	for _, cc := range certs {
+		if cc.err != nil {
+			c.note("card %s slot %02x: its certificate is unreadable: %v", serial, cc.slot, cc.err)
+			continue
+		}
+		cand, entry, err := c.speaksFor(cc)
+		if err != nil {
+			otherCeremony = err
+			continue
+		}
+		if cand != nil {
+			c.lastCert = cc
+			return cand, entry, nil
+		}
+	}
+	if otherCeremony != nil {
+		return nil, RecordCard{}, otherCeremony
+	}
+	// No certificate names a ceremony in play. A card the records name
+	// whose certificate is gone (wiped by mistake, never written) can
+	// still open the share the agreeing copies hold for it.
+	for _, n := range byRecord {
+		if n.cand.confirmed && n.cand.choices[n.entry.Index] == nil {
+			return n.cand, n.entry, nil
+		}
+	}
+	return nil, RecordCard{}, fmt.Errorf("card %s: %w", serial, ErrNotCustodian)
+}
+
+// named is a card as a candidate's record names it.
+type named struct {
+	cand  *candidate
+	entry RecordCard
+}
+
+// certCopy is a card's certificate decoded: the record with this card's
+// entry alone, and its anchor.
+type certCopy struct {
+	serial string
+	slot   uint8
+	rec    *Record
+	anchor store.Head
+	err    error
+}
+
+func (cc *certCopy) name() string {
+	return fmt.Sprintf("card %s's certificate", cc.serial)
+}
+
+// certsOf reads the card's custos certificates: those of the slots the
+// records name for it, else every custody slot's.
+func (c *collector) certsOf(card Card, serial string, byRecord []named) ([]*certCopy, error) {
+	var out []*certCopy
+	seen := map[uint8]bool{}
+	for _, n := range byRecord {
+		slot := n.entry.Slot
+		if seen[slot] {
+			continue
+		}
+		seen[slot] = true
+		sc, err := card.ReadShare(slot)
+		if errors.Is(err, cards.ErrNoCustodySlot) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c.decodeCert(serial, slot, sc))
 	}
 	if len(out) > 0 {
 		return out, nil
 	}
-	return card.Custody()
-}
-
-// match finds the candidate ceremony and custody slot of a card: a card of
-// a ceremony's record (by key fingerprint and serial), or in fromCards mode
-// a slot whose certificate names this volume.
-func (c *collector) match(serial string, slots []cards.SlotInfo) (*candidate, *CardRef, cards.SlotInfo) {
-	for _, cand := range c.cands {
-		for _, s := range slots {
-			for i := range cand.rec.Cards {
-				ref := &cand.rec.Cards[i]
-				if ref.Fingerprint == s.Fingerprint && ref.Serial == serial {
-					return cand, ref, s
-				}
-			}
-		}
-	}
-	if !c.fromCards {
-		return nil, nil, cards.SlotInfo{}
+	slots, err := card.Custody()
+	if err != nil {
+		return nil, err
 	}
 	for _, s := range slots {
-		sc := s.Share
-		if sc == nil || sc.Volume != c.vid || sc.Sealed == nil || sc.Sealed.Recipient != s.Fingerprint {
-			continue
+		if s.Cert != nil {
+			out = append(out, c.decodeCert(serial, s.Slot, s.Cert))
 		}
-		var cand *candidate
-		for _, k := range c.cands {
-			if k.rec.ID == sc.Ceremony {
-				cand = k
-			}
-		}
-		if cand == nil {
-			if len(c.cands) > 0 {
-				continue // a share of another ceremony than the first card's
-			}
-			r := &Record{ID: sc.Ceremony, Volume: sc.Volume, K: sc.K, N: sc.N, Keyslot: sc.Keyslot,
-				Digest: sc.Digest, Status: StatusActive, Anchor: anchorOf(sc.Anchor)}
-			cand = &candidate{rec: r, sources: []string{"card " + serial}, disputed: map[int]error{}}
-			c.cands = append(c.cands, cand)
-		}
-		if cand.rec.Card(sc.Index) != nil {
-			// Another card claimed this index: the disagreement is named
-			// by agree (different serial or key).
-			ref := *cand.rec.Card(sc.Index)
-			return cand, &ref, s
-		}
-		cand.rec.Cards = append(cand.rec.Cards, CardRef{Index: sc.Index, Serial: serial, Slot: s.Slot,
-			Fingerprint: s.Fingerprint, Commitment: sc.Commitment, Sealed: sc.Sealed})
-		sortCards(cand.rec.Cards)
-		cand.cer = ceremonyOf(cand.rec)
-		return cand, cand.rec.Card(sc.Index), s
 	}
-	return nil, nil, cards.SlotInfo{}
+	return out, nil
 }
 
-// agree compares the card's own certificate with the token and log copies
-// of its share. A certificate of another ceremony (overwritten by a
-// rotation that kept the card) is no copy: the share is opened from the
-// token or log copy.
-func (c *collector) agree(cand *candidate, ref *CardRef, si cards.SlotInfo, serial string) error {
-	sc := si.Share
-	if ref.Serial != serial || ref.Fingerprint != si.Fingerprint {
-		return &DisagreeError{Ceremony: cand.rec.ID.String(), Index: ref.Index, Field: "card",
-			A: []string{"card " + serial}, B: cand.sources}
+// decodeCert decodes a slot's certificate and checks its anchor against
+// the log.
+func (c *collector) decodeCert(serial string, slot uint8, sc *cards.SlotCert) *certCopy {
+	cc := &certCopy{serial: serial, slot: slot}
+	cc.rec, cc.anchor, cc.err = decodeSlotCert(serial, slot, sc)
+	if cc.err != nil || cc.rec.Volume != [16]byte(c.v.vid) {
+		return cc
 	}
-	if sc == nil || sc.Ceremony != cand.rec.ID {
-		return nil
+	if c.v.hasLog && c.v.logErr == nil && c.v.logState(cc.rec.ID) != nil && cc.rec.Version >= 2 {
+		if err := c.env.Log.CheckAnchor(cc.anchor, cc.rec); err != nil {
+			c.anchorErrs = append(c.anchorErrs, fmt.Errorf("%s: %w", cc.name(), err))
+			c.note("%s: anchor %s: %v", cc.name(), cc.anchor, err)
+		}
 	}
-	field := ""
+	return cc
+}
+
+// anchorFailed tells whether a certificate's anchor failed its check.
+func (c *collector) anchorFailed(cc *certCopy) bool {
+	prefix := cc.name() + ":"
+	return slices.ContainsFunc(c.anchorErrs, func(err error) bool { return strings.HasPrefix(err.Error(), prefix) })
+}
+
+// decodeSlotCert decodes the custos content of a slot's certificate, of
+// either version, into a record holding this card alone.
+func decodeSlotCert(serial string, slot uint8, sc *cards.SlotCert) (*Record, store.Head, error) {
+	var rec *Record
+	var anchor store.Head
 	switch {
-	case sc.Volume != cand.rec.Volume:
-		field = "volume"
-	case sc.K != cand.rec.K:
-		field = "k"
-	case sc.N != cand.rec.N:
-		field = "n"
-	case sc.Keyslot != cand.rec.Keyslot:
-		field = "keyslot"
-	case sc.Digest != cand.rec.Digest:
-		field = "digest"
-	case sc.Index != ref.Index:
-		field = "index"
-	case sc.Commitment != ref.Commitment:
-		field = "commitment"
-	case !sealedEqual(sc.Sealed, ref.Sealed):
-		field = "sealed share"
+	case sc.V1 != nil:
+		rec = recordOfV1Cert(serial, slot, sc.V1)
+	default:
+		cp, err := store.ParseCardCopy(sc.Payload)
+		if err != nil {
+			return nil, anchor, err
+		}
+		rec, anchor = cp.Record, cp.Anchor
 	}
-	if field == "" {
-		return nil
+	if len(rec.Cards) != 1 {
+		return nil, anchor, fmt.Errorf("the certificate holds %d cards, not one", len(rec.Cards))
 	}
-	return &DisagreeError{Ceremony: cand.rec.ID.String(), Index: ref.Index, Field: field,
-		A: []string{"card " + serial}, B: cand.sources}
+	e := rec.Cards[0]
+	switch {
+	case e.Serial != serial:
+		return nil, anchor, fmt.Errorf("the certificate names card %s", safeText(e.Serial))
+	case e.Slot != slot:
+		return nil, anchor, fmt.Errorf("the certificate names slot %02x", e.Slot)
+	case e.Key != [32]byte(sc.Key):
+		return nil, anchor, errors.New("the certificate's key is not the one its share is sealed to")
+	}
+	if err := checkRecord(rec); err != nil {
+		return nil, anchor, err
+	}
+	return rec, anchor, nil
 }
 
-// ready returns a candidate with K good shares, or nil.
+// recordOfV1Cert turns a version 1 certificate (custos before the version
+// 2 record) into a record with this card alone.
+func recordOfV1Cert(serial string, slot uint8, sc *cards.ShareCert) *Record {
+	r := &Record{Version: 1, ID: [16]byte(sc.Ceremony), Volume: [16]byte(sc.Volume), K: sc.K, N: sc.N,
+		Keyslot: sc.Keyslot, Digest: [32]byte(sc.Digest)}
+	e := RecordCard{Index: sc.Index, Serial: serial, Slot: slot, Commitment: [32]byte(sc.Commitment)}
+	if sc.Sealed != nil {
+		e.Key = [32]byte(sc.Sealed.Recipient)
+		e.Sealed, _ = sc.Sealed.MarshalBinary()
+	}
+	r.Cards = []RecordCard{e}
+	return r
+}
+
+// differences compares two copies, ignoring what a version 1 copy cannot
+// hold (the keyslot's salt, the attestation, the set).
+func differences(a, b *Record) []store.Difference {
+	ds := store.Compare(a, b)
+	if a.Version >= 2 && b.Version >= 2 {
+		return ds
+	}
+	return slices.DeleteFunc(ds, func(d store.Difference) bool {
+		switch d.Field {
+		case "v", "salt", "attestation", "set", "allow_unattested", "custodian":
+			return true
+		}
+		return false
+	})
+}
+
+// speaksFor matches a certificate to a candidate: the ceremony it names,
+// the variant whose frame it agrees with, and the entry to open. It
+// returns nil and no error for a certificate of another volume or of no
+// ceremony in play, and ErrOtherCeremony for one of this volume's other
+// ceremonies.
+func (c *collector) speaksFor(cc *certCopy) (*candidate, RecordCard, error) {
+	rec := cc.rec
+	if rec.Volume != [16]byte(c.v.vid) {
+		return nil, RecordCard{}, nil
+	}
+	e := rec.Cards[0]
+	var sameID []*candidate
+	for _, cand := range c.live() {
+		if cand.rec.ID == rec.ID {
+			sameID = append(sameID, cand)
+		}
+	}
+	if len(sameID) == 0 {
+		if st, ok := c.known[rec.ID]; ok && st != StatusActive && st != StatusOpen {
+			return nil, RecordCard{}, fmt.Errorf("card %s: %w (%s, %s)", cc.serial, ErrOtherCeremony, idText(rec.ID), st)
+		}
+		if c.learn && (c.only == nil || *c.only == rec.ID) && c.v.h.InUse(rec.Keyslot) {
+			cand := newCandidate(frameOf(rec), []string{cc.name()}, false)
+			cand.fromCards = true
+			c.cands = append(c.cands, cand)
+			return c.join(cand, cc)
+		}
+		if c.learn {
+			return nil, RecordCard{}, nil
+		}
+		return nil, RecordCard{}, fmt.Errorf("card %s: %w (%s, %s)", cc.serial, ErrOtherCeremony, idText(rec.ID), "unknown to the token and the log")
+	}
+	// The variant whose frame the certificate agrees with.
+	var cand *candidate
+	for _, k := range sameID {
+		if !slices.ContainsFunc(differences(rec, frameOf(k.rec)), func(d store.Difference) bool { return d.Index == 0 }) {
+			cand = k
+			break
+		}
+	}
+	if cand == nil {
+		// The certificate disagrees with every copy of its ceremony.
+		if c.learn && sameID[0].fromCards {
+			nc := newCandidate(frameOf(rec), []string{cc.name()}, false)
+			nc.fromCards = true
+			c.cands = append(c.cands, nc)
+			c.note("ceremony %s: %s disagrees with the other cards about the ceremony; trying both", idText(rec.ID), cc.name())
+			return c.join(nc, cc)
+		}
+		cand = sameID[0]
+		c.note("ceremony %s: %s disagrees with %s about the ceremony; following them", idText(rec.ID), cc.name(), strings.Join(cand.sources, " and "))
+		if !cand.confirmed {
+			cand.sources = append(cand.sources, "not "+cc.name())
+		}
+	} else if !cand.confirmed && !cand.fromCards {
+		cand.confirmed = true
+		cand.sources = append(cand.sources, cc.name())
+	}
+	if cand.fromCards {
+		return c.join(cand, cc)
+	}
+	return c.entryFor(cand, cc, e)
+}
+
+// join adds a certificate's entry to a candidate learnt from cards.
+func (c *collector) join(cand *candidate, cc *certCopy) (*candidate, RecordCard, error) {
+	e := cc.rec.Cards[0]
+	if have := cand.rec.Card(e.Index); have != nil {
+		if have.Serial != e.Serial || have.Key != e.Key {
+			return nil, RecordCard{}, &DisagreeError{Ceremony: idText(cand.rec.ID), Index: e.Index, Field: "card",
+				A: []string{cc.name()}, B: []string{"card " + have.Serial + "'s certificate"}}
+		}
+		return cand, *have, nil
+	}
+	cand.rec.Cards = append(cand.rec.Cards, e)
+	slices.SortFunc(cand.rec.Cards, func(a, b RecordCard) int { return a.Index - b.Index })
+	cand.cer = ceremonyOf(cand.rec)
+	return cand, e, nil
+}
+
+// entryFor chooses the entry to open for a card whose certificate names
+// the candidate's ceremony: the one the most copies agree on.
+func (c *collector) entryFor(cand *candidate, cc *certCopy, e RecordCard) (*candidate, RecordCard, error) {
+	same := func(a RecordCard) bool {
+		return !slices.ContainsFunc(differences(withCard(cand.rec, a), withCard(cand.rec, e)), func(d store.Difference) bool { return d.Index > 0 })
+	}
+	if ch := cand.choices[e.Index]; ch != nil {
+		for _, x := range ch {
+			if same(x.card) {
+				var others []string
+				for _, y := range ch {
+					if !same(y.card) {
+						others = append(others, y.copies...)
+					}
+				}
+				c.note("ceremony %s: card %d's entry: %s and %s agree, %s differs; following the two", idText(cand.rec.ID), e.Index,
+					strings.Join(x.copies, ", "), cc.name(), strings.Join(others, ", "))
+				return cand, x.card, nil
+			}
+		}
+		c.note("ceremony %s: card %d's entry differs in every copy (%s, %s)", idText(cand.rec.ID), e.Index, copiesOf(ch), cc.name())
+		return nil, RecordCard{}, &DisagreeError{Ceremony: idText(cand.rec.ID), Index: e.Index, Field: "card", A: []string{cc.name()}, B: cand.sources}
+	}
+	have := cand.rec.Card(e.Index)
+	if have == nil {
+		return nil, RecordCard{}, fmt.Errorf("card %s: %w", cc.serial, ErrNotCustodian)
+	}
+	if have.Serial != e.Serial || have.Key != e.Key {
+		return nil, RecordCard{}, &DisagreeError{Ceremony: idText(cand.rec.ID), Index: e.Index, Field: "card",
+			A: []string{cc.name()}, B: cand.sources}
+	}
+	if !same(*have) {
+		c.note("ceremony %s: %s differs from %s about card %d's entry; following them", idText(cand.rec.ID), cc.name(), strings.Join(cand.sources, " and "), e.Index)
+	}
+	return cand, *have, nil
+}
+
+func copiesOf(ch []choice) string {
+	var out []string
+	for _, x := range ch {
+		out = append(out, x.copies...)
+	}
+	return strings.Join(out, ", ")
+}
+
+// ready returns a candidate with enough good shares to combine, or nil.
 func (c *collector) ready() *candidate {
-	for _, cand := range c.cands {
-		if len(c.pools[cand.rec.ID]) >= cand.rec.K {
+	for _, cand := range c.live() {
+		if len(cand.pool) >= cand.need {
 			return cand
 		}
 	}
@@ -264,55 +617,70 @@ func (c *collector) ready() *candidate {
 }
 
 // best returns the largest number of good shares of one ceremony and the
-// threshold it needs.
+// number it needs.
 func (c *collector) best() (good, need int) {
-	need = 0
-	for _, cand := range c.cands {
-		g := len(c.pools[cand.rec.ID])
-		if need == 0 || g > good || (g == good && cand.rec.K < need) {
-			good, need = g, cand.rec.K
+	for _, cand := range c.live() {
+		g := len(cand.pool)
+		if need == 0 || g > good || (g == good && cand.need < need) {
+			good, need = g, cand.need
 		}
 	}
 	return good, need
 }
 
-// combine reconstructs a ready candidate's secret. Shares Combine sets aside
-// are recorded as their cards' outcomes and dropped from the pool; with
-// fewer than K left it returns a nil secret and no error, so that the
-// caller asks for more cards.
+// combine reconstructs a ready candidate's secret. Shares Combine sets
+// aside are recorded as their cards' outcomes and dropped from the pool.
+// When the shares do not reproduce the ceremony's digest, no share can be
+// blamed yet: the candidate waits for one more card, and the next
+// combination names the share that does not fit. A nil secret with no
+// error means: ask for more cards.
 func (c *collector) combine(cand *candidate) ([]byte, error) {
-	pool := c.pools[cand.rec.ID]
-	secret, rejected, err := cand.cer.Combine(pool)
+	shs := make([]*shares.Share, len(cand.pool))
+	for i, p := range cand.pool {
+		shs[i] = p.share
+	}
+	secret, rejected, err := cand.cer.Combine(shs)
 	var qe *shares.QuorumError
-	if errors.As(err, &qe) || (err == nil && len(rejected) > 0 && secret == nil) {
-		var keep []*shares.Share
-		bad := map[int]bool{}
-		for _, r := range rejected {
-			bad[r.Position] = true
-			if pos, ok := c.indexes[cand.rec.ID][pool[r.Position].Index]; ok {
-				c.outcomes[pos].Err = fmt.Errorf("card %s: %w", c.outcomes[pos].Serial, r)
-				delete(c.indexes[cand.rec.ID], pool[r.Position].Index)
-			}
-		}
-		for i, s := range pool {
-			if bad[i] {
-				s.Wipe()
-			} else {
-				keep = append(keep, s)
-			}
-		}
-		c.pools[cand.rec.ID] = keep
+	switch {
+	case errors.Is(err, shares.ErrDigestMismatch):
+		cand.need = len(cand.pool) + 1
+		c.env.say("the %d shares of ceremony %s do not combine to its key: one is bad; insert one more card to find it", len(cand.pool), idText(cand.rec.ID))
 		return nil, nil
+	case err != nil && !errors.As(err, &qe):
+		return nil, fmt.Errorf("combine shares of ceremony %s: %w: %w", idText(cand.rec.ID), ErrVerification, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("combine shares of ceremony %s: %w: %w", cand.rec.ID, ErrVerification, err)
+	bad := map[int]bool{}
+	for _, r := range rejected {
+		bad[r.Position] = true
+		pos := cand.pool[r.Position].outcome
+		c.outcomes[pos].Err = fmt.Errorf("card %s: %w", c.outcomes[pos].Serial, r)
+		delete(c.seen, c.outcomes[pos].Serial)
+		c.env.say("%s: share %d set aside: %v", who(c.outcomes[pos].Serial, c.outcomes[pos].Custodian), r.Index, r.Err)
 	}
+	var keep []pooled
+	for i, p := range cand.pool {
+		if bad[i] {
+			p.share.Wipe()
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	cand.pool = keep
 	return secret, nil
 }
 
-// gather asks for cards until one candidate has K good shares and combines
-// them, returning the secret and the candidate. label names what the cards
-// are for, e.g. "recover".
+// drop gives a candidate up: its recovered key did not open its keyslot.
+func (c *collector) drop(cand *candidate, why error) {
+	cand.dead = why
+	for _, p := range cand.pool {
+		p.share.Wipe()
+	}
+	cand.pool = nil
+	c.note("%s: %v: its copies are suspect", cand.name(), why)
+}
+
+// gather asks for cards until one candidate has enough good shares and
+// combines them, returning the secret and the candidate.
 func (c *collector) gather(ctx context.Context) ([]byte, *candidate, error) {
 	for {
 		if cand := c.ready(); cand != nil {
@@ -324,6 +692,9 @@ func (c *collector) gather(ctx context.Context) ([]byte, *candidate, error) {
 				return secret, cand, nil
 			}
 			continue
+		}
+		if len(c.live()) == 0 && !c.learn {
+			return nil, nil, c.quorumError(errors.New("no ceremony is left to try"))
 		}
 		good, need := c.best()
 		msg := "insert a custodian's card"
@@ -347,15 +718,12 @@ func (c *collector) gather(ctx context.Context) ([]byte, *candidate, error) {
 
 // report tells the operator what became of one card.
 func (c *collector) report(t *taken, out CardOutcome) {
-	who := "card " + out.Serial
-	if out.Custodian != "" {
-		who += " (custodian " + out.Custodian + ")"
-	}
+	w := who(out.Serial, out.Custodian)
 	if out.Err != nil {
-		c.env.say("%s: set aside: %s", who, describe(out.Err))
+		c.env.say("%s: set aside: %s", w, describe(out.Err))
 		return
 	}
-	c.env.say("%s: share %d matches its commitment", who, t.ref.Index)
+	c.env.say("%s: share %d matches its commitment", w, t.card.Index)
 }
 
 // describe writes an outcome's error without repeating the card's serial.
@@ -375,9 +743,16 @@ func (c *collector) quorumError(cause error) error {
 	if need == 0 {
 		err = fmt.Errorf("%w: no custodian card of this volume was inserted: %w", ErrQuorum, cause)
 	}
+	var dead []string
+	for _, cand := range c.cands {
+		if cand.dead != nil {
+			dead = append(dead, fmt.Sprintf("%s: %v", cand.name(), cand.dead))
+		}
+	}
+	if len(dead) > 0 {
+		err = fmt.Errorf("%w (given up: %s)", err, strings.Join(dead, "; "))
+	}
 	return withHint(err, "insert more custodians' cards, or run custos status %s to see who holds them", c.env.device())
 }
 
-// anchorOf turns a certificate's anchor (a hash without its event number)
-// into a head.
-func anchorOf(h [32]byte) store.Head { return store.Head{Hash: h} }
+func serialOf(c Card) string { return strconv.FormatUint(uint64(c.Serial()), 10) }

@@ -3,10 +3,8 @@ package escrow
 import (
 	"bytes"
 	"context"
-	"crypto/ecdh"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"custos.dev/custos/cards"
 	"custos.dev/custos/luks"
@@ -23,12 +21,14 @@ var failpoint func(name string) error
 // The steps of Enroll and Rotate where a crash test stops.
 const (
 	fpEnrollBegun      = "enroll.begun"         // open record with the chosen keyslot logged
-	fpEnrollKeyslot    = "enroll.keyslot-added" // recovery keyslot added
+	fpEnrollKeyslot    = "enroll.keyslot-added" // recovery keyslot added and its salt logged
+	fpEnrollOpenToken  = "enroll.open-token-written" // the open ceremony's token written (luks2)
 	fpEnrollCard       = "enroll.card-written"  // one card's share written, verified and logged
 	fpEnrollToken      = "enroll.token-written" // LUKS2 token written
 	fpEnrollLogged     = "enroll.logged"        // ceremony marked active
 	fpRotateBegun      = "rotate.begun"
 	fpRotateKeyslot    = "rotate.keyslot-added"
+	fpRotateOpenToken  = "rotate.open-token-written"
 	fpRotateCard       = "rotate.card-written"
 	fpRotateToken      = "rotate.token-written"
 	fpRotateOldKilled  = "rotate.old-killed"
@@ -38,8 +38,8 @@ const (
 )
 
 var failpoints = []string{
-	fpEnrollBegun, fpEnrollKeyslot, fpEnrollCard, fpEnrollToken, fpEnrollLogged,
-	fpRotateBegun, fpRotateKeyslot, fpRotateCard, fpRotateToken, fpRotateOldKilled,
+	fpEnrollBegun, fpEnrollKeyslot, fpEnrollOpenToken, fpEnrollCard, fpEnrollToken, fpEnrollLogged,
+	fpRotateBegun, fpRotateKeyslot, fpRotateOpenToken, fpRotateCard, fpRotateToken, fpRotateOldKilled,
 	fpRotateOldTokenRm, fpRotateLogged, fpRotateWiped,
 }
 
@@ -114,8 +114,6 @@ func (env *Env) recoveryOptions(slot int) luks.AddOptions {
 	return o
 }
 
-func serialOf(c Card) string { return strconv.FormatUint(uint64(c.Serial()), 10) }
-
 func slotText(s uint8) string { return fmt.Sprintf("%02x", s) }
 
 // askTwice asks for a new secret and its repetition.
@@ -149,12 +147,9 @@ const maxPINTries = 3
 // most maxPINTries times, never spending the card's last try). The PIN is
 // wiped before withPIN returns.
 func withPIN(env *Env, serial, custodian string, fn func(pin []byte) error) error {
-	who := "card " + serial
-	if custodian != "" {
-		who += " (custodian " + custodian + ")"
-	}
+	name := who(serial, custodian)
 	for try := 1; ; try++ {
-		pin, err := env.Prompt.Secret("pin for " + who)
+		pin, err := env.Prompt.Secret("pin for " + name)
 		if err != nil {
 			return &promptError{err}
 		}
@@ -162,51 +157,11 @@ func withPIN(env *Env, serial, custodian string, fn func(pin []byte) error) erro
 		shares.Wipe(pin)
 		var pe *cards.PINError
 		if errors.As(err, &pe) && pe.Retries > 1 && try < maxPINTries {
-			env.say("wrong pin for %s: %d tries left", who, pe.Retries)
+			env.say("wrong pin for %s: %d tries left", name, pe.Retries)
 			continue
 		}
 		return err
 	}
-}
-
-// slotKey returns a custody slot's public key for ECDH.
-func slotKey(si cards.SlotInfo) (*ecdh.PublicKey, error) {
-	if si.PublicKey == nil {
-		return nil, errors.New("slot has no public key")
-	}
-	return si.PublicKey.ECDH()
-}
-
-// sealedEqual compares two sealed shares byte for byte.
-func sealedEqual(a, b *shares.SealedShare) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	x, err1 := a.MarshalBinary()
-	y, err2 := b.MarshalBinary()
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
-}
-
-// volumeID reads the volume's UUID as a shares.VolumeID.
-func volumeID(h *luks.Header) (shares.VolumeID, error) {
-	v, err := shares.ParseVolumeID(h.UUID)
-	if err != nil {
-		return v, fmt.Errorf("volume uuid: %w", err)
-	}
-	return v, nil
-}
-
-// ceremonyOf builds the shares.Ceremony a record describes, with the
-// commitments of the cards it has (the others zero).
-func ceremonyOf(r *Record) *shares.Ceremony {
-	c := &shares.Ceremony{ID: r.ID, Volume: r.Volume, K: r.K, N: r.N, Digest: r.Digest,
-		Commitments: make([]shares.Commitment, r.N), SecretSize: shares.RecoveryKeySize}
-	for _, cr := range r.Cards {
-		if cr.Index >= 1 && cr.Index <= r.N {
-			c.Commitments[cr.Index-1] = cr.Commitment
-		}
-	}
-	return c
 }
 
 // checkKN validates a threshold and count.
@@ -217,95 +172,15 @@ func checkKN(k, n int) error {
 	return nil
 }
 
-// toStore converts a record for the log.
-func toStore(r *Record) (store.CeremonyRecord, error) {
-	s := store.CeremonyRecord{
-		ID: r.ID.String(), VolumeUUID: r.Volume.String(), K: r.K, N: r.N,
-		Keyslot: r.Keyslot, KeyslotSalt: r.KeyslotSalt, Status: r.Status, Replaces: r.Replaces, ReplacedBy: r.ReplacedBy,
-	}
-	if r.Digest != (shares.Digest{}) {
-		s.Digest = append([]byte(nil), r.Digest[:]...)
-	}
-	for _, c := range r.Cards {
-		sc := store.CeremonyCard{Index: c.Index, Serial: c.Serial, Fingerprint: c.Fingerprint.String(),
-			Slot: slotText(c.Slot), Custodian: c.Custodian}
-		if c.Commitment != (shares.Commitment{}) {
-			sc.Commitment = append([]byte(nil), c.Commitment[:]...)
-		}
-		if c.Sealed != nil {
-			b, err := c.Sealed.MarshalBinary()
-			if err != nil {
-				return s, fmt.Errorf("card %d: %w", c.Index, err)
-			}
-			sc.SealedShare = b
-		}
-		s.Cards = append(s.Cards, sc)
-	}
-	return s, nil
-}
-
-// fromStore converts a record read from the log.
-func fromStore(s store.CeremonyRecord) (*Record, error) {
-	r := &Record{K: s.K, N: s.N, Keyslot: s.Keyslot, KeyslotSalt: s.KeyslotSalt, Status: s.Status, Replaces: s.Replaces, ReplacedBy: s.ReplacedBy}
-	var err error
-	if r.ID, err = shares.ParseCeremonyID(s.ID); err != nil {
-		return nil, fmt.Errorf("log ceremony %q: %w", s.ID, err)
-	}
-	if r.Volume, err = shares.ParseVolumeID(s.VolumeUUID); err != nil {
-		return nil, fmt.Errorf("log ceremony %s: %w", s.ID, err)
-	}
-	if len(s.Digest) != 0 {
-		if len(s.Digest) != len(r.Digest) {
-			return nil, fmt.Errorf("log ceremony %s: digest of %d bytes", s.ID, len(s.Digest))
-		}
-		copy(r.Digest[:], s.Digest)
-	}
-	for _, c := range s.Cards {
-		cr := CardRef{Index: c.Index, Serial: c.Serial, Custodian: c.Custodian}
-		if err := cr.Fingerprint.UnmarshalText([]byte(c.Fingerprint)); err != nil {
-			return nil, fmt.Errorf("log ceremony %s card %d: fingerprint: %w", s.ID, c.Index, err)
-		}
-		slot, err := strconv.ParseUint(c.Slot, 16, 8)
-		if err != nil {
-			return nil, fmt.Errorf("log ceremony %s card %d: slot %q", s.ID, c.Index, c.Slot)
-		}
-		cr.Slot = uint8(slot)
-		if len(c.Commitment) != 0 {
-			if len(c.Commitment) != len(cr.Commitment) {
-				return nil, fmt.Errorf("log ceremony %s card %d: commitment of %d bytes", s.ID, c.Index, len(c.Commitment))
-			}
-			copy(cr.Commitment[:], c.Commitment)
-		}
-		if len(c.SealedShare) != 0 {
-			if cr.Sealed, err = shares.ParseSealedShare(c.SealedShare); err != nil {
-				return nil, fmt.Errorf("log ceremony %s card %d: sealed share: %w", s.ID, c.Index, err)
-			}
-		}
-		r.Cards = append(r.Cards, cr)
-	}
-	return r, nil
-}
-
-// put records the ceremonies as they now stand, in one transaction.
-func put(env *Env, recs ...*Record) (store.Head, error) {
-	srs := make([]store.CeremonyRecord, len(recs))
-	for i, r := range recs {
-		s, err := toStore(r)
-		if err != nil {
-			return store.Head{}, fmt.Errorf("log ceremony %s: %w", r.ID, err)
-		}
-		srs[i] = s
-	}
+// put records a ceremony as it now stands, with its status, in one
+// transaction.
+func put(env *Env, status string, rec *Record) (store.Head, error) {
 	h, err := env.Log.Update(func(tx *store.Tx) error {
-		for _, s := range srs {
-			if _, err := tx.PutCeremony(env.actor(), s); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := tx.PutCeremony(env.actor(), status, rec)
+		return err
 	})
 	if err != nil {
-		return h, fmt.Errorf("log ceremony: %w", err)
+		return h, fmt.Errorf("log ceremony %s: %w", idText(rec.ID), err)
 	}
 	return h, nil
 }

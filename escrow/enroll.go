@@ -16,11 +16,15 @@ type EnrollOptions struct {
 	K, N int
 	// Custodians names the holder of each card, in the order the cards
 	// are inserted; missing names come from the log's card registry, else
-	// stay empty.
+	// stay empty. Names follow docs/FORMAT.md section 7's text rule.
 	Custodians []string
 	// AuthKey is an existing passphrase or key file of the volume; nil
 	// asks for it through the Prompter. Enroll does not wipe it.
 	AuthKey []byte
+	// AllowUnattested accepts cards that cannot prove with an attestation
+	// that their key was made on a genuine card. The choice is recorded
+	// in the ceremony and shown as a weakness.
+	AllowUnattested bool
 }
 
 // EnrollResult is what Enroll did.
@@ -37,13 +41,14 @@ type EnrollResult struct {
 }
 
 // Enroll puts a new recovery key for the volume in the hands of N
-// custodians: it authorises with an existing key, makes the recovery key,
-// adds its keyslot, splits it, and for each card in turn seals the share to
-// the card's key, writes the certificate, reads it back and opens it with
-// the custodian's PIN; only then it writes the LUKS2 token and marks the
-// ceremony active in the log. A failure before the end kills the new
-// keyslot again; a crash leaves what Status explains and a rerun finishes
-// or undoes.
+// custodians: it authorises with an existing key, makes the recovery key
+// and splits it, adds its keyslot and records the keyslot's salt, writes a
+// token for the open ceremony (LUKS2), and for each card in turn attests
+// the slot key, seals the share to it, writes the certificate, and has the
+// card open it with the custodian's PIN; only then it writes the complete
+// token and marks the ceremony active. A failure before the end kills the
+// new keyslot again; a crash leaves what Status explains and a rerun
+// finishes or undoes.
 func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, error) {
 	if err := env.need("enroll", true, true, true, true); err != nil {
 		return nil, err
@@ -51,8 +56,8 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 	if err := checkKN(opts.K, opts.N); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	if len(opts.Custodians) > opts.N {
-		return nil, fmt.Errorf("enroll: %w: %d custodians named for n=%d", ErrUsage, len(opts.Custodians), opts.N)
+	if err := checkNames(opts.Custodians, opts.N); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	v, err := look(ctx, env)
 	if err != nil {
@@ -61,19 +66,13 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 	if v.logErr != nil {
 		return nil, fmt.Errorf("enroll: %w", v.logErr)
 	}
-	if r := v.activeLog(); r != nil {
-		return nil, withHint(fmt.Errorf("enroll: %w: ceremony %s (%d of %d)", ErrAlreadyEnrolled, r.ID, r.K, r.N),
+	if cur := v.current(); cur != nil {
+		return nil, withHint(fmt.Errorf("enroll: %w: ceremony %s (%d of %d)", ErrAlreadyEnrolled, idText(cur.rec.ID), cur.rec.K, cur.rec.N),
 			"run custos rotate %s to replace it", env.device())
 	}
-	for _, t := range v.tokens {
-		if t.rec != nil && v.h.InUse(t.rec.Keyslot) && v.logRecord(t.rec.ID) == nil {
-			return nil, withHint(fmt.Errorf("enroll: %w: ceremony %s in token %d (not in this log)", ErrAlreadyEnrolled, t.rec.ID, t.id),
-				"use the log it was made with (--db), or run custos rotate %s", env.device())
-		}
-	}
-	open := v.openRecord()
-	if open != nil && open.Replaces != "" {
-		return nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, open.ID), "run custos rotate %s to finish it", env.device())
+	open := v.openLog()
+	if open != nil && open.Record.Replaces != ([16]byte{}) {
+		return nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, idText(open.Record.ID)), "run custos rotate %s to finish it", env.device())
 	}
 
 	auth := opts.AuthKey
@@ -90,18 +89,14 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 
 	res := &EnrollResult{TokenID: -1}
 	if open != nil {
-		st, err := ownership(ctx, env, v.h, open, nil)
-		if err != nil {
-			return nil, fmt.Errorf("enroll: %w", err)
-		}
-		if open.Complete() && (st == slotOwn || st == slotUnknown) {
-			env.say("finishing enrollment %s: every share was written and verified", open.ID)
+		if finishable(v, open.Record) {
+			env.say("finishing enrollment %s: every share was written and verified", idText(open.Record.ID))
 			res.Resumed = "finished"
-			return res, finishEnroll(ctx, env, v, open, res)
+			return res, finishEnroll(ctx, env, v, open.Record, res)
 		}
-		env.say("undoing unfinished enrollment %s", open.ID)
-		if err := undo(ctx, env, v, open, authSlot, auth, nil); err != nil {
-			return nil, fmt.Errorf("enroll: undo %s: %w", open.ID, err)
+		env.say("undoing unfinished enrollment %s", idText(open.Record.ID))
+		if err := undo(ctx, env, v, open.Record, authSlot, auth, nil, "interrupted enrollment"); err != nil {
+			return nil, fmt.Errorf("enroll: undo %s: %w", idText(open.Record.ID), err)
 		}
 		res.Resumed = "undone"
 		if v, err = look(ctx, env); err != nil {
@@ -111,21 +106,41 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 	return res, enroll(ctx, env, v, opts, auth, authSlot, res)
 }
 
+// checkNames checks the custodians' names given for a new ceremony.
+func checkNames(names []string, n int) error {
+	if len(names) > n {
+		return fmt.Errorf("%w: %d custodians named for n=%d", ErrUsage, len(names), n)
+	}
+	for _, name := range names {
+		if name == "" {
+			continue
+		}
+		if err := store.CheckText(name); err != nil {
+			return fmt.Errorf("%w: custodian %q: %v", ErrUsage, safeText(name), err)
+		}
+	}
+	return nil
+}
+
+// finishable tells whether an open ceremony can be taken to its end: every
+// share was written and verified, and two copies — the complete token and
+// the log — agree on all of it, with its keyslot still the one recorded.
+// A log alone saying so proves nothing: finishing marks the ceremony
+// active and, for a rotation, kills the old keyslot.
+func finishable(v *view, rec *Record) bool {
+	c := v.claimOf(rec.ID)
+	if c == nil || !c.agrees() || c.token.anchorErr != nil || !rec.Complete() || !c.token.tok.Record.Complete() {
+		return false
+	}
+	ks := v.h.Keyslot(rec.Keyslot)
+	return ks != nil && rec.Salt != "" && ks.Salt == rec.Salt
+}
+
 func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []byte, authSlot int, res *EnrollResult) (err error) {
 	free := v.h.FreeKeyslots()
 	if len(free) == 0 {
 		return fmt.Errorf("enroll: %w", luks.ErrNoFreeKeyslot)
 	}
-	rec := &Record{ID: shares.NewCeremonyID(), Volume: v.vid, K: opts.K, N: opts.N, Keyslot: free[0], Status: StatusOpen}
-	res.Ceremony = rec
-	if _, err := put(env, rec); err != nil {
-		return fmt.Errorf("enroll: %w", err)
-	}
-	if err := step(fpEnrollBegun); err != nil {
-		return err
-	}
-	env.say("enrollment %s: %d of %d, recovery keyslot %d", rec.ID, rec.K, rec.N, rec.Keyslot)
-
 	secret, err := shares.NewRecoveryKey()
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)
@@ -133,38 +148,8 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 	defer shares.Wipe(secret)
 	key := shares.EncodeRecoveryKey(secret)
 	defer shares.Wipe(key)
-	added := false
-	defer func() {
-		if err == nil || crashed(err) {
-			return
-		}
-		env.say("enrollment failed: undoing it")
-		if !added {
-			if _, uerr := put(env, abandoned(rec)); uerr != nil {
-				err = fmt.Errorf("%w (and marking it abandoned failed: %v)", err, uerr)
-			}
-			return
-		}
-		h, ierr := env.Volume.Inspect(ctx)
-		if ierr != nil {
-			err = undoFailed(env, err, ierr)
-			return
-		}
-		if uerr := undo(ctx, env, &view{h: h, vid: v.vid}, rec, authSlot, auth, key); uerr != nil {
-			err = undoFailed(env, err, uerr)
-		}
-	}()
-	if _, err := env.Volume.AddKeyslot(ctx, auth, key, env.recoveryOptions(rec.Keyslot)); err != nil {
-		return fmt.Errorf("enroll: %w", err)
-	}
-	added = true
-	if err := recordSalt(ctx, env, rec); err != nil {
-		return fmt.Errorf("enroll: %w", err)
-	}
-	if err := step(fpEnrollKeyslot); err != nil {
-		return err
-	}
-	cer, shs, err := shares.Split(rec.ID, rec.Volume, secret, rec.K, rec.N)
+	id := shares.NewCeremonyID()
+	cer, shs, err := shares.Split(id, v.vid, secret, opts.K, opts.N)
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
@@ -173,34 +158,146 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 			s.Wipe()
 		}
 	}()
-	rec.Digest = cer.Digest
+	rec := &Record{Version: 2, ID: [16]byte(id), Volume: [16]byte(v.vid), K: opts.K, N: opts.N, Keyslot: free[0],
+		Digest: [32]byte(cer.Digest), AllowUnattested: opts.AllowUnattested}
+	res.Ceremony = rec
+	if _, err := put(env, StatusOpen, rec); err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	if err := step(fpEnrollBegun); err != nil {
+		return err
+	}
+	env.say("enrollment %s: %d of %d, recovery keyslot %d", idText(rec.ID), rec.K, rec.N, rec.Keyslot)
+
+	added := false
+	defer func() {
+		if err == nil || crashed(err) {
+			return
+		}
+		env.say("enrollment failed: undoing it")
+		if !added {
+			if _, uerr := put(env, StatusAbandoned, rec); uerr != nil {
+				err = fmt.Errorf("%w (and marking it abandoned failed: %v)", err, uerr)
+			}
+			return
+		}
+		nv, ierr := look(ctx, env)
+		if ierr != nil {
+			err = undoFailed(env, err, ierr)
+			return
+		}
+		if uerr := undo(ctx, env, nv, rec, authSlot, auth, key, "failed enrollment"); uerr != nil {
+			err = undoFailed(env, err, uerr)
+		}
+	}()
+	if err := addRecoveryKeyslot(ctx, env, v, rec, auth, key); err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	added = true
+	if err := step(fpEnrollKeyslot); err != nil {
+		return err
+	}
+	if err := writeOpenToken(ctx, env, v, rec); err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	if err := step(fpEnrollOpenToken); err != nil {
+		return err
+	}
 	ns := &newShares{rec: rec, cer: cer, shares: shs, names: opts.Custodians, fp: fpEnrollCard}
 	if err := ns.writeAll(ctx, env); err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
 	// Every share is written and verified; from here on a rerun finishes.
 	added = false
-	h, err := env.Volume.Inspect(ctx)
-	if err != nil {
-		return fmt.Errorf("enroll: shares written; %w", err)
-	}
-	return finishEnroll(ctx, env, &view{h: h, vid: v.vid}, rec, res)
+	return finishEnroll(ctx, env, v, rec, res)
 }
 
-// finishEnroll writes the token of a complete ceremony (when the header
-// has none for it) and marks the ceremony active.
+// addRecoveryKeyslot adds rec's keyslot with the recovery key and records
+// its salt — the keyslot's identity — in the log at once. v.h becomes the
+// header after the change.
+func addRecoveryKeyslot(ctx context.Context, env *Env, v *view, rec *Record, auth, key []byte) error {
+	ks, h, err := env.Volume.AddKeyslot(ctx, v.h, auth, key, env.recoveryOptions(rec.Keyslot))
+	if err != nil {
+		return err
+	}
+	v.h = h
+	if ks.ID != rec.Keyslot || ks.Salt == "" {
+		return fmt.Errorf("keyslot %d: not found with a salt after adding it", rec.Keyslot)
+	}
+	rec.Salt = ks.Salt
+	_, err = put(env, StatusOpen, rec)
+	return err
+}
+
+// writeOpenToken writes the open ceremony's token into a LUKS2 header: the
+// record without cards, anchored in the log. It is the second copy that
+// lets a rerun after a crash prove the keyslot custos added is its own.
+func writeOpenToken(ctx context.Context, env *Env, v *view, rec *Record) error {
+	if v.h.Version != 2 {
+		return nil
+	}
+	_, err := writeToken(ctx, env, v, frameOf(rec))
+	if errors.Is(err, luks.ErrTokenTooLarge) {
+		env.say("warning: no room in the luks2 header for the ceremony's token: it lives in the log and on the cards")
+		return nil
+	}
+	return err
+}
+
+// writeToken writes rec's token, anchored at the log's head, replacing the
+// token the header already holds for the ceremony, and returns its ID.
+// v.h becomes the header after the change.
+func writeToken(ctx context.Context, env *Env, v *view, rec *Record) (int, error) {
+	head, err := env.Log.Head()
+	if err != nil {
+		return -1, fmt.Errorf("read log head: %w", err)
+	}
+	tok, err := store.EncodeToken(rec, head)
+	if err != nil {
+		return -1, err
+	}
+	for _, t := range v.h.Tokens {
+		if t.Type != luks.TokenType {
+			continue
+		}
+		if old, err := store.ParseToken(t.JSON); err == nil && old.Record.ID == rec.ID {
+			h, err := env.Volume.ReplaceToken(ctx, v.h, t.ID, tok, rec.Keyslot)
+			if err != nil {
+				return -1, err
+			}
+			v.h = h
+			return t.ID, nil
+		}
+	}
+	id, h, err := env.Volume.ImportToken(ctx, v.h, tok, rec.Keyslot)
+	if err != nil {
+		return -1, err
+	}
+	v.h = h
+	return id, nil
+}
+
+// finishEnroll writes the complete ceremony's token (LUKS2) and marks the
+// ceremony active.
 func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *EnrollResult) error {
 	res.Ceremony = rec
-	id, err := writeToken(ctx, env, v, rec)
-	res.TokenID = id
-	if err != nil {
-		return withHint(fmt.Errorf("enroll: every share is written, but %w", err), "rerun custos enroll %s to finish", env.device())
+	if v.h.Version == 2 {
+		id, err := writeToken(ctx, env, v, rec)
+		switch {
+		case errors.Is(err, luks.ErrTokenTooLarge):
+			env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
+		case err != nil:
+			return withHint(fmt.Errorf("enroll: every share is written, but %w", err), "rerun custos enroll %s to finish", env.device())
+		default:
+			res.TokenID = id
+		}
+	} else {
+		env.say("luks1 volume: no token; the ceremony lives in the log and on the cards")
 	}
 	if err := step(fpEnrollToken); err != nil {
 		return err
 	}
-	rec.Status = StatusActive
-	h, err := put(env, rec)
+	h, err := put(env, StatusActive, rec)
 	if err != nil {
 		return withHint(fmt.Errorf("enroll: every share is written, but %w", err), "rerun custos enroll %s to finish", env.device())
 	}
@@ -208,94 +305,29 @@ func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *Enro
 	if err := step(fpEnrollLogged); err != nil {
 		return err
 	}
-	env.say("enrollment %s done: any %d of the %d cards recover %s (log head %s)", rec.ID, rec.K, rec.N, env.device(), h)
+	env.say("enrollment %s done: any %d of the %d cards recover %s (log head %s)", idText(rec.ID), rec.K, rec.N, env.device(), h)
 	return nil
 }
 
-// writeToken writes a complete ceremony's token, anchored at the log's
-// head, unless the header has it already (or is LUKS1).
-func writeToken(ctx context.Context, env *Env, v *view, rec *Record) (int, error) {
-	if v.h.Version != 2 {
-		env.say("luks1 volume: no token; the ceremony lives in the log and on the cards")
-		return -1, nil
-	}
-	if err := refreshTokens(ctx, env, v); err != nil {
-		return -1, err
-	}
-	if t := v.tokenOf(rec.ID); t != nil {
-		return t.id, nil
-	}
-	head, err := env.Log.Head()
-	if err != nil {
-		return -1, fmt.Errorf("read log head: %w", err)
-	}
-	tr := *rec
-	tr.Status = StatusActive
-	tr.Anchor = head
-	tok, err := encodeToken(&tr)
-	if err != nil {
-		return -1, err
-	}
-	id, err := env.Volume.ImportToken(ctx, tok, rec.Keyslot)
-	if errors.Is(err, luks.ErrTokenTooLarge) {
-		env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
-		return -1, nil
-	}
-	if err != nil {
-		return -1, err
-	}
-	rec.Anchor = head
-	return id, nil
-}
-
-// refreshTokens re-reads the tokens when the view's header may be stale.
-func refreshTokens(ctx context.Context, env *Env, v *view) error {
-	nv, err := look(ctx, &Env{Volume: env.Volume})
-	if err != nil {
+// undo rolls an unfinished ceremony back: it kills its keyslot when that
+// is proven the ceremony's (mayKill: own, the ceremony's recovery key
+// while this process still holds it, or the open token and the log
+// agreeing on keyslot and salt), removes its token and marks it abandoned.
+// A keyslot it cannot prove is left in place and named: after a crash it
+// may hold a key someone added since, and one forged copy could name any
+// keyslot.
+func undo(ctx context.Context, env *Env, v *view, rec *Record, keep int, auth, own []byte, what string) error {
+	if _, err := killRecovery(ctx, env, v, rec, keep, auth, own, what); err != nil {
 		return err
 	}
-	v.h, v.tokens = nv.h, nv.tokens
-	return nil
-}
-
-func abandoned(r *Record) *Record {
-	a := *r
-	a.Status = StatusAbandoned
-	return &a
-}
-
-// undo rolls an unfinished ceremony back: it removes its token, kills its
-// keyslot (authorised by auth, which opens keep) and marks it abandoned.
-// The keyslot is killed only when it is proven the ceremony's (see
-// ownership; own is the ceremony's recovery key while this process still
-// holds it, else nil); otherwise it is left in place and the operator told,
-// for it may hold a key someone added after a crash.
-func undo(ctx context.Context, env *Env, v *view, rec *Record, keep int, auth, own []byte) error {
-	if v.h.Version == 2 {
-		if err := refreshTokens(ctx, env, v); err != nil {
-			return err
-		}
-		if t := v.tokenOf(rec.ID); t != nil {
-			if err := env.Volume.RemoveToken(ctx, t.id); err != nil {
-				return err
-			}
-		}
-	}
-	if rec.Keyslot >= 0 && rec.Keyslot != keep && v.h.InUse(rec.Keyslot) {
-		st, err := ownership(ctx, env, v.h, rec, own)
+	if t := v.tokenOf(rec.ID); t != nil && v.h.Version == 2 {
+		h, err := env.Volume.RemoveToken(ctx, v.h, t.id)
 		if err != nil {
 			return err
 		}
-		if st == slotOwn {
-			if err := env.Volume.KillKeyslot(ctx, rec.Keyslot, keep, auth); err != nil {
-				return err
-			}
-			env.say("killed keyslot %d of ceremony %s", rec.Keyslot, rec.ID)
-		} else {
-			sayLeft(env, st, rec)
-		}
+		v.h = h
 	}
-	if _, err := put(env, abandoned(rec)); err != nil {
+	if _, err := put(env, StatusAbandoned, rec); err != nil {
 		return err
 	}
 	return nil

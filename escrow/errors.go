@@ -32,6 +32,16 @@ var (
 	// keyslot. It wraps ErrVerification too.
 	ErrKeyslotMismatch = fmt.Errorf("recovered key does not open its keyslot: %w", ErrVerification)
 
+	// ErrUnconfirmed: what custos was about to act on is not confirmed by
+	// two independent copies (or proven by a recovered key), so it does
+	// not act. It wraps ErrVerification too.
+	ErrUnconfirmed = fmt.Errorf("not confirmed by two copies: %w", ErrVerification)
+
+	// ErrUnattested: a card's key could not be proven, by its
+	// attestation, to have been generated on a genuine card with a PIN
+	// policy that protects it. It wraps ErrVerification too.
+	ErrUnattested = fmt.Errorf("card attestation: %w", ErrVerification)
+
 	// ErrNoCeremony: no token, log entry or card tells of a ceremony for
 	// this volume.
 	ErrNoCeremony = errors.New("no custos ceremony for this volume")

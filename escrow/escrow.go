@@ -2,6 +2,7 @@ package escrow
 
 import (
 	"context"
+	"crypto/x509"
 
 	"custos.dev/custos/cards"
 	"custos.dev/custos/luks"
@@ -9,30 +10,31 @@ import (
 	"custos.dev/custos/store"
 )
 
-// Volume is the LUKS volume a ceremony works on. *luks.Volume implements
-// it; see that package for what each method promises.
+// Volume is the LUKS volume a ceremony works on; *luks.Volume implements
+// it (see that package for what each method promises). The mutating
+// methods take the header the caller read for this step and give back the
+// header after the change, so that one ceremony step costs one header
+// read.
 type Volume interface {
 	// Inspect reads the header: version, UUID, keyslots, tokens.
 	Inspect(ctx context.Context) (*luks.Header, error)
-	// AddKeyslot adds newKey in a new keyslot authorised by auth.
-	AddKeyslot(ctx context.Context, auth, newKey []byte, opts luks.AddOptions) (int, error)
+	// AddKeyslot adds newKey in a new keyslot authorised by auth and
+	// returns the keyslot (number and salt) with the header after the
+	// change.
+	AddKeyslot(ctx context.Context, h *luks.Header, auth, newKey []byte, opts luks.AddOptions) (luks.Keyslot, *luks.Header, error)
 	// TestKey checks that key opens keyslot slot (luks.ErrWrongKey if not).
 	TestKey(ctx context.Context, key []byte, slot int) error
 	// FindKeyslot returns the keyslot key opens (luks.ErrWrongKey if none).
 	FindKeyslot(ctx context.Context, key []byte) (int, error)
 	// KillKeyslot wipes keyslot slot; auth must open keyslot keep.
-	KillKeyslot(ctx context.Context, slot, keep int, auth []byte) error
-	// Tokens lists the tokens of type typ; luks.ErrNoTokens for LUKS1.
-	Tokens(ctx context.Context, typ string) ([]luks.Token, error)
+	KillKeyslot(ctx context.Context, h *luks.Header, slot, keep int, auth []byte) (*luks.Header, error)
 	// ImportToken writes a new token bound to keyslot and returns its ID.
-	ImportToken(ctx context.Context, tok []byte, keyslot int) (int, error)
+	ImportToken(ctx context.Context, h *luks.Header, tok []byte, keyslot int) (int, *luks.Header, error)
 	// ReplaceToken overwrites token id with tok bound to keyslot.
-	ReplaceToken(ctx context.Context, id int, tok []byte, keyslot int) error
+	ReplaceToken(ctx context.Context, h *luks.Header, id int, tok []byte, keyslot int) (*luks.Header, error)
 	// RemoveToken removes token id.
-	RemoveToken(ctx context.Context, id int) error
+	RemoveToken(ctx context.Context, h *luks.Header, id int) (*luks.Header, error)
 }
-
-var _ Volume = (*luks.Volume)(nil)
 
 // Card is one custodian's PIV card, open for the length of one step of a
 // ceremony. *cards.Card implements it; see that package for what each
@@ -42,24 +44,29 @@ type Card interface {
 	Serial() uint32
 	// Reader is the name of the reader the card is in.
 	Reader() string
-	// Custody lists the retired slots that hold a key, with the share
+	// Custody lists the retired slots that hold a key, with the custos
 	// certificate each one carries, if any.
 	Custody() ([]cards.SlotInfo, error)
+	// ReadShare reads the custos certificate in slot.
+	ReadShare(slot uint8) (*cards.SlotCert, error)
+	// OpenShare opens a share sealed to slot's key, on the card, after
+	// checking that the slot's key is the share's recipient.
+	OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error)
+	// WriteShare verifies the PIN once, opens sealed on the card (proving
+	// the slot key opens it), writes a certificate for the slot key
+	// carrying payload and reads it back; it returns the opened share.
+	WriteShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error)
+	// Attest returns the slot key's attestation, verified against roots.
+	Attest(slot uint8, roots *x509.CertPool) (*cards.Attestation, error)
 	// Init makes the card a custody card (card init).
 	Init(opts cards.InitOptions) (*cards.Custody, error)
-	// VerifyPIN checks the PIN; WriteShare needs it first.
-	VerifyPIN(pin []byte) error
-	// WriteShare writes a share certificate into slot and reads it back.
-	WriteShare(slot uint8, sc *cards.ShareCert) error
-	// ReadShare reads the share certificate in slot.
-	ReadShare(slot uint8) (*cards.ShareCert, error)
-	// OpenShare opens a share sealed to slot's key, on the card.
-	OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error)
 	// WipeShare puts a new key over slot and clears its certificate.
 	WipeShare(slot uint8, pin []byte) error
 	// Close releases the card.
 	Close() error
 }
+
+var _ Volume = (*luks.Volume)(nil)
 
 var _ Card = (*cards.Card)(nil)
 
@@ -92,10 +99,13 @@ type Log interface {
 	// Head returns the log's head, the anchor written into tokens and
 	// certificates.
 	Head() (store.Head, error)
-	// Volume returns a volume's record (store.ErrNotFound if unknown).
-	Volume(uuid string) (store.VolumeRecord, error)
-	// Ceremony returns a ceremony's record (store.ErrNotFound if unknown).
-	Ceremony(id string) (store.CeremonyRecord, error)
+	// Ceremony returns a ceremony as it stands (store.ErrNotFound if
+	// unknown).
+	Ceremony(id string) (store.CeremonyState, error)
+	// VolumeCeremonies returns a volume's ceremonies, oldest first.
+	VolumeCeremonies(uuid string) ([]store.CeremonyState, error)
+	// CheckAnchor checks an anchor read from a copy of rec.
+	CheckAnchor(a store.Head, rec *store.Record) error
 	// Card returns a card's record (store.ErrNotFound if unknown).
 	Card(serial string) (store.CardRecord, error)
 	// Events calls fn for each event of ceremony in order ("" for all).
@@ -130,4 +140,7 @@ type Env struct {
 	// RecoveryPBKDF, if not nil, replaces luks.MinimalPBKDF for recovery
 	// keyslots. Production leaves it nil.
 	RecoveryPBKDF *luks.PBKDF
+	// Roots are attestation roots trusted besides Yubico's (the virtual
+	// card's CA for a rehearsal); nil trusts Yubico's alone.
+	Roots *x509.CertPool
 }

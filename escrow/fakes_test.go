@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,8 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/go-piv/piv-go/v2/piv"
 
 	"custos.dev/custos/cards"
 	"custos.dev/custos/luks"
@@ -36,6 +39,10 @@ type fakeVolume struct {
 	tokens map[int]luks.Token
 	// failAdd, if set, makes AddKeyslot fail.
 	failAdd error
+	// adds and tests count AddKeyslot and TestKey calls; killed lists the
+	// keyslots killed, in order.
+	adds, tests int
+	killed      []int
 }
 
 func newFakeVolume(t *testing.T, version int, passphrase string) *fakeVolume {
@@ -87,9 +94,19 @@ func (v *fakeVolume) opens(key []byte) int {
 	return -1
 }
 
-func (v *fakeVolume) AddKeyslot(ctx context.Context, auth, newKey []byte, opts luks.AddOptions) (int, error) {
+func (v *fakeVolume) AddKeyslot(ctx context.Context, h *luks.Header, auth, newKey []byte, opts luks.AddOptions) (luks.Keyslot, *luks.Header, error) {
+	slot, err := v.addKeyslot(auth, newKey, opts)
+	if err != nil {
+		return luks.Keyslot{ID: -1}, nil, err
+	}
+	after, _ := v.Inspect(ctx)
+	return *after.Keyslot(slot), after, nil
+}
+
+func (v *fakeVolume) addKeyslot(auth, newKey []byte, opts luks.AddOptions) (int, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.adds++
 	if v.failAdd != nil {
 		return -1, v.failAdd
 	}
@@ -121,6 +138,7 @@ func (v *fakeVolume) AddKeyslot(ctx context.Context, auth, newKey []byte, opts l
 func (v *fakeVolume) TestKey(ctx context.Context, key []byte, slot int) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.tests++
 	if k, ok := v.slots[slot]; !ok || !bytes.Equal(k, key) {
 		return fmt.Errorf("test key on keyslot %d: %w", slot, luks.ErrWrongKey)
 	}
@@ -136,7 +154,14 @@ func (v *fakeVolume) FindKeyslot(ctx context.Context, key []byte) (int, error) {
 	return -1, fmt.Errorf("find keyslot: %w", luks.ErrWrongKey)
 }
 
-func (v *fakeVolume) KillKeyslot(ctx context.Context, slot, keep int, auth []byte) error {
+func (v *fakeVolume) KillKeyslot(ctx context.Context, h *luks.Header, slot, keep int, auth []byte) (*luks.Header, error) {
+	if err := v.killKeyslot(slot, keep, auth); err != nil {
+		return nil, err
+	}
+	return v.Inspect(ctx)
+}
+
+func (v *fakeVolume) killKeyslot(slot, keep int, auth []byte) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, ok := v.slots[slot]; !ok {
@@ -148,41 +173,52 @@ func (v *fakeVolume) KillKeyslot(ctx context.Context, slot, keep int, auth []byt
 	if k, ok := v.slots[keep]; keep == slot || !ok || !bytes.Equal(k, auth) {
 		return fmt.Errorf("kill keyslot %d: keep %d: %w", slot, keep, luks.ErrWrongKey)
 	}
+	for _, t := range v.tokens {
+		if t.Type != luks.TokenType && slices.Contains(t.Keyslots, slot) {
+			return fmt.Errorf("kill keyslot %d: %w", slot, luks.ErrForeignToken)
+		}
+	}
 	delete(v.slots, slot)
 	delete(v.salts, slot)
+	v.killed = append(v.killed, slot)
 	// cryptsetup drops the keyslot from the tokens bound to it.
 	for id, t := range v.tokens {
-		t.Keyslots = slices.DeleteFunc(t.Keyslots, func(k int) bool { return k == slot })
-		v.tokens[id] = t
+		if slices.Contains(t.Keyslots, slot) {
+			t.Keyslots = slices.DeleteFunc(t.Keyslots, func(k int) bool { return k == slot })
+			t.JSON = bytes.Replace(t.JSON, []byte(`"keyslots":["`+strconv.Itoa(slot)+`"]`), []byte(`"keyslots":[]`), 1)
+			v.tokens[id] = t
+		}
 	}
 	return nil
 }
 
-func (v *fakeVolume) Tokens(ctx context.Context, typ string) ([]luks.Token, error) {
-	h, _ := v.Inspect(ctx)
-	if v.version != 2 {
-		return nil, luks.ErrNoTokens
-	}
-	return slices.DeleteFunc(h.Tokens, func(t luks.Token) bool { return typ != "" && t.Type != typ }), nil
-}
-
+// putToken stores a token's bytes as they are, as cryptsetup does with
+// what custos writes; it checks what luks checks.
 func (v *fakeVolume) putToken(id int, tok []byte, keyslot int) error {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(tok, &obj); err != nil {
+	var head struct {
+		Type     string   `json:"type"`
+		Keyslots []string `json:"keyslots"`
+	}
+	if err := json.Unmarshal(tok, &head); err != nil {
 		return err
 	}
-	ks, _ := json.Marshal([]string{strconv.Itoa(keyslot)})
-	obj["keyslots"] = ks
-	body, _ := json.Marshal(obj)
-	var typ struct {
-		Type string `json:"type"`
+	if head.Type != luks.TokenType || !slices.Equal(head.Keyslots, []string{strconv.Itoa(keyslot)}) {
+		return fmt.Errorf("token of type %q bound to %v, want custos bound to %d", head.Type, head.Keyslots, keyslot)
 	}
-	json.Unmarshal(body, &typ)
-	v.tokens[id] = luks.Token{ID: id, Type: typ.Type, Keyslots: []int{keyslot}, JSON: body}
+	v.tokens[id] = luks.Token{ID: id, Type: head.Type, Keyslots: []int{keyslot}, JSON: bytes.Clone(tok)}
 	return nil
 }
 
-func (v *fakeVolume) ImportToken(ctx context.Context, tok []byte, keyslot int) (int, error) {
+func (v *fakeVolume) ImportToken(ctx context.Context, h *luks.Header, tok []byte, keyslot int) (int, *luks.Header, error) {
+	id, err := v.importToken(tok, keyslot)
+	if err != nil {
+		return -1, nil, err
+	}
+	after, _ := v.Inspect(ctx)
+	return id, after, nil
+}
+
+func (v *fakeVolume) importToken(tok []byte, keyslot int) (int, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.version != 2 {
@@ -199,23 +235,29 @@ func (v *fakeVolume) ImportToken(ctx context.Context, tok []byte, keyslot int) (
 	return -1, errors.New("no token id free")
 }
 
-func (v *fakeVolume) ReplaceToken(ctx context.Context, id int, tok []byte, keyslot int) error {
+func (v *fakeVolume) ReplaceToken(ctx context.Context, h *luks.Header, id int, tok []byte, keyslot int) (*luks.Header, error) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	if _, ok := v.tokens[id]; !ok {
-		return luks.ErrTokenNotFound
+		v.mu.Unlock()
+		return nil, luks.ErrTokenNotFound
 	}
-	return v.putToken(id, tok, keyslot)
+	err := v.putToken(id, tok, keyslot)
+	v.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return v.Inspect(ctx)
 }
 
-func (v *fakeVolume) RemoveToken(ctx context.Context, id int) error {
+func (v *fakeVolume) RemoveToken(ctx context.Context, h *luks.Header, id int) (*luks.Header, error) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	if _, ok := v.tokens[id]; !ok {
-		return luks.ErrTokenNotFound
+		v.mu.Unlock()
+		return nil, luks.ErrTokenNotFound
 	}
 	delete(v.tokens, id)
-	return nil
+	v.mu.Unlock()
+	return v.Inspect(ctx)
 }
 
 // keyOf returns the key of a keyslot (test helper).
@@ -232,23 +274,32 @@ func (v *fakeVolume) inUse(slot int) bool {
 	return ok
 }
 
-// editToken changes the custos token's JSON through fn.
-func (v *fakeVolume) editToken(t *testing.T, fn func(*tokenJSON)) {
+// setToken puts raw bytes into the header as token id, bound to keyslot
+// (an attacker who holds the disk can write anything there).
+func (v *fakeVolume) setToken(id int, typ string, keyslots []int, raw []byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.tokens[id] = luks.Token{ID: id, Type: typ, Keyslots: keyslots, JSON: bytes.Clone(raw)}
+}
+
+// custosToken returns the first custos token's ID and decoded form.
+func (v *fakeVolume) custosToken(t *testing.T) (int, *store.Token) {
 	t.Helper()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for id, tk := range v.tokens {
-		var tj tokenJSON
-		if err := json.Unmarshal(tk.JSON, &tj); err != nil {
-			t.Fatal(err)
+	for i := range luks.LUKS2Tokens {
+		tk, ok := v.tokens[i]
+		if !ok || tk.Type != luks.TokenType {
+			continue
 		}
-		fn(&tj)
-		b, _ := json.Marshal(tj)
-		tk.JSON = b
-		v.tokens[id] = tk
-		return
+		tok, err := store.ParseToken(tk.JSON)
+		if err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+		return i, tok
 	}
-	t.Fatal("no token to edit")
+	t.Fatal("no custos token")
+	return -1, nil
 }
 
 // fakeCard is an in-memory custody card.
@@ -257,19 +308,29 @@ type fakeCard struct {
 	serial   uint32
 	pin      []byte
 	retries  int
-	verified bool
 	slots    map[uint8]*fakeSlot
 	reader   string
-	// failWrite makes WriteShare fail; corruptRead makes ReadShare return
-	// a different sealed share than written.
-	failWrite   error
-	corruptRead bool
-	opened      int // OpenShare calls that reached the key
+	attest   attestMode
+	// failWrite makes WriteShare fail.
+	failWrite error
+	opened    int // ECDHs that reached the key
+	verifies  int // PIN verifications
+	reads     int // certificate reads
 }
+
+// attestMode is how a fake card answers an attestation.
+type attestMode int
+
+const (
+	attestGenuine   attestMode = iota // a verified attestation, PIN policy always
+	attestNone                        // the card cannot attest (ErrNoAttestation)
+	attestUnknownCA                   // the chain does not verify (ErrAttestation)
+	attestNoPIN                       // verified, but PIN policy never
+)
 
 type fakeSlot struct {
 	priv *ecdsa.PrivateKey
-	cert *cards.ShareCert
+	cert *cards.SlotCert
 }
 
 func newFakeCard(t *testing.T, serial uint32, pin string) *fakeCard {
@@ -287,26 +348,26 @@ func (c *fakeCard) newKey(t testing.TB, slot uint8) {
 	c.slots[slot] = &fakeSlot{priv: k}
 }
 
-func copyCert(sc *cards.ShareCert) *cards.ShareCert {
+func copyCert(sc *cards.SlotCert) *cards.SlotCert {
 	if sc == nil {
 		return nil
 	}
 	cp := *sc
-	if sc.Sealed != nil {
-		b, _ := sc.Sealed.MarshalBinary()
-		cp.Sealed, _ = shares.ParseSealedShare(b)
+	cp.Payload = bytes.Clone(sc.Payload)
+	if sc.V1 != nil {
+		v1 := *sc.V1
+		if sc.V1.Sealed != nil {
+			b, _ := sc.V1.Sealed.MarshalBinary()
+			v1.Sealed, _ = shares.ParseSealedShare(b)
+		}
+		cp.V1 = &v1
 	}
 	return &cp
 }
 
 func (c *fakeCard) Serial() uint32 { return c.serial }
 func (c *fakeCard) Reader() string { return c.reader }
-func (c *fakeCard) Close() error {
-	c.mu.Lock()
-	c.verified = false
-	c.mu.Unlock()
-	return nil
-}
+func (c *fakeCard) Close() error   { return nil }
 
 func (c *fakeCard) Custody() ([]cards.SlotInfo, error) {
 	c.mu.Lock()
@@ -318,7 +379,7 @@ func (c *fakeCard) Custody() ([]cards.SlotInfo, error) {
 			continue
 		}
 		fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
-		out = append(out, cards.SlotInfo{Slot: s, PublicKey: &fs.priv.PublicKey, Fingerprint: fp, Share: copyCert(fs.cert)})
+		out = append(out, cards.SlotInfo{Slot: s, PublicKey: &fs.priv.PublicKey, Fingerprint: fp, Cert: copyCert(fs.cert)})
 	}
 	return out, nil
 }
@@ -346,6 +407,7 @@ func (c *fakeCard) Init(opts cards.InitOptions) (*cards.Custody, error) {
 }
 
 func (c *fakeCard) checkPIN(pin []byte) error {
+	c.verifies++
 	if c.retries == 0 {
 		return cards.ErrPINBlocked
 	}
@@ -357,69 +419,96 @@ func (c *fakeCard) checkPIN(pin []byte) error {
 	return nil
 }
 
-func (c *fakeCard) VerifyPIN(pin []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.checkPIN(pin); err != nil {
-		return err
+func (c *fakeCard) slotOf(slot uint8, recipient shares.Fingerprint) (*fakeSlot, error) {
+	fs, ok := c.slots[slot]
+	if !ok {
+		return nil, cards.ErrNoCustodySlot
 	}
-	c.verified = true
-	return nil
+	fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
+	if recipient != fp {
+		return nil, cards.ErrWrongCard
+	}
+	return fs, nil
 }
 
-func (c *fakeCard) WriteShare(slot uint8, sc *cards.ShareCert) error {
+func (c *fakeCard) open(fs *fakeSlot, sealed *shares.SealedShare) (*shares.Share, error) {
+	c.opened++
+	pub, _ := fs.priv.PublicKey.ECDH()
+	priv, _ := fs.priv.ECDH()
+	return shares.Open(sealed, pub, func(eph *ecdh.PublicKey) ([]byte, error) { return priv.ECDH(eph) })
+}
+
+func (c *fakeCard) WriteShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.failWrite != nil {
-		return c.failWrite
+		return nil, c.failWrite
 	}
-	if !c.verified {
-		return cards.ErrPINRequired
+	fs, err := c.slotOf(slot, sealed.Recipient)
+	if err != nil {
+		return nil, err
 	}
-	fs, ok := c.slots[slot]
-	if !ok {
-		return cards.ErrNoCustodySlot
+	if err := c.checkPIN(pin); err != nil {
+		return nil, err
 	}
-	fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
-	if sc.Sealed.Recipient != fp {
-		return cards.ErrWrongCard
+	sh, err := c.open(fs, sealed)
+	if err != nil {
+		return nil, err
 	}
-	fs.cert = copyCert(sc)
-	return nil
+	fs.cert = &cards.SlotCert{Payload: bytes.Clone(payload), Key: sealed.Recipient}
+	return sh, nil
 }
 
-func (c *fakeCard) ReadShare(slot uint8) (*cards.ShareCert, error) {
+func (c *fakeCard) ReadShare(slot uint8) (*cards.SlotCert, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.reads++
 	fs, ok := c.slots[slot]
 	if !ok || fs.cert == nil {
 		return nil, cards.ErrNoCustodySlot
 	}
-	cp := copyCert(fs.cert)
-	if c.corruptRead {
-		cp.Sealed.Ciphertext[0] ^= 1
-	}
-	return cp, nil
+	return copyCert(fs.cert), nil
 }
 
 func (c *fakeCard) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	fs, ok := c.slots[slot]
-	if !ok {
-		return nil, cards.ErrNoCustodySlot
-	}
-	pub, _ := fs.priv.PublicKey.ECDH()
-	fp, _ := shares.FingerprintOf(pub)
-	if sealed.Recipient != fp {
-		return nil, cards.ErrWrongCard
+	fs, err := c.slotOf(slot, sealed.Recipient)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.checkPIN(pin); err != nil {
 		return nil, err
 	}
-	c.opened++
-	priv, _ := fs.priv.ECDH()
-	return shares.Open(sealed, pub, func(eph *ecdh.PublicKey) ([]byte, error) { return priv.ECDH(eph) })
+	return c.open(fs, sealed)
+}
+
+// fakeAttestationCA stands for a card maker's attestation chain: the
+// fake's attestations carry its "certificates" (bytes, not verified: the
+// real stack's tests verify real chains).
+var fakeAttestationCA = &x509.Certificate{Raw: []byte("fake attestation-signing certificate")}
+
+func (c *fakeCard) Attest(slot uint8, roots *x509.CertPool) (*cards.Attestation, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fs, ok := c.slots[slot]
+	if !ok {
+		return nil, cards.ErrNoCustodySlot
+	}
+	switch c.attest {
+	case attestNone:
+		return nil, fmt.Errorf("attest slot %02x: %w", slot, cards.ErrNoAttestation)
+	case attestUnknownCA:
+		return nil, fmt.Errorf("attest slot %02x: %w: x509: certificate signed by unknown authority", slot, cards.ErrAttestation)
+	}
+	fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
+	a := &cards.Attestation{Slot: slot, PublicKey: &fs.priv.PublicKey, Fingerprint: fp, Serial: c.serial, Firmware: "5.7.1",
+		PINPolicy: piv.PINPolicyAlways, TouchPolicy: piv.TouchPolicyNever, Issuer: "CN=fake attestation root",
+		Cert: &x509.Certificate{Raw: append([]byte("fake slot attestation "), fp[:]...)}, Intermediate: fakeAttestationCA}
+	if c.attest == attestNoPIN {
+		a.PINPolicy = piv.PINPolicyNever
+	}
+	return a, nil
 }
 
 func (c *fakeCard) WipeShare(slot uint8, pin []byte) error {
@@ -439,11 +528,31 @@ func (c *fakeCard) WipeShare(slot uint8, pin []byte) error {
 	return nil
 }
 
-// cert returns the card's certificate in slot 82 (test helper).
-func (c *fakeCard) cert(slot uint8) *cards.ShareCert {
+// copyOf returns the decoded certificate in slot (test helper), nil when
+// there is none.
+func (c *fakeCard) copyOf(t *testing.T, slot uint8) *store.CardCopy {
+	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.slots[slot].cert
+	fs, ok := c.slots[slot]
+	if !ok || fs.cert == nil || fs.cert.Payload == nil {
+		return nil
+	}
+	cp, err := store.ParseCardCopy(fs.cert.Payload)
+	if err != nil {
+		t.Fatalf("card %d slot %02x: %v", c.serial, slot, err)
+	}
+	return cp
+}
+
+// setPayload replaces the certificate's payload in slot (a custodian can
+// write their own certificate).
+func (c *fakeCard) setPayload(slot uint8, payload []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fs := c.slots[slot]
+	fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
+	fs.cert = &cards.SlotCert{Payload: bytes.Clone(payload), Key: fp}
 }
 
 // fakeSource hands over the queued cards in order; once they are used up it

@@ -4,82 +4,93 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"custos.dev/custos/luks"
 )
 
-// slotState is what a ceremony's remembered keyslot number holds now.
-type slotState int
+// killVerdict is whether custos may kill a ceremony's keyslot, and why.
+type killVerdict struct {
+	ok bool
+	// free: the keyslot holds no key (nothing to kill).
+	free bool
+	// why says what proved it, or why it is left in place.
+	why string
+}
 
-const (
-	slotFree    slotState = iota // no key under the number
-	slotOwn                      // the ceremony's own keyslot, proven
-	slotUnknown                  // a key, but custos cannot prove it is the ceremony's
-	slotOther                    // a key that is not the ceremony's: another salt
-)
-
-// ownership says whether keyslot rec.Keyslot of h is still the one custos
-// added for rec. Proof is the recorded salt (Record.KeyslotSalt) matching
-// the keyslot's, or else key, the ceremony's recovery key while the
-// process that made it still holds it, opening the keyslot. A keyslot
-// number alone proves nothing: after a crash an operator may have added a
-// key of their own, and cryptsetup puts it in the first free keyslot.
-func ownership(ctx context.Context, env *Env, h *luks.Header, rec *Record, key []byte) (slotState, error) {
-	ks := h.Keyslot(rec.Keyslot)
-	if rec.Keyslot < 0 || ks == nil {
-		return slotFree, nil
+// mayKill decides whether keyslot rec.Keyslot may be killed as rec's
+// recovery keyslot. Never a keyslot the authorising keys open (protect),
+// never one that another program's token is bound to (systemd-cryptenroll's
+// TPM2 or FIDO2 keyslots, say). Otherwise only on proof: own, a key this
+// process holds for rec, opens it; or the volume's token and the log —
+// two independent copies — agree on the ceremony's keyslot and salt, and
+// the keyslot still has that salt. A keyslot number alone, or one copy
+// alone, proves nothing: a key someone added later can sit under the
+// number, and a forged log or header can name any keyslot.
+func mayKill(ctx context.Context, env *Env, v *view, rec *Record, protect []int, own []byte) (killVerdict, error) {
+	slot := rec.Keyslot
+	ks := v.h.Keyslot(slot)
+	switch {
+	case slot < 0 || ks == nil:
+		return killVerdict{free: true, why: fmt.Sprintf("keyslot %d holds no key", slot)}, nil
+	case slices.Contains(protect, slot):
+		return killVerdict{why: fmt.Sprintf("keyslot %d is one the authorising key opens, which custos never kills", slot)}, nil
 	}
-	if rec.KeyslotSalt != "" {
-		if ks.Salt == rec.KeyslotSalt {
-			return slotOwn, nil
+	for _, t := range v.h.Tokens {
+		if t.Type != luks.TokenType && slices.Contains(t.Keyslots, slot) {
+			return killVerdict{why: fmt.Sprintf("keyslot %d is bound to token %d of type %q, another program's", slot, t.ID, safeText(t.Type))}, nil
 		}
-		return slotOther, nil
 	}
-	if key != nil {
-		err := env.Volume.TestKey(ctx, key, rec.Keyslot)
+	if own != nil {
+		err := env.Volume.TestKey(ctx, own, slot)
 		switch {
 		case err == nil:
-			return slotOwn, nil
-		case errors.Is(err, luks.ErrWrongKey):
-			return slotOther, nil
-		default:
-			return slotUnknown, err
+			return killVerdict{ok: true, why: fmt.Sprintf("the recovery key of ceremony %s opens keyslot %d", idText(rec.ID), slot)}, nil
+		case !errors.Is(err, luks.ErrWrongKey):
+			return killVerdict{}, err
 		}
 	}
-	return slotUnknown, nil
+	c := v.claimOf(rec.ID)
+	switch {
+	case c == nil || c.token == nil || c.log == nil:
+		have := "only the log"
+		if c != nil && c.log == nil {
+			have = "only the token"
+		}
+		return killVerdict{why: fmt.Sprintf("%s names keyslot %d as ceremony %s's: one copy proves nothing", have, slot, idText(rec.ID))}, nil
+	case !c.frameAgrees():
+		return killVerdict{why: fmt.Sprintf("the token and the log disagree about ceremony %s", idText(rec.ID))}, nil
+	case c.token.anchorErr != nil:
+		return killVerdict{why: fmt.Sprintf("%s's anchor fails against the log: %v", c.token.name(), c.token.anchorErr)}, nil
+	case c.log.Record.Keyslot != slot || c.log.Record.Salt == "":
+		return killVerdict{why: fmt.Sprintf("the copies of ceremony %s record no salt for keyslot %d", idText(rec.ID), slot)}, nil
+	case ks.Salt != c.log.Record.Salt:
+		return killVerdict{why: fmt.Sprintf("keyslot %d no longer holds the key of ceremony %s (another key was added under its number)", slot, idText(rec.ID))}, nil
+	}
+	return killVerdict{ok: true, why: fmt.Sprintf("the token and the log agree that keyslot %d, salt %.16s..., is ceremony %s's", slot, ks.Salt, idText(rec.ID))}, nil
 }
 
-// recordSalt reads back the salt of the keyslot just added for rec and
-// logs it, so that a rerun after a crash can tell that keyslot from a key
-// added later under the same number.
-func recordSalt(ctx context.Context, env *Env, rec *Record) error {
-	h, err := env.Volume.Inspect(ctx)
+// killRecovery kills rec's keyslot when mayKill allows it, keeping keep
+// (which auth opens) and every keyslot in protect, and says what it did or
+// why it did not; v.h becomes the header after the change.
+func killRecovery(ctx context.Context, env *Env, v *view, rec *Record, keep int, auth, own []byte, what string, protect ...int) (bool, error) {
+	kv, err := mayKill(ctx, env, v, rec, append(protect, keep), own)
 	if err != nil {
-		return err
+		return false, err
 	}
-	ks := h.Keyslot(rec.Keyslot)
-	if ks == nil || ks.Salt == "" {
-		return fmt.Errorf("keyslot %d: no salt to record after adding it", rec.Keyslot)
+	if kv.free {
+		return false, nil
 	}
-	rec.KeyslotSalt = ks.Salt
-	if _, err := put(env, rec); err != nil {
-		return err
+	if !kv.ok {
+		env.say("keyslot %d of %s %s left in place: %s; if it is not yours, remove it with cryptsetup luksKillSlot %s %d",
+			rec.Keyslot, what, idText(rec.ID), kv.why, env.device(), rec.Keyslot)
+		return false, nil
 	}
-	return nil
-}
-
-// sayLeft tells the operator about a keyslot custos leaves in place because
-// it cannot prove it is the ceremony's.
-func sayLeft(env *Env, st slotState, rec *Record) {
-	what := "interrupted enrollment"
-	if rec.Replaces != "" {
-		what = "interrupted rotation"
+	h, err := env.Volume.KillKeyslot(ctx, v.h, rec.Keyslot, keep, auth)
+	if err != nil {
+		return false, err
 	}
-	switch st {
-	case slotUnknown:
-		env.say("keyslot %d may be left over from %s %s, but custos never recorded it as its own, so it is left in place; if it is not yours, remove it with cryptsetup luksKillSlot %s %d",
-			rec.Keyslot, what, rec.ID, env.device(), rec.Keyslot)
-	case slotOther:
-		env.say("keyslot %d no longer holds the key of %s %s (another key was added under its number): left in place", rec.Keyslot, what, rec.ID)
-	}
+	v.h = h
+	env.say("killed keyslot %d of %s %s (%s)", rec.Keyslot, what, idText(rec.ID), kv.why)
+	return true, nil
 }

@@ -1,6 +1,10 @@
 package escrow
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+
 	"custos.dev/custos/shares"
 	"custos.dev/custos/store"
 )
@@ -9,84 +13,108 @@ import (
 const (
 	StatusOpen      = store.StatusOpen      // begun, not every share written and verified
 	StatusActive    = store.StatusActive    // the volume's recovery path
-	StatusAbandoned = store.StatusAbandoned // stopped; its keyslot killed
+	StatusAbandoned = store.StatusAbandoned // stopped; its keyslot killed or named for removal
 	StatusRetired   = store.StatusRetired   // rotated out; its keyslot killed
 )
 
-// Record is a ceremony as one copy (token, log or card certificates) tells
-// it. Everything in it is public.
-type Record struct {
-	ID      shares.CeremonyID
-	Volume  shares.VolumeID
-	K, N    int
-	Keyslot int // the recovery key's keyslot; -1 before it is chosen
-	// KeyslotSalt is the recovery keyslot's PBKDF salt (luks.Keyslot.Salt)
-	// as read back right after custos added it: the keyslot's identity.
-	// custos kills a keyslot by a remembered number only while it still
-	// has this salt, so a key someone added later under the same number
-	// is never taken for the ceremony's. "" when never recorded (a crash
-	// between adding the keyslot and recording it, or a ceremony from an
-	// older custos).
-	KeyslotSalt string
-	Digest      shares.Digest
-	// Cards are the custodians' cards, in index order, as far as written
-	// (an open ceremony may have fewer than N).
-	Cards  []CardRef
-	Status string
-	// Replaces and ReplacedBy link a rotation's ceremonies ("" if none).
-	Replaces, ReplacedBy string
-	// Anchor is the log's head when the copy was written (token and card
-	// copies), zero when unknown.
-	Anchor store.Head
+// Record is a ceremony's content, the one type every copy decodes to: the
+// LUKS2 token, a card's certificate and the log's ceremony events
+// (docs/FORMAT.md section 8). Everything in it is public.
+type Record = store.Record
+
+// RecordCard is one custodian's part in a ceremony.
+type RecordCard = store.RecordCard
+
+// idOf is a record's ceremony ID in the type package shares uses.
+func idOf(r *Record) shares.CeremonyID { return shares.CeremonyID(r.ID) }
+
+// volumeOf is a record's volume ID in the type package shares uses.
+func volumeOf(r *Record) shares.VolumeID { return shares.VolumeID(r.Volume) }
+
+// idText is a ceremony ID as the log and the messages write it.
+func idText(id [16]byte) string { return shares.CeremonyID(id).String() }
+
+// sealedOf parses a card's sealed share and checks that it belongs where
+// the record puts it: its header names the record's ceremony, volume, k, n
+// and the card's index, and it is sealed to the card's key. The store
+// decodes the record; these checks need package shares, so every copy goes
+// through them here before its shares are used (checkRecord).
+func sealedOf(r *Record, c *RecordCard) (*shares.SealedShare, error) {
+	s, err := shares.ParseSealedShare(c.Sealed)
+	if err != nil {
+		return nil, fmt.Errorf("card %d: sealed share: %w", c.Index, err)
+	}
+	h := s.Header
+	if h.Ceremony != idOf(r) || h.Volume != volumeOf(r) || h.Index != c.Index || h.K != r.K || h.N != r.N {
+		return nil, fmt.Errorf("card %d: the sealed share names another ceremony, volume, index or quorum", c.Index)
+	}
+	if s.Recipient != shares.Fingerprint(c.Key) {
+		return nil, fmt.Errorf("card %d: the share is sealed to another key than the card's", c.Index)
+	}
+	return s, nil
 }
 
-// CardRef is one custodian's part in a ceremony.
-type CardRef struct {
-	Index       int    // share index, 1..N
-	Serial      string // the card's serial number, decimal
-	Slot        uint8  // the PIV slot of the card key, 0x82..0x95
-	Fingerprint shares.Fingerprint
-	Custodian   string
-	Commitment  shares.Commitment
-	Sealed      *shares.SealedShare
-}
-
-// Card returns the card with share index i, or nil.
-func (r *Record) Card(i int) *CardRef {
-	for k := range r.Cards {
-		if r.Cards[k].Index == i {
-			return &r.Cards[k]
+// checkRecord checks every sealed share of a record (sealedOf).
+func checkRecord(r *Record) error {
+	for i := range r.Cards {
+		if _, err := sealedOf(r, &r.Cards[i]); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// Complete reports whether every one of the N shares is recorded.
-func (r *Record) Complete() bool {
-	if len(r.Cards) != r.N {
-		return false
-	}
-	for i := 1; i <= r.N; i++ {
-		c := r.Card(i)
-		if c == nil || c.Sealed == nil || c.Commitment == (shares.Commitment{}) {
-			return false
+// ceremonyOf is the shares.Ceremony a record describes, with the
+// commitments of the cards it has (the others zero).
+func ceremonyOf(r *Record) *shares.Ceremony {
+	c := &shares.Ceremony{ID: idOf(r), Volume: volumeOf(r), K: r.K, N: r.N, Digest: shares.Digest(r.Digest),
+		Commitments: make([]shares.Commitment, r.N), SecretSize: shares.RecoveryKeySize}
+	for _, cr := range r.Cards {
+		if cr.Index >= 1 && cr.Index <= r.N {
+			c.Commitments[cr.Index-1] = shares.Commitment(cr.Commitment)
 		}
 	}
-	return true
+	return c
 }
 
-// CardOutcome is what became of one card inserted during a ceremony.
-type CardOutcome struct {
-	Serial    string
-	Reader    string
-	Custodian string // "" when the card is not known
-	Index     int    // the share index, 0 when the card holds none of ours
-	// Err is nil when the card did its part; otherwise it says why not,
-	// wrapping ErrNotCustodian, ErrSeenTwice, ErrOtherCeremony,
-	// ErrCopiesDisagree (a *DisagreeError), shares.ErrCommitmentMismatch,
-	// cards.ErrWrongPIN (a *cards.PINError), or a card error.
-	Err error
+// frameOf is a copy of the record without its cards: what a provisional
+// token holds, and the part of a ceremony that never changes.
+func frameOf(r *Record) *Record {
+	f := r.Clone()
+	f.Cards = nil
+	return f
 }
 
-// OK reports whether the card did its part.
-func (o CardOutcome) OK() bool { return o.Err == nil }
+// withCard is the record with one card only: what that card's certificate
+// carries.
+func withCard(r *Record, c RecordCard) *Record {
+	f := frameOf(r)
+	f.Cards = []RecordCard{c}
+	return f
+}
+
+// attestationDigest is what a record keeps of a card's attestation: the
+// SHA-256 of the slot's attestation certificate followed by the card's
+// attestation-signing certificate (docs/FORMAT.md section 8). The
+// certificates themselves go into the log.
+func attestationDigest(cert, intermediate *x509.Certificate) [32]byte {
+	h := sha256.New()
+	h.Write(cert.Raw)
+	h.Write(intermediate.Raw)
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// who names a card for messages: "card 12345678 (custodian alice)", the
+// custodian's name made safe for a terminal.
+func who(serial, custodian string) string {
+	s := "card " + safeText(serial)
+	if custodian != "" {
+		s += " (custodian " + safeText(custodian) + ")"
+	}
+	return s
+}
+
+// fingerprintText is a card key's fingerprint as the log writes it.
+func fingerprintText(k [32]byte) string { return shares.Fingerprint(k).String() }

@@ -23,23 +23,142 @@ type RecoverOptions struct {
 // RecoverResult is what Recover did.
 type RecoverResult struct {
 	Ceremony *Record
-	// Source is where the ceremony was learnt: "token", "log",
-	// "token+log" or "cards".
+	// Source names the copies the ceremony was followed from, e.g.
+	// "token 0+log", "log+card 12345678's certificate", "cards".
 	Source string
+	// Keyslot is the recovery keyslot the recovered key opened.
+	Keyslot int
 	// NewKeyslot is the keyslot added with the new key.
 	NewKeyslot int
 	// Cards are the outcomes of the cards inserted, in order.
 	Cards []CardOutcome
+	// Problems are the disagreements between copies and the failed
+	// anchors noticed on the way, each naming the copies.
+	Problems []string
 	// Anchor is the log head after the recovery was logged (zero without
 	// a log).
 	Anchor store.Head
 }
 
+// unlocked is a recovery key gathered from cards and proven: it opens
+// keyslot slot.
+type unlocked struct {
+	key      []byte
+	slot     int
+	rec      *Record
+	source   string
+	outcomes []CardOutcome
+	problems []string
+	anchors  []error
+}
+
+// unlock collects cards until one candidate ceremony (only, when given)
+// reconstructs a recovery key that opens a keyslot, and returns it. The
+// ceremony to recover is chosen by what the copies confirm and what each
+// card's certificate names; the recovered key settles it: when it does not
+// open the keyslot its copies name, the keyslot it does open (if any) is
+// taken and the copies named as suspect, else the candidate is given up
+// and the others are tried with more cards.
+func unlock(ctx context.Context, env *Env, v *view, only *[16]byte) (*unlocked, error) {
+	cands, notes := v.candidates()
+	u := &unlocked{problems: notes}
+	for _, n := range notes {
+		env.say("warning: %s", n)
+	}
+	for _, t := range v.tokens {
+		if t.err != nil {
+			u.problems = append(u.problems, fmt.Sprintf("%s is unreadable: %v", t.name(), t.err))
+			env.say("warning: %s is unreadable: %v", t.name(), t.err)
+		}
+		if t.anchorErr != nil {
+			u.anchors = append(u.anchors, fmt.Errorf("%s: %w", t.name(), t.anchorErr))
+			u.problems = append(u.problems, fmt.Sprintf("%s: its anchor fails against the log: %v", t.name(), t.anchorErr))
+			env.say("warning: %s: its anchor fails against the log: %v", t.name(), t.anchorErr)
+		}
+	}
+	if only != nil {
+		var keep []*candidate
+		for _, c := range cands {
+			if c.rec.ID == *only {
+				keep = append(keep, c)
+			}
+		}
+		cands = keep
+	}
+	col := newCollector(env, v, cands)
+	col.only = only
+	defer col.wipe()
+	if len(cands) == 0 {
+		env.say("no token or log entry tells of a usable ceremony of this volume: learning it from the cards")
+	} else {
+		for _, c := range cands {
+			state := "unconfirmed"
+			if c.confirmed {
+				state = "confirmed"
+			}
+			env.say("ceremony %s (%d of %d) from %s, %s", idText(c.rec.ID), c.rec.K, c.rec.N, strings.Join(c.sources, " and "), state)
+		}
+	}
+	defer func() {
+		u.outcomes = col.outcomes
+		u.problems = append(u.problems, col.problems...)
+		u.anchors = append(u.anchors, col.anchorErrs...)
+	}()
+	for {
+		secret, cand, err := col.gather(ctx)
+		if err != nil {
+			return u, err
+		}
+		key := shares.EncodeRecoveryKey(secret)
+		shares.Wipe(secret)
+		slot, err := proveKey(ctx, env, key, cand.rec.Keyslot)
+		if err != nil {
+			shares.Wipe(key)
+			if errors.Is(err, ErrKeyslotMismatch) {
+				col.drop(cand, err)
+				continue
+			}
+			return u, err
+		}
+		if slot != cand.rec.Keyslot {
+			col.note("%s names keyslot %d, but its recovered key opens keyslot %d: the copies are suspect; following the key", cand.name(), cand.rec.Keyslot, slot)
+		}
+		u.key, u.slot, u.rec = key, slot, cand.rec
+		u.source = strings.Join(cand.sources, "+")
+		if cand.fromCards {
+			u.source = "cards"
+		}
+		return u, nil
+	}
+}
+
+// proveKey tests a recovered key on the keyslot its copies name — one
+// test — and, when it does not open it, finds the keyslot it opens.
+func proveKey(ctx context.Context, env *Env, key []byte, slot int) (int, error) {
+	err := env.Volume.TestKey(ctx, key, slot)
+	if err == nil {
+		return slot, nil
+	}
+	if !errors.Is(err, luks.ErrWrongKey) && !errors.Is(err, luks.ErrKeyslotInactive) {
+		return -1, err
+	}
+	found, ferr := env.Volume.FindKeyslot(ctx, key)
+	if ferr == nil {
+		return found, nil
+	}
+	if errors.Is(ferr, luks.ErrWrongKey) {
+		return -1, fmt.Errorf("keyslot %d: %w", slot, ErrKeyslotMismatch)
+	}
+	return -1, ferr
+}
+
 // Recover collects K good shares from the custodians' cards, one card at a
 // time (or from several readers), combines them into the recovery key,
-// tests it against its keyslot and adds a new keyslot with the operator's
-// new key. Each card gets its own outcome; fewer than K good shares before
-// ctx ends is ErrQuorum.
+// proves it on its keyslot and adds a new keyslot with the operator's new
+// key. Each card gets its own outcome; fewer than K good shares before ctx
+// ends is ErrQuorum. An anchor that failed against the log (the token's,
+// or a card's) makes the result an error wrapping store.ErrAnchor after the
+// new keyslot is added: the volume opens, and the copies need a look.
 func Recover(ctx context.Context, env *Env, opts RecoverOptions) (*RecoverResult, error) {
 	if err := env.need("recover", true, true, false, true); err != nil {
 		return nil, err
@@ -51,45 +170,15 @@ func Recover(ctx context.Context, env *Env, opts RecoverOptions) (*RecoverResult
 	if v.logErr != nil {
 		env.say("warning: the ceremony log is unreadable (%v): using the token and the cards", v.logErr)
 	}
-	cands, notes, err := v.candidates()
-	for _, n := range notes {
-		env.say("warning: %s", n)
-	}
-	if err != nil {
-		return nil, withHint(fmt.Errorf("recover: %w", err), "the volume's token and the ceremony log disagree: run custos log verify, and custos status %s", env.device())
-	}
-	col := newCollector(env, v, cands)
-	defer col.wipe()
-	res := &RecoverResult{NewKeyslot: -1}
-	if len(cands) == 0 {
-		col.fromCards = true
-		res.Source = "cards"
-		env.say("no token or log entry tells of this volume's ceremony: learning it from the cards")
-	} else {
-		for _, c := range cands {
-			env.say("ceremony %s (%d of %d) from %s", c.rec.ID, c.rec.K, c.rec.N, strings.Join(c.sources, " and "))
-		}
-	}
-	secret, cand, err := col.gather(ctx)
-	res.Cards = col.outcomes
+	res := &RecoverResult{NewKeyslot: -1, Keyslot: -1}
+	u, err := unlock(ctx, env, v, nil)
+	res.Cards, res.Problems = u.outcomes, u.problems
 	if err != nil {
 		return res, fmt.Errorf("recover: %w", err)
 	}
-	defer shares.Wipe(secret)
-	res.Ceremony = cand.rec
-	if res.Source == "" {
-		res.Source = strings.Join(cand.sources, "+")
-	}
-	key := shares.EncodeRecoveryKey(secret)
-	defer shares.Wipe(key)
-	if err := env.Volume.TestKey(ctx, key, cand.rec.Keyslot); err != nil {
-		if errors.Is(err, luks.ErrWrongKey) {
-			return res, withHint(fmt.Errorf("recover: keyslot %d: %w", cand.rec.Keyslot, ErrKeyslotMismatch),
-				"the keyslot was changed after the ceremony; run custos status %s", env.device())
-		}
-		return res, fmt.Errorf("recover: %w", err)
-	}
-	env.say("the recovery key opens keyslot %d", cand.rec.Keyslot)
+	defer shares.Wipe(u.key)
+	res.Ceremony, res.Source, res.Keyslot = u.rec, u.source, u.slot
+	env.say("the recovery key opens keyslot %d", u.slot)
 
 	newKey := opts.NewKey
 	if newKey == nil {
@@ -98,27 +187,34 @@ func Recover(ctx context.Context, env *Env, opts RecoverOptions) (*RecoverResult
 		}
 		defer shares.Wipe(newKey)
 	}
-	slot, err := env.Volume.AddKeyslot(ctx, key, newKey, luks.AddOptions{PBKDF: env.PBKDF})
+	ks, _, err := env.Volume.AddKeyslot(ctx, v.h, u.key, newKey, luks.AddOptions{PBKDF: env.PBKDF})
 	if err != nil {
 		return res, fmt.Errorf("recover: %w", err)
 	}
+	slot := ks.ID
 	res.NewKeyslot = slot
 	env.say("added keyslot %d with the new key", slot)
 
-	if env.Log != nil {
-		h, err := logRecovery(env, v, cand, res)
+	if env.Log != nil && v.logErr == nil {
+		h, err := logRecovery(env, u, res)
 		if err != nil {
 			env.say("warning: the recovery is done but could not be logged: %v", err)
 			return res, withHint(fmt.Errorf("recover: keyslot %d added, but %w", slot, err), "the volume opens with the new key; repair the log with custos log verify")
 		}
 		res.Anchor = h
 	}
+	if len(u.anchors) > 0 {
+		return res, withHint(fmt.Errorf("recover: keyslot %d added, but %w", slot, errors.Join(u.anchors...)),
+			"the volume opens with the new key; the log is not the one the named copies were written against: run custos log verify and custos status %s", env.device())
+	}
 	return res, nil
 }
 
-// logRecovery records a recovery. A ceremony the log does not know (its
-// file was lost) is recorded first from the token, when the token had it.
-func logRecovery(env *Env, v *view, cand *candidate, res *RecoverResult) (store.Head, error) {
+// logRecovery records a recovery as one event. The ceremony is named in
+// the body; the event belongs to the ceremony in the log only when the
+// log holds it — a recovery never copies a ceremony into the log from the
+// token, which would make one copy look like two.
+func logRecovery(env *Env, u *unlocked, res *RecoverResult) (store.Head, error) {
 	type card struct {
 		Serial string `json:"serial"`
 		Index  int    `json:"index"`
@@ -129,7 +225,7 @@ func logRecovery(env *Env, v *view, cand *candidate, res *RecoverResult) (store.
 		RecoveryKeyslot int    `json:"recovery_keyslot"`
 		Source          string `json:"source"`
 		Cards           []card `json:"cards"`
-	}{Ceremony: cand.rec.ID.String(), Keyslot: res.NewKeyslot, RecoveryKeyslot: cand.rec.Keyslot, Source: res.Source}
+	}{Ceremony: idText(u.rec.ID), Keyslot: res.NewKeyslot, RecoveryKeyslot: u.slot, Source: u.source}
 	for _, o := range res.Cards {
 		if o.OK() {
 			body.Cards = append(body.Cards, card{o.Serial, o.Index})
@@ -139,18 +235,9 @@ func logRecovery(env *Env, v *view, cand *candidate, res *RecoverResult) (store.
 	if err != nil {
 		return store.Head{}, err
 	}
-	id := cand.rec.ID.String()
-	if v.logRecord(cand.rec.ID) == nil && cand.rec.Complete() {
-		rec := *cand.rec
-		rec.Status = StatusActive
-		if r, _ := shares.ParseCeremonyID(rec.Replaces); rec.Replaces != "" && v.logRecord(r) == nil {
-			rec.Replaces = "" // the log cannot link to a ceremony it does not know
-		}
-		if _, err := put(env, &rec); err != nil {
-			return store.Head{}, err
-		}
-	} else if v.logRecord(cand.rec.ID) == nil {
-		id = "" // the log cannot hold an incomplete ceremony: log the event alone
+	id := idText(u.rec.ID)
+	if _, err := env.Log.Ceremony(id); err != nil {
+		id = ""
 	}
 	return note(env, id, "recover", b)
 }

@@ -22,18 +22,28 @@ type RollcallResult struct {
 	// Cards are the outcomes of the cards inserted, in order.
 	Cards []CardOutcome
 	// Missing are the ceremony's cards not presented.
-	Missing []CardRef
+	Missing []RecordCard
+	// Upgraded lists what was rewritten in the version 2 format: "token
+	// 0", "card 12345678's certificate".
+	Upgraded []string
+	// Problems are disagreements between copies and failed anchors.
+	Problems []string
 	// Anchor is the log head after the results were logged.
 	Anchor store.Head
 }
 
 // Rollcall has each custodian in turn prove that their card still opens
 // its share and that the share matches its commitment. Nothing is
-// combined. Each card's result is logged. Rollcall stops when every card
-// (or opts.Cards of them) answered or ctx ends; cards not presented are
-// listed in Missing. A card whose share fails its check makes the error
-// ErrVerification (after every card was heard); cards not presented are no
-// error once at least one card answered.
+// combined. Each card's certificate is read and its anchor checked against
+// the log; a version 1 certificate (or one whose anchor fails) is rewritten
+// in the version 2 format while the card proves its share, and so is a
+// version 1 token the log confirms. Each card's result is logged.
+//
+// Rollcall stops when every card (or opts.Cards of them) answered or ctx
+// ends; cards not presented are listed in Missing. A card whose share
+// fails its check, or an anchor that fails, makes the error
+// ErrVerification (after every card was heard); cards not presented are
+// no error once at least one card answered.
 func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallResult, error) {
 	if err := env.need("rollcall", true, true, true, true); err != nil {
 		return nil, err
@@ -45,40 +55,44 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 	if v.logErr != nil {
 		return nil, fmt.Errorf("rollcall: %w", v.logErr)
 	}
-	cands, notes, err := v.candidates()
-	for _, n := range notes {
-		env.say("warning: %s", n)
-	}
-	if err != nil {
-		return nil, withHint(fmt.Errorf("rollcall: %w", err), "run custos status %s", env.device())
-	}
-	if len(cands) == 0 {
+	cur := v.current()
+	if cur == nil {
 		return nil, withHint(fmt.Errorf("rollcall: %w", ErrNoCeremony), "run custos enroll %s first", env.device())
 	}
-	cand := cands[0]
-	rec := cand.rec
-	if v.logRecord(rec.ID) == nil {
-		// The token's ceremony, not in this log: record it so that
-		// the rollcalls can refer to it.
-		r := *rec
-		r.Status = StatusActive
-		if r.Replaces != "" && v.logRecord(mustID(r.Replaces)) == nil {
-			r.Replaces = ""
-		}
-		if _, err := put(env, &r); err != nil {
-			return nil, fmt.Errorf("rollcall: %w", err)
-		}
+	rec := cur.rec
+	res := &RollcallResult{Ceremony: rec}
+	if !cur.confirmed {
+		res.Problems = append(res.Problems, fmt.Sprintf("ceremony %s: %s", idText(rec.ID), cur.why))
+		env.say("warning: ceremony %s is not confirmed by two copies: %s", idText(rec.ID), cur.why)
 	}
+	var anchorErrs []error
+	if t := cur.claim.token; t != nil && t.anchorErr != nil {
+		anchorErrs = append(anchorErrs, fmt.Errorf("%s: %w", t.name(), t.anchorErr))
+		res.Problems = append(res.Problems, fmt.Sprintf("%s: its anchor fails against the log: %v", t.name(), t.anchorErr))
+	}
+	inLog := v.logState(rec.ID) != nil
+
 	want := opts.Cards
 	if want <= 0 || want > rec.N {
 		want = rec.N
 	}
+	cand := newCandidate(rec, cur.claim.copies(), cur.confirmed)
 	col := newCollector(env, v, []*candidate{cand})
+	col.only, col.readCerts = &rec.ID, true
+	if inLog && cur.confirmed {
+		col.upgrade = func(cand *candidate, e RecordCard) ([]byte, error) {
+			head, err := env.Log.Head()
+			if err != nil {
+				return nil, err
+			}
+			return store.EncodeCardCopy(withCard(cand.rec, e), head)
+		}
+	}
 	defer col.wipe()
-	res := &RollcallResult{Ceremony: rec}
 	answered := map[int]bool{}
 	failed := 0
-	env.say("rollcall of ceremony %s: %d cards", rec.ID, want)
+	var results []store.Rollcall
+	env.say("rollcall of ceremony %s: %d cards", idText(rec.ID), want)
 	for len(answered) < want {
 		card, err := waitCard(ctx, env, fmt.Sprintf("insert the next card (%d of %d answered)", len(answered), want))
 		if err != nil {
@@ -91,8 +105,9 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 		t, out := col.take(card)
 		card.Close()
 		col.report(t, out)
-		if t != nil && t.share != nil {
-			t.share.Wipe()
+		col.wipe() // nothing is combined: each share is dropped once checked
+		if t != nil && col.lastCert != nil && col.upgrade != nil && (col.lastCert.rec.Version < 2 || col.anchorFailed(col.lastCert)) {
+			res.Upgraded = append(res.Upgraded, col.lastCert.name())
 		}
 		var pe *cards.PINError
 		if out.Index == 0 || errors.Is(out.Err, ErrSeenTwice) || errors.As(out.Err, &pe) || fatal(ctx, out.Err) {
@@ -105,46 +120,64 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 			continue
 		}
 		ref := rec.Card(out.Index)
-		rc := store.Rollcall{Ceremony: rec.ID.String(), Serial: ref.Serial, Fingerprint: ref.Fingerprint.String(), OK: out.OK()}
+		rc := store.Rollcall{Ceremony: idText(rec.ID), Serial: ref.Serial, Fingerprint: fingerprintText(ref.Key), OK: out.OK()}
 		if !out.OK() {
-			rc.Reason = describe(out.Err)
-			if len(rc.Reason) > 200 {
-				rc.Reason = rc.Reason[:200]
-			}
-			if errors.Is(out.Err, ErrVerification) || ExitCode(out.Err) == ExitVerification {
+			rc.Reason = safeText(describe(out.Err))
+			if ExitCode(out.Err) == ExitVerification {
 				failed++
 			}
 		}
-		h, err := env.Log.Update(func(tx *store.Tx) error {
-			_, err := tx.RecordRollcall(env.actor(), rc)
-			return err
-		})
-		if err != nil {
-			return res, fmt.Errorf("rollcall: log card %s: %w", ref.Serial, err)
-		}
-		res.Anchor = h
+		results = append(results, rc)
 		answered[out.Index] = true
 	}
 	res.Cards, res.Missing = col.outcomes, missing(rec, answered)
-	body, _ := json.Marshal(struct {
-		Answered int `json:"answered"`
-		Missing  int `json:"missing"`
-		Failed   int `json:"failed"`
-	}{len(answered), len(res.Missing), failed})
-	h, err := note(env, rec.ID.String(), "rollcall.done", body)
-	if err != nil {
-		return res, fmt.Errorf("rollcall: %w", err)
+	res.Problems = append(res.Problems, col.problems...)
+	anchorErrs = append(anchorErrs, col.anchorErrs...)
+
+	if t := cur.claim.token; t != nil && cur.confirmed && inLog && t.tok.Record.Version < 2 && v.h.Version == 2 {
+		if _, err := writeToken(ctx, env, v, rec); err != nil {
+			res.Problems = append(res.Problems, fmt.Sprintf("upgrading %s: %v", t.name(), err))
+		} else {
+			res.Upgraded = append(res.Upgraded, t.name())
+		}
 	}
-	res.Anchor = h
-	if failed > 0 {
+
+	if !inLog {
+		res.Problems = append(res.Problems, fmt.Sprintf("ceremony %s is not in this log: the rollcall is not logged", idText(rec.ID)))
+		env.say("warning: ceremony %s is not in this log (only %s holds it): the rollcall is not logged", idText(rec.ID), cur.claim.token.name())
+	} else {
+		body, _ := json.Marshal(struct {
+			Answered int `json:"answered"`
+			Missing  int `json:"missing"`
+			Failed   int `json:"failed"`
+		}{len(answered), len(res.Missing), failed})
+		h, err := env.Log.Update(func(tx *store.Tx) error {
+			for _, rc := range results {
+				if _, err := tx.RecordRollcall(env.actor(), rc); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Append(store.Event{Actor: env.actor(), Type: "rollcall.done", Ceremony: idText(rec.ID), Body: body})
+			return err
+		})
+		if err != nil {
+			return res, fmt.Errorf("rollcall: %w", err)
+		}
+		res.Anchor = h
+	}
+	switch {
+	case failed > 0:
 		return res, withHint(fmt.Errorf("rollcall: %w: %d cards failed their check", ErrVerification, failed),
 			"rotate the key to a healthy card set: custos rotate %s", env.device())
+	case len(anchorErrs) > 0:
+		return res, withHint(fmt.Errorf("rollcall: %w", errors.Join(anchorErrs...)),
+			"the log is not the one the named copies were written against: run custos log verify")
 	}
 	return res, nil
 }
 
-func missing(rec *Record, answered map[int]bool) []CardRef {
-	var out []CardRef
+func missing(rec *Record, answered map[int]bool) []RecordCard {
+	var out []RecordCard
 	for _, c := range rec.Cards {
 		if !answered[c.Index] {
 			out = append(out, c)

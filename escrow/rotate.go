@@ -26,19 +26,27 @@ type RotateOptions struct {
 	// custodian set to be inserted for wiping; 0 does not wait and lists
 	// them in RotateResult.ToWipe.
 	WipeWait time.Duration
+	// AllowUnattested: see EnrollOptions.
+	AllowUnattested bool
 }
 
 // RotateResult is what Rotate did.
 type RotateResult struct {
 	Old, New *Record
+	// OldKilled tells whether the old recovery keyslot was killed.
+	OldKilled bool
 	// Wiped are the old cards whose retired share was destroyed; ToWipe
 	// the ones still to wipe (absent, or their wipe failed).
-	Wiped, ToWipe []CardRef
+	Wiped, ToWipe []RecordCard
 	// Anchor is the log head after the rotation.
 	Anchor store.Head
 	// Resumed says what Rotate did with an unfinished rotation it found:
 	// "" (none), "finished" or "undone" (then it rotated anew).
 	Resumed string
+	// Cards are the outcomes of the old cards that authorised it.
+	Cards []CardOutcome
+	// Problems are disagreements between copies noticed on the way.
+	Problems []string
 }
 
 // authority is a key that opens a keyslot, for adding and killing
@@ -46,22 +54,28 @@ type RotateResult struct {
 type authority struct {
 	key  []byte
 	slot int
-	own  bool // key was made here and is wiped by release
+	// rec is the ceremony whose recovery key this is (gathered from its
+	// cards), nil for an operator's key.
+	rec *Record
 }
 
 func (a *authority) release() {
-	if a != nil && a.own {
+	if a != nil && a.rec != nil {
 		shares.Wipe(a.key)
 	}
 }
 
 // Rotate replaces the volume's recovery key: it obtains authority (K cards
-// of the old ceremony, or AuthKey), makes a new key and keyslot, seals new
-// shares to the new card set and verifies each on its card; only then it
-// writes the new token, kills the old keyslot, removes the old token, logs
-// old → new and wipes the old shares on the cards presented. Interrupted at
-// any step, a rerun finishes or undoes it; the volume always opens with the
-// old or the new recovery key.
+// of the current ceremony, whose recovered key proves its keyslot, or
+// AuthKey, in which case the token and the log must agree on the current
+// ceremony), makes a new key and keyslot, seals new shares to the new card
+// set and verifies each on its card; only then it writes the new token,
+// kills the old keyslot (on proof: the old recovery key opens it, or the
+// token and the log agree on its keyslot and salt), removes the old token,
+// logs old → new and wipes the old shares on the cards presented.
+// Interrupted at any step, a rerun finishes or undoes it; the volume
+// always opens with the operator's key and with the old or the new
+// recovery key.
 func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, error) {
 	if err := env.need("rotate", true, true, true, true); err != nil {
 		return nil, err
@@ -70,6 +84,9 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 		if err := checkKN(opts.K, opts.N); err != nil {
 			return nil, fmt.Errorf("rotate: %w", err)
 		}
+	}
+	if err := checkNames(opts.Custodians, 255); err != nil {
+		return nil, fmt.Errorf("rotate: %w", err)
 	}
 	v, err := look(ctx, env)
 	if err != nil {
@@ -82,63 +99,51 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 	var auth *authority
 	defer func() { auth.release() }()
 
-	if open := v.openRecord(); open != nil {
-		if open.Replaces == "" {
-			return nil, withHint(fmt.Errorf("rotate: %w: enrollment %s", ErrUnfinished, open.ID), "run custos enroll %s to finish or undo it", env.device())
+	if open := v.openLog(); open != nil {
+		o := open.Record
+		if o.Replaces == ([16]byte{}) {
+			return nil, withHint(fmt.Errorf("rotate: %w: enrollment %s", ErrUnfinished, idText(o.ID)), "run custos enroll %s to finish or undo it", env.device())
 		}
-		old := v.logRecord(mustID(open.Replaces))
+		old := v.logState(o.Replaces)
 		if old == nil {
-			return nil, fmt.Errorf("rotate: rotation %s replaces %s, which the log does not hold", open.ID, open.Replaces)
+			return nil, fmt.Errorf("rotate: rotation %s replaces %s, which the log does not hold", idText(o.ID), idText(o.Replaces))
 		}
-		st, err := ownership(ctx, env, v.h, open, nil)
-		if err != nil {
-			return nil, fmt.Errorf("rotate: %w", err)
-		}
-		if open.Complete() && (st == slotOwn || st == slotUnknown) {
-			env.say("finishing rotation %s: every new share was written and verified", open.ID)
+		if finishable(v, o) {
+			env.say("finishing rotation %s: every new share was written and verified", idText(o.ID))
 			res.Resumed = "finished"
-			return res, finishRotate(ctx, env, v, old, open, nil, opts, res)
+			return res, finishRotate(ctx, env, v, old.Record, o, nil, opts, res)
 		}
-		env.say("undoing unfinished rotation %s", open.ID)
-		if auth, err = authorise(ctx, env, v, old, opts.AuthKey); err != nil {
-			return nil, fmt.Errorf("rotate: undo %s: %w", open.ID, err)
+		env.say("undoing unfinished rotation %s", idText(o.ID))
+		if auth, err = authorise(ctx, env, v, opts.AuthKey, res); err != nil {
+			return res, fmt.Errorf("rotate: undo %s: %w", idText(o.ID), err)
 		}
-		if err := undo(ctx, env, v, open, auth.slot, auth.key, nil); err != nil {
-			return nil, fmt.Errorf("rotate: undo %s: %w", open.ID, err)
+		if err := undo(ctx, env, v, o, auth.slot, auth.key, nil, "interrupted rotation"); err != nil {
+			return res, fmt.Errorf("rotate: undo %s: %w", idText(o.ID), err)
 		}
 		res.Resumed = "undone"
 		if v, err = look(ctx, env); err != nil {
-			return nil, fmt.Errorf("rotate: %w", err)
+			return res, fmt.Errorf("rotate: %w", err)
 		}
 	}
 
-	old := v.activeLog()
-	if old == nil {
-		for _, t := range v.tokens {
-			if t.rec != nil && v.h.InUse(t.rec.Keyslot) {
-				old = t.rec
-			}
-		}
-		if old == nil {
-			return nil, withHint(fmt.Errorf("rotate: %w", ErrNoCeremony), "run custos enroll %s first", env.device())
-		}
-		// The token's ceremony, not in this log: record it first, so
-		// that the new ceremony can link to it.
-		r := *old
-		r.Status = StatusActive
-		if r.Replaces != "" && v.logRecord(mustID(r.Replaces)) == nil {
-			r.Replaces = ""
-		}
-		if _, err := put(env, &r); err != nil {
-			return nil, fmt.Errorf("rotate: %w", err)
-		}
-		old = &r
-		if v, err = look(ctx, env); err != nil {
-			return nil, fmt.Errorf("rotate: %w", err)
+	if auth == nil {
+		if auth, err = authorise(ctx, env, v, opts.AuthKey, res); err != nil {
+			return res, fmt.Errorf("rotate: %w", err)
 		}
 	}
-	if auth == nil {
-		if auth, err = authorise(ctx, env, v, old, opts.AuthKey); err != nil {
+	old, err := oldCeremony(env, v, auth)
+	if err != nil {
+		return res, fmt.Errorf("rotate: %w", err)
+	}
+	if v.logState(old.ID) == nil {
+		// The ceremony the recovered key proves, which this log does not
+		// hold (its file was lost): record it, so that the new ceremony
+		// can name the one it replaces. The key that opened its keyslot
+		// is the proof; the token alone would not be.
+		if _, err := put(env, StatusActive, old); err != nil {
+			return res, fmt.Errorf("rotate: %w", err)
+		}
+		if v, err = look(ctx, env); err != nil {
 			return res, fmt.Errorf("rotate: %w", err)
 		}
 	}
@@ -152,9 +157,9 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 	return res, rotate(ctx, env, v, old, k, n, auth, opts, res)
 }
 
-// authorise obtains a key that opens a keyslot: opts.AuthKey, or the
-// recovery key of rec from K of its cards.
-func authorise(ctx context.Context, env *Env, v *view, rec *Record, key []byte) (*authority, error) {
+// authorise obtains a key that opens a keyslot: key (the operator's), or
+// the recovery key of the current ceremony from K of its cards.
+func authorise(ctx context.Context, env *Env, v *view, key []byte, res *RotateResult) (*authority, error) {
 	if key != nil {
 		slot, err := env.Volume.FindKeyslot(ctx, key)
 		if err != nil {
@@ -162,49 +167,39 @@ func authorise(ctx context.Context, env *Env, v *view, rec *Record, key []byte) 
 		}
 		return &authority{key: key, slot: slot}, nil
 	}
-	env.say("authorise with %d cards of ceremony %s", rec.K, rec.ID)
-	key, slot, err := unlock(ctx, env, v, rec.ID)
+	env.say("authorise with the cards of the current ceremony")
+	u, err := unlock(ctx, env, v, nil)
+	if u != nil {
+		res.Cards = u.outcomes
+		res.Problems = append(res.Problems, u.problems...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("authorise: %w", err)
 	}
-	return &authority{key: key, slot: slot, own: true}, nil
+	return &authority{key: u.key, slot: u.slot, rec: u.rec}, nil
 }
 
-// unlock collects K cards of one ceremony and returns its recovery key
-// (tested against its keyslot) and the keyslot.
-func unlock(ctx context.Context, env *Env, v *view, id shares.CeremonyID) ([]byte, int, error) {
-	cands, notes, err := v.candidates()
-	for _, n := range notes {
-		env.say("warning: %s", n)
+// oldCeremony is the ceremony a rotation replaces: the one whose recovery
+// key authorised it, or — authorised by an operator's key — the current
+// ceremony on which the token and the log agree. One copy alone does not
+// decide which keyslot a rotation kills.
+func oldCeremony(env *Env, v *view, auth *authority) (*Record, error) {
+	if auth.rec != nil {
+		return auth.rec, nil
 	}
-	if err != nil {
-		return nil, -1, err
+	cur := v.current()
+	if cur == nil {
+		return nil, withHint(ErrNoCeremony, "run custos enroll %s first", env.device())
 	}
-	var cand *candidate
-	for _, c := range cands {
-		if c.rec.ID == id {
-			cand = c
-		}
+	if !cur.confirmed {
+		return nil, withHint(fmt.Errorf("%w: ceremony %s is not confirmed by two copies: %s", ErrUnconfirmed, idText(cur.rec.ID), cur.why),
+			"authorise with k cards of the ceremony instead of a key file (custos rotate %s): their recovered key proves its keyslot", env.device())
 	}
-	if cand == nil {
-		return nil, -1, fmt.Errorf("ceremony %s cannot open the volume (incomplete, or its keyslot is gone)", id)
+	if cur.rec.Keyslot == auth.slot {
+		return nil, withHint(fmt.Errorf("%w: the key given opens the recovery keyslot %d itself", ErrUsage, auth.slot),
+			"give a passphrase or key file of another keyslot, or authorise with k cards")
 	}
-	col := newCollector(env, v, []*candidate{cand})
-	defer col.wipe()
-	secret, _, err := col.gather(ctx)
-	if err != nil {
-		return nil, -1, err
-	}
-	key := shares.EncodeRecoveryKey(secret)
-	shares.Wipe(secret)
-	if err := env.Volume.TestKey(ctx, key, cand.rec.Keyslot); err != nil {
-		shares.Wipe(key)
-		if errors.Is(err, luks.ErrWrongKey) {
-			return nil, -1, fmt.Errorf("keyslot %d: %w", cand.rec.Keyslot, ErrKeyslotMismatch)
-		}
-		return nil, -1, err
-	}
-	return key, cand.rec.Keyslot, nil
+	return cur.rec, nil
 }
 
 func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth *authority, opts RotateOptions, res *RotateResult) (err error) {
@@ -212,31 +207,6 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 	if len(free) == 0 {
 		return fmt.Errorf("rotate: %w", luks.ErrNoFreeKeyslot)
 	}
-	rec := &Record{ID: shares.NewCeremonyID(), Volume: v.vid, K: k, N: n, Keyslot: free[0], Status: StatusOpen, Replaces: old.ID.String()}
-	res.Old, res.New = old, rec
-	recs := []*Record{rec}
-	if old.KeyslotSalt == "" && auth.own && auth.slot == old.Keyslot {
-		// A ceremony from before salts were recorded: its recovery key,
-		// just gathered from its cards, opens its keyslot; record that
-		// keyslot's salt now, so that finishing the rotation, after a
-		// crash too, kills that keyslot and no other.
-		if ks := v.h.Keyslot(old.Keyslot); ks != nil && ks.Salt != "" {
-			o := *old
-			o.KeyslotSalt = ks.Salt
-			recs = append(recs, &o)
-		}
-	}
-	if _, err := put(env, recs...); err != nil {
-		return fmt.Errorf("rotate: %w", err)
-	}
-	if len(recs) > 1 {
-		*old = *recs[1]
-	}
-	if err := step(fpRotateBegun); err != nil {
-		return err
-	}
-	env.say("rotation %s: %d of %d replaces %s, recovery keyslot %d", rec.ID, k, n, old.ID, rec.Keyslot)
-
 	secret, err := shares.NewRecoveryKey()
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
@@ -244,31 +214,8 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 	defer shares.Wipe(secret)
 	key := shares.EncodeRecoveryKey(secret)
 	defer shares.Wipe(key)
-	rollback := true
-	defer func() {
-		if err == nil || crashed(err) || !rollback {
-			return
-		}
-		env.say("rotation failed: undoing it; the old ceremony stays in force")
-		h, ierr := env.Volume.Inspect(ctx)
-		if ierr != nil {
-			err = undoFailed(env, err, ierr)
-			return
-		}
-		if uerr := undo(ctx, env, &view{h: h, vid: v.vid}, rec, auth.slot, auth.key, key); uerr != nil {
-			err = withHint(fmt.Errorf("%w; undoing it failed too: %v", err, uerr), "run custos status %s, then rerun custos rotate %s", env.device(), env.device())
-		}
-	}()
-	if _, err := env.Volume.AddKeyslot(ctx, auth.key, key, env.recoveryOptions(rec.Keyslot)); err != nil {
-		return fmt.Errorf("rotate: %w", err)
-	}
-	if err := recordSalt(ctx, env, rec); err != nil {
-		return fmt.Errorf("rotate: %w", err)
-	}
-	if err := step(fpRotateKeyslot); err != nil {
-		return err
-	}
-	cer, shs, err := shares.Split(rec.ID, rec.Volume, secret, k, n)
+	id := shares.NewCeremonyID()
+	cer, shs, err := shares.Split(id, v.vid, secret, k, n)
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
@@ -277,7 +224,44 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 			s.Wipe()
 		}
 	}()
-	rec.Digest = cer.Digest
+	rec := &Record{Version: 2, ID: [16]byte(id), Volume: [16]byte(v.vid), K: k, N: n, Keyslot: free[0],
+		Digest: [32]byte(cer.Digest), Replaces: old.ID, AllowUnattested: opts.AllowUnattested}
+	res.Old, res.New = old, rec
+	if _, err := put(env, StatusOpen, rec); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if err := step(fpRotateBegun); err != nil {
+		return err
+	}
+	env.say("rotation %s: %d of %d replaces %s, recovery keyslot %d", idText(rec.ID), k, n, idText(old.ID), rec.Keyslot)
+
+	rollback := true
+	defer func() {
+		if err == nil || crashed(err) || !rollback {
+			return
+		}
+		env.say("rotation failed: undoing it; the old ceremony stays in force")
+		nv, ierr := look(ctx, env)
+		if ierr != nil {
+			err = undoFailed(env, err, ierr)
+			return
+		}
+		if uerr := undo(ctx, env, nv, rec, auth.slot, auth.key, key, "failed rotation"); uerr != nil {
+			err = withHint(fmt.Errorf("%w; undoing it failed too: %v", err, uerr), "run custos status %s, then rerun custos rotate %s", env.device(), env.device())
+		}
+	}()
+	if err := addRecoveryKeyslot(ctx, env, v, rec, auth.key, key); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if err := step(fpRotateKeyslot); err != nil {
+		return err
+	}
+	if err := writeOpenToken(ctx, env, v, rec); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if err := step(fpRotateOpenToken); err != nil {
+		return err
+	}
 	keep := map[string]uint8{}
 	for _, c := range old.Cards {
 		keep[c.Serial] = c.Slot
@@ -288,112 +272,169 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 	}
 	// Every new share is verified: from here on, forward only.
 	rollback = false
-	h, err := env.Volume.Inspect(ctx)
-	if err != nil {
-		return withHint(fmt.Errorf("rotate: new shares written; %w", err), "rerun custos rotate %s to finish", env.device())
+	operator := -1
+	if auth.rec == nil {
+		operator = auth.slot
 	}
-	return finishRotate(ctx, env, &view{h: h, vid: v.vid}, old, rec, &authority{key: key, slot: rec.Keyslot}, opts, res)
+	var oldKey []byte
+	if auth.rec != nil && auth.rec.ID == old.ID {
+		oldKey = auth.key
+	}
+	return finishRotate(ctx, env, v, old, rec, &finishAuth{key: key, slot: rec.Keyslot, oldKey: oldKey, operator: operator}, opts, res)
+}
+
+// finishAuth is what finishRotate kills the old keyslot with: a key that
+// opens keyslot slot (the new recovery key), the old recovery key when this
+// process gathered it (the proof of the old keyslot), and the operator's
+// keyslot, which is never killed.
+type finishAuth struct {
+	key      []byte
+	slot     int
+	oldKey   []byte
+	operator int
 }
 
 // finishRotate takes a rotation whose new shares are all verified to its
-// end: new token, old keyslot killed, old token removed, log old → new,
-// old cards wiped. Each step is skipped when already done, so a rerun after
-// a crash picks up where it stopped. auth may be nil: the key to kill the
-// old keyslot is then obtained from opts.AuthKey or K new cards.
-func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, auth *authority, opts RotateOptions, res *RotateResult) error {
+// end: new token, old keyslot killed (when proven), old token removed, log
+// old → new, old cards wiped. Each step is skipped when already done, so
+// a rerun after a crash picks up where it stopped. fa may be nil: the key
+// to kill the old keyslot with is then obtained from opts.AuthKey or K new
+// cards.
+func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *finishAuth, opts RotateOptions, res *RotateResult) error {
 	res.Old, res.New = old, rec
 	fail := func(err error) error {
 		return withHint(fmt.Errorf("rotate: every new share is verified, but %w", err), "rerun custos rotate %s to finish", env.device())
 	}
-	if _, err := writeToken(ctx, env, v, rec); err != nil {
-		return fail(err)
+	if v.h.Version == 2 {
+		if t := v.tokenOf(rec.ID); t == nil || !t.tok.Record.Complete() || len(store.Compare(t.tok.Record, rec)) != 0 {
+			_, err := writeToken(ctx, env, v, rec)
+			switch {
+			case errors.Is(err, luks.ErrTokenTooLarge):
+				env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
+			case err != nil:
+				return fail(err)
+			}
+		}
 	}
 	if err := step(fpRotateToken); err != nil {
 		return err
 	}
-	h, err := env.Volume.Inspect(ctx)
+	nv, err := lookAt(env, v.h)
 	if err != nil {
 		return fail(err)
 	}
-	v.h = h
-	st, err := ownership(ctx, env, h, old, nil)
-	if err != nil {
+	v = nv
+	var keptErr error
+	if kv, err := mayKill(ctx, env, v, old, protectOf(fa), ownOf(fa)); err != nil {
 		return fail(err)
-	}
-	if old.Keyslot == rec.Keyslot {
-		st = slotFree
-	}
-	switch st {
-	case slotUnknown:
-		env.say("keyslot %d may still hold the old recovery key of %s, but custos never recorded its identity, so it is left in place; if it is not yours, remove it with cryptsetup luksKillSlot %s %d",
-			old.Keyslot, old.ID, env.device(), old.Keyslot)
-	case slotOther:
-		env.say("keyslot %d no longer holds the old recovery key of %s (another key was added under its number): left in place", old.Keyslot, old.ID)
-	}
-	if st == slotOwn {
-		if auth == nil {
-			var err error
-			if opts.AuthKey != nil {
-				if auth, err = authorise(ctx, env, v, rec, opts.AuthKey); err == nil && auth.slot == old.Keyslot {
-					err = fmt.Errorf("the key given opens only the old recovery keyslot %d: give another, or use the new cards", old.Keyslot)
+	} else if !kv.free {
+		if !kv.ok {
+			keptErr = withHint(fmt.Errorf("%w: the old recovery keyslot %d of %s is left in place: %s", ErrUnconfirmed, old.Keyslot, idText(old.ID), kv.why),
+				"the old shares still open the volume: check keyslot %d and kill it with cryptsetup luksKillSlot %s %d", old.Keyslot, env.device(), old.Keyslot)
+			env.say("%v", keptErr)
+		} else {
+			if fa == nil {
+				if fa, err = finishKey(ctx, env, v, rec, opts, res); err != nil {
+					return fail(err)
 				}
-			} else {
-				env.say("to kill the old keyslot, the new recovery key is needed")
-				if err = refreshTokens(ctx, env, v); err == nil {
-					auth, err = authorise(ctx, env, v, rec, nil)
+				defer shares.Wipe(fa.key)
+				if fa.slot == old.Keyslot {
+					return fail(fmt.Errorf("the key given opens only the old recovery keyslot %d: give another, or use the new cards", old.Keyslot))
 				}
 			}
+			h, err := env.Volume.KillKeyslot(ctx, v.h, old.Keyslot, fa.slot, fa.key)
 			if err != nil {
 				return fail(err)
 			}
-			defer auth.release()
+			v.h = h
+			res.OldKilled = true
+			env.say("killed the old recovery keyslot %d (%s)", old.Keyslot, kv.why)
 		}
-		if err := env.Volume.KillKeyslot(ctx, old.Keyslot, auth.slot, auth.key); err != nil {
-			return fail(err)
-		}
-		env.say("killed the old recovery keyslot %d", old.Keyslot)
 	}
 	if err := step(fpRotateOldKilled); err != nil {
 		return err
 	}
-	if h.Version == 2 {
-		if err := refreshTokens(ctx, env, v); err != nil {
+	if t := v.tokenOf(old.ID); t != nil && v.h.Version == 2 {
+		h, err := env.Volume.RemoveToken(ctx, v.h, t.id)
+		if err != nil {
 			return fail(err)
 		}
-		if t := v.tokenOf(old.ID); t != nil {
-			if err := env.Volume.RemoveToken(ctx, t.id); err != nil {
-				return fail(err)
-			}
-		}
+		v.h = h
 	}
 	if err := step(fpRotateOldTokenRm); err != nil {
 		return err
 	}
-	o, n := *old, *rec
-	o.Status, o.ReplacedBy = StatusRetired, rec.ID.String()
-	n.Status = StatusActive
-	head, err := put(env, &o, &n)
+	head, err := env.Log.Update(func(tx *store.Tx) error {
+		if _, err := tx.PutCeremony(env.actor(), StatusRetired, old); err != nil {
+			return err
+		}
+		_, err := tx.PutCeremony(env.actor(), StatusActive, rec)
+		return err
+	})
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("log the rotation: %w", err))
 	}
-	*old, *rec = o, n
 	res.Anchor = head
 	if err := step(fpRotateLogged); err != nil {
 		return err
 	}
-	env.say("rotation %s done: %s retired, any %d of the %d new cards recover %s", rec.ID, old.ID, rec.K, rec.N, env.device())
-	return wipeOld(ctx, env, old, rec, opts, res)
+	env.say("rotation %s done: %s retired, any %d of the %d new cards recover %s", idText(rec.ID), idText(old.ID), rec.K, rec.N, env.device())
+	if err := wipeOld(ctx, env, old, rec, opts, res); err != nil {
+		return err
+	}
+	return keptErr
+}
+
+func protectOf(fa *finishAuth) []int {
+	if fa == nil || fa.operator < 0 {
+		return nil
+	}
+	return []int{fa.operator}
+}
+
+func ownOf(fa *finishAuth) []byte {
+	if fa == nil {
+		return nil
+	}
+	return fa.oldKey
+}
+
+// finishKey obtains, for a rotation finished by a rerun, a key that opens
+// a keyslot other than the old one: the operator's key, or the new
+// ceremony's recovery key from K new cards.
+func finishKey(ctx context.Context, env *Env, v *view, rec *Record, opts RotateOptions, res *RotateResult) (*finishAuth, error) {
+	if opts.AuthKey != nil {
+		slot, err := env.Volume.FindKeyslot(ctx, opts.AuthKey)
+		if err != nil {
+			return nil, err
+		}
+		key := append([]byte(nil), opts.AuthKey...)
+		return &finishAuth{key: key, slot: slot, operator: slot}, nil
+	}
+	env.say("to kill the old keyslot, the new recovery key is needed: insert the new cards")
+	id := rec.ID
+	u, err := unlock(ctx, env, v, &id)
+	if u != nil {
+		res.Problems = append(res.Problems, u.problems...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &finishAuth{key: u.key, slot: u.slot, operator: -1}, nil
 }
 
 // wipeOld destroys the retired shares on the old cards that left the
 // custodian set, as they are presented; the others are listed in ToWipe.
 // Cards kept in the new set already carry the new share over the old one.
+// A card is wiped only when its own certificate names the retired
+// ceremony with the key the log records for it: the log alone never
+// decides to destroy a card's key.
 func wipeOld(ctx context.Context, env *Env, old, rec *Record, opts RotateOptions, res *RotateResult) error {
 	kept := map[string]bool{}
 	for _, c := range rec.Cards {
 		kept[c.Serial] = true
 	}
-	todo := map[string]CardRef{}
+	todo := map[string]RecordCard{}
 	for _, c := range old.Cards {
 		if !kept[c.Serial] {
 			todo[c.Serial] = c
@@ -416,13 +457,13 @@ func wipeOld(ctx context.Context, env *Env, old, rec *Record, opts RotateOptions
 			env.say("card %s holds no retired share to wipe", serial)
 			continue
 		}
-		err = wipeCard(env, card, ref)
+		err = wipeCard(env, card, old, ref)
 		card.Close()
 		if err != nil {
 			if fatal(ctx, err) {
 				return err
 			}
-			env.say("card %s: %v", serial, err)
+			env.say("%s: %v", who(serial, ref.Custodian), err)
 			continue
 		}
 		delete(todo, serial)
@@ -431,10 +472,10 @@ func wipeOld(ctx context.Context, env *Env, old, rec *Record, opts RotateOptions
 			Serial string `json:"serial"`
 			Slot   string `json:"slot"`
 		}{serial, slotText(ref.Slot)})
-		if _, err := note(env, old.ID.String(), "rotate.wiped", body); err != nil {
+		if _, err := note(env, idText(old.ID), "rotate.wiped", body); err != nil {
 			return err
 		}
-		env.say("card %s: retired share wiped", serial)
+		env.say("%s: retired share wiped", who(serial, ref.Custodian))
 		if err := step(fpRotateWiped); err != nil {
 			return err
 		}
@@ -445,22 +486,25 @@ func wipeOld(ctx context.Context, env *Env, old, rec *Record, opts RotateOptions
 		}
 	}
 	if len(res.ToWipe) > 0 {
-		env.say("%d old cards still hold a retired share (worthless: its keyslot is killed); wipe them when they turn up", len(res.ToWipe))
+		env.say("%d old cards still hold a retired share (worthless once its keyslot is killed); wipe them when they turn up", len(res.ToWipe))
 	}
 	return nil
 }
 
-// wipeCard puts a new key over the old card's custody slot, if it still
-// holds the key the retired share was sealed to.
-func wipeCard(env *Env, card Card, ref CardRef) error {
-	slots, err := card.Custody()
+// wipeCard puts a new key over the old card's custody slot when the card's
+// own certificate there names the retired ceremony and the key the log
+// records; a slot whose key is already another is left alone.
+func wipeCard(env *Env, card Card, old *Record, ref RecordCard) error {
+	sc, err := card.ReadShare(ref.Slot)
 	if err != nil {
-		return err
+		return fmt.Errorf("read its certificate: %w", err)
 	}
-	for _, s := range slots {
-		if s.Slot == ref.Slot && s.Fingerprint == ref.Fingerprint {
-			return withPIN(env, ref.Serial, ref.Custodian, func(pin []byte) error { return card.WipeShare(s.Slot, pin) })
-		}
+	rec, _, err := decodeSlotCert(ref.Serial, ref.Slot, sc)
+	if err != nil {
+		return fmt.Errorf("its certificate: %w", err)
 	}
-	return nil // the key is gone already
+	if rec.ID != old.ID || rec.Cards[0].Key != ref.Key {
+		return fmt.Errorf("its certificate names ceremony %s, not the retired %s: left alone", idText(rec.ID), idText(old.ID))
+	}
+	return withPIN(env, ref.Serial, ref.Custodian, func(pin []byte) error { return card.WipeShare(ref.Slot, pin) })
 }

@@ -3,11 +3,11 @@ package escrow
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"custos.dev/custos/shares"
 	"custos.dev/custos/store"
 )
 
@@ -18,8 +18,10 @@ type StatusReport struct {
 	LUKSVersion int
 	// Ceremony is the volume's current ceremony, nil when none.
 	Ceremony *Record
-	// Source is where it was read: "token", "log" or "token+log".
+	// Source names the copies it was read from, e.g. "token 0+log".
 	Source string
+	// Confirmed tells whether two independent copies agree on it.
+	Confirmed bool
 	// KeyslotInUse tells whether the ceremony's keyslot holds a key.
 	KeyslotInUse bool
 	// Cards are the ceremony's cards with their last rollcall.
@@ -28,22 +30,44 @@ type StatusReport struct {
 	// rollcall); Margin is Live - K: how many more cards may be lost
 	// before the quorum is.
 	Live, Margin int
+	// Copies are the copies of the volume's ceremonies: each token and the
+	// log's record of each ceremony, with their state.
+	Copies []CopyStatus
 	// Unfinished is an interrupted enroll or rotate, nil when none.
 	Unfinished *Unfinished
-	// Problems lists what is wrong: copies that disagree, a missing
-	// token or keyslot, and so on. Empty when all is well.
+	// Problems lists what is wrong: copies that disagree, a failed
+	// anchor, a missing token or keyslot, and so on. Empty when all is
+	// well.
 	Problems []string
+	// Notes are weaknesses and advice that are not problems: a version 1
+	// format still in use, cards accepted without attestation.
+	Notes []string
 }
 
 // CardStatus is one card of a ceremony with its last rollcall.
 type CardStatus struct {
-	CardRef
+	RecordCard
 	// LastRollcall is when the card last answered a rollcall for this
 	// ceremony (zero if never); LastOK whether that rollcall succeeded.
 	LastRollcall time.Time
 	LastOK       bool
 	// Reason is why the last rollcall failed.
 	Reason string
+}
+
+// CopyStatus is one copy of a ceremony.
+type CopyStatus struct {
+	// Copy names it: "token 0", "log".
+	Copy     string
+	Ceremony string
+	// Version is the format version it is written in.
+	Version int
+	// Status is the log's status of the ceremony; "" for a token.
+	Status string
+	// Anchor is the token's anchor, zero for the log.
+	Anchor store.Head
+	// Problem is what is wrong with it, "" when nothing is.
+	Problem string
 }
 
 // Unfinished is a ceremony interrupted before its end.
@@ -56,10 +80,13 @@ type Unfinished struct {
 	Command string
 }
 
-// Status reports the volume's ceremony, k and n, each card's last
-// rollcall, the live shares against the threshold, and any unfinished
-// ceremony with the command that finishes it. It needs no card and no
-// secret.
+// Status reports the volume's ceremonies as each copy tells them, the
+// current ceremony with k and n, each card's last rollcall, the live
+// shares against the threshold, and any unfinished ceremony with the
+// command that finishes it. It needs no card and no secret, and writes
+// nothing. A token whose anchor fails against the log, or a token and a
+// log that disagree, makes the error ErrVerification (store.ErrAnchor or
+// ErrCopiesDisagree) after the report is complete: the caller shows both.
 func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 	if err := env.need("status", true, false, false, false); err != nil {
 		return nil, err
@@ -69,133 +96,146 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	rep := &StatusReport{Device: env.Device, UUID: v.vid.String(), LUKSVersion: v.h.Version}
+	var errs []error
 	if v.logErr != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("the ceremony log is unreadable: %v", v.logErr))
 	}
 	for _, t := range v.tokens {
-		if t.err != nil {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("token %d is unreadable: %v", t.id, t.err))
+		cs := CopyStatus{Copy: t.name()}
+		switch {
+		case t.err != nil:
+			cs.Problem = "unreadable: " + t.err.Error()
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s is unreadable: %v", t.name(), t.err))
+		default:
+			cs.Ceremony, cs.Version, cs.Anchor = idText(t.tok.Record.ID), t.tok.Record.Version, t.tok.Anchor
+			if t.anchorErr != nil {
+				cs.Problem = "anchor: " + t.anchorErr.Error()
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: its anchor %s fails against the log: %v", t.name(), t.tok.Anchor, t.anchorErr))
+				errs = append(errs, fmt.Errorf("%s: %w", t.name(), t.anchorErr))
+			}
+			if t.tok.Record.Version < 2 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s is in the version 1 format: run custos rollcall %s to upgrade it", t.name(), env.device()))
+			}
+		}
+		rep.Copies = append(rep.Copies, cs)
+	}
+	for _, s := range v.log {
+		rep.Copies = append(rep.Copies, CopyStatus{Copy: "log", Ceremony: idText(s.Record.ID), Version: s.Record.Version, Status: s.Status})
+	}
+	for _, c := range v.claims() {
+		if c.token != nil && c.log != nil && len(c.diffs) > 0 {
+			for _, d := range describeDiffs(c) {
+				rep.Problems = append(rep.Problems, d)
+			}
+			errs = append(errs, &DisagreeError{Ceremony: idText(c.id), Field: c.diffs[0].Field, Index: c.diffs[0].Index,
+				A: []string{c.token.name()}, B: []string{"log"}})
 		}
 	}
 
-	// The current ceremony: the log's active one, else the newest token.
-	cur := v.activeLog()
-	var tok *tokenEntry
+	cur := v.current()
 	if cur != nil {
-		rep.Source = "log"
-		tok = v.tokenOf(cur.ID)
-		if tok != nil {
-			rep.Source = "token+log"
-			c := &candidate{rec: tok.rec, disputed: map[int]error{}}
-			if err := compare(c, cur); err != nil {
-				rep.Problems = append(rep.Problems, err.Error())
-			}
-			for i := 1; i <= cur.N; i++ {
-				if d := c.disputed[i]; d != nil {
-					rep.Problems = append(rep.Problems, d.Error())
-				}
-			}
-		} else if v.h.Version == 2 {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("ceremony %s has no token in the luks2 header (recovery needs the log or the cards)", cur.ID))
+		rec := cur.rec
+		rep.Ceremony, rep.Confirmed = rec, cur.confirmed
+		rep.Source = strings.Join(cur.claim.copies(), "+")
+		if !cur.confirmed {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("ceremony %s is not confirmed by two copies: %s", idText(rec.ID), cur.why))
 		}
-	} else {
-		for i := range v.tokens {
-			if t := &v.tokens[i]; t.rec != nil && (tok == nil || t.rec.Replaces == tok.rec.ID.String()) {
-				tok = t
-			}
+		if rec.AllowUnattested {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("ceremony %s allows cards without attestation: a card's key may not have been made on a genuine card", idText(rec.ID)))
 		}
-		if tok != nil {
-			cur, rep.Source = tok.rec, "token"
-			if env.Log != nil && v.logRecord(cur.ID) == nil {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("ceremony %s is in the token but not in this log", cur.ID))
-			}
-		}
-	}
-	for _, t := range v.tokens {
-		if t.rec != nil && cur != nil && t.rec.ID != cur.ID && t.rec.ID.String() != "" {
-			if o := v.openRecord(); o == nil || o.ID != t.rec.ID {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("token %d holds ceremony %s, which is not the current one", t.id, t.rec.ID))
-			}
-		}
-	}
-
-	if cur != nil {
-		rep.Ceremony = cur
-		rep.KeyslotInUse = v.h.InUse(cur.Keyslot)
+		rep.KeyslotInUse = v.h.InUse(rec.Keyslot)
 		if !rep.KeyslotInUse {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("keyslot %d of ceremony %s holds no key: its shares recover nothing", cur.Keyslot, cur.ID))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("keyslot %d of ceremony %s holds no key: its shares recover nothing", rec.Keyslot, idText(rec.ID)))
+		} else if ks := v.h.Keyslot(rec.Keyslot); rec.Salt != "" && ks.Salt != rec.Salt {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("keyslot %d no longer holds the key of ceremony %s (its salt changed)", rec.Keyslot, idText(rec.ID)))
 		}
-		last := map[string]store.Rollcall{}
-		when := map[string]time.Time{}
-		if env.Log != nil && v.logRecord(cur.ID) != nil {
-			err := env.Log.Events(cur.ID.String(), func(ev store.Event) error {
-				if ev.Type != store.TypeRollcall {
-					return nil
-				}
-				var rc store.Rollcall
-				if err := decodeJSON(ev.Body, &rc); err != nil {
-					return err
-				}
-				last[rc.Serial], when[rc.Serial] = rc, ev.Time
-				return nil
-			})
-			if err != nil {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("reading rollcalls: %v", err))
-			}
-		}
-		for _, c := range cur.Cards {
-			cs := CardStatus{CardRef: c}
-			if rc, ok := last[c.Serial]; ok {
-				cs.LastRollcall, cs.LastOK, cs.Reason = when[c.Serial], rc.OK, rc.Reason
-			}
-			if cs.LastRollcall.IsZero() || cs.LastOK {
-				rep.Live++
-			}
-			rep.Cards = append(rep.Cards, cs)
-		}
+		rep.Cards, rep.Live = cardStatuses(env, v, rec, &rep.Problems)
 		if !rep.KeyslotInUse {
 			rep.Live = 0
 		}
-		rep.Margin = rep.Live - cur.K
+		rep.Margin = rep.Live - rec.K
 		if rep.Margin < 0 {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("only %d live shares for a quorum of %d: the volume cannot be recovered from its cards", rep.Live, cur.K))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("only %d live shares for a quorum of %d: the volume cannot be recovered from its cards", rep.Live, rec.K))
 		}
 	}
-
-	if o := v.openRecord(); o != nil {
-		rep.Unfinished = unfinished(env, v, o)
+	if o := v.openLog(); o != nil {
+		rep.Unfinished = unfinished(env, v, o.Record)
+	}
+	if len(errs) > 0 {
+		return rep, fmt.Errorf("status: %w", errors.Join(errs...))
 	}
 	return rep, nil
 }
 
+// cardStatuses lists a ceremony's cards with their last rollcall from the
+// log, and counts the live ones.
+func cardStatuses(env *Env, v *view, rec *Record, problems *[]string) ([]CardStatus, int) {
+	last := map[string]store.Rollcall{}
+	when := map[string]time.Time{}
+	if env.Log != nil && v.logState(rec.ID) != nil {
+		err := env.Log.Events(idText(rec.ID), func(ev store.Event) error {
+			if ev.Type != store.TypeRollcall {
+				return nil
+			}
+			var rc store.Rollcall
+			if err := json.Unmarshal(ev.Body, &rc); err != nil {
+				return fmt.Errorf("decode log event %d: %w", ev.Seq, err)
+			}
+			last[rc.Serial], when[rc.Serial] = rc, ev.Time
+			return nil
+		})
+		if err != nil {
+			*problems = append(*problems, fmt.Sprintf("reading rollcalls: %v", err))
+		}
+	}
+	var out []CardStatus
+	live := 0
+	for _, c := range rec.Cards {
+		cs := CardStatus{RecordCard: c}
+		if rc, ok := last[c.Serial]; ok {
+			cs.LastRollcall, cs.LastOK, cs.Reason = when[c.Serial], rc.OK, rc.Reason
+		}
+		if cs.LastRollcall.IsZero() || cs.LastOK {
+			live++
+		}
+		out = append(out, cs)
+	}
+	return out, live
+}
+
 // unfinished describes an open ceremony and the command that deals with it.
 func unfinished(env *Env, v *view, o *Record) *Unfinished {
-	u := &Unfinished{Ceremony: o.ID.String(), Kind: "enroll"}
-	if o.Replaces != "" {
+	u := &Unfinished{Ceremony: idText(o.ID), Kind: "enroll"}
+	if o.Replaces != ([16]byte{}) {
 		u.Kind = "rotate"
 	}
 	var steps []string
-	switch {
-	case o.Keyslot < 0 || !v.h.InUse(o.Keyslot):
+	switch ks := v.h.Keyslot(o.Keyslot); {
+	case ks == nil:
 		steps = append(steps, fmt.Sprintf("recovery keyslot %d not added", o.Keyslot))
+	case o.Salt != "" && ks.Salt != o.Salt:
+		steps = append(steps, fmt.Sprintf("keyslot %d holds another key than the one custos added", o.Keyslot))
 	default:
 		steps = append(steps, fmt.Sprintf("recovery keyslot %d added", o.Keyslot))
 	}
 	steps = append(steps, fmt.Sprintf("%d of %d shares written and verified", len(o.Cards), o.N))
-	complete := o.Complete() && v.h.InUse(o.Keyslot)
-	if complete && v.tokenOf(o.ID) != nil {
-		steps = append(steps, "token written")
+	if t := v.tokenOf(o.ID); t != nil {
+		if t.tok.Record.Complete() {
+			steps = append(steps, "token written")
+		} else {
+			steps = append(steps, "open token written")
+		}
 	}
 	if u.Kind == "rotate" {
-		if old := v.logRecord(mustID(o.Replaces)); old != nil && complete {
-			if v.h.InUse(old.Keyslot) {
-				steps = append(steps, fmt.Sprintf("old keyslot %d not yet killed", old.Keyslot))
+		if old := v.logState(o.Replaces); old != nil && o.Complete() {
+			if v.h.InUse(old.Record.Keyslot) {
+				steps = append(steps, fmt.Sprintf("old keyslot %d not yet killed", old.Record.Keyslot))
 			} else {
-				steps = append(steps, fmt.Sprintf("old keyslot %d killed", old.Keyslot))
+				steps = append(steps, fmt.Sprintf("old keyslot %d killed", old.Record.Keyslot))
 			}
 		}
 	}
-	if complete {
+	if finishable(v, o) {
 		steps = append(steps, "a rerun finishes it")
 	} else {
 		steps = append(steps, "a rerun undoes it and starts again")
@@ -203,19 +243,4 @@ func unfinished(env *Env, v *view, o *Record) *Unfinished {
 	u.Step = strings.Join(steps, ", ")
 	u.Command = fmt.Sprintf("custos %s %s", u.Kind, env.device())
 	return u
-}
-
-// mustID parses a ceremony ID from the log, the zero ID when it does not
-// parse (the log validated it on the way in).
-func mustID(s string) shares.CeremonyID {
-	id, _ := shares.ParseCeremonyID(s)
-	return id
-}
-
-// decodeJSON decodes an event body.
-func decodeJSON(b []byte, v any) error {
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("decode log event: %w", err)
-	}
-	return nil
 }

@@ -2,234 +2,289 @@ package escrow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"custos.dev/custos/luks"
 	"custos.dev/custos/shares"
 	"custos.dev/custos/store"
 )
 
-func sortCards(cs []CardRef) {
-	slices.SortFunc(cs, func(a, b CardRef) int { return a.Index - b.Index })
-}
+// The copies of a ceremony, and the rule custos acts on (docs/DESIGN.md,
+// "Trust at the point of use"): each copy can be forged by someone — the
+// log by whoever can write its file, the token by whoever holds the disk,
+// a certificate by its own custodian — so no copy alone decides anything
+// that destroys or misleads. A ceremony is *confirmed* when two
+// independent copies agree on it (the token and the log, or either with a
+// card's certificate); a recovered key that opens a keyslot proves that
+// keyslot. Everything else is a claim: shown, tried when nothing better
+// exists, never acted on destructively.
 
-// tokenEntry is one "custos" token of the volume.
-type tokenEntry struct {
+// tokenCopy is one "custos" token of the volume's header.
+type tokenCopy struct {
 	id  int
-	rec *Record // nil when the token does not parse
-	err error
+	tok *store.Token // nil when the token does not decode or belong here
+	err error        // why not
+	// anchorErr is the token's anchor checked against the log; nil when
+	// good or when there is no log to check it against.
+	anchorErr error
 }
 
-// view is what the volume and the log say about the volume's ceremonies.
+func (t *tokenCopy) name() string { return "token " + strconv.Itoa(t.id) }
+
+// view is what the header, its tokens and the log say about the volume's
+// ceremonies, read once at the start of a ceremony step.
 type view struct {
 	h      *luks.Header
 	vid    shares.VolumeID
-	tokens []tokenEntry
-	log    []*Record // the volume's ceremonies in the log, oldest first
-	logErr error     // the log could not be read (nil without a log)
+	tokens []*tokenCopy
+	// log are the volume's ceremonies in the log, oldest first; hasLog
+	// tells whether there is a log at all, logErr whether it could be
+	// read.
+	log    []store.CeremonyState
+	hasLog bool
+	logErr error
 }
 
-// look reads the header, its custos tokens and the log's ceremonies of the
-// volume.
+// look reads the header (once), decodes its custos tokens and reads the
+// volume's ceremonies from the log, checking each token's anchor against
+// the log.
 func look(ctx context.Context, env *Env) (*view, error) {
 	h, err := env.Volume.Inspect(ctx)
 	if err != nil {
 		return nil, err
 	}
+	return lookAt(env, h)
+}
+
+// lookAt is look with a header already read.
+func lookAt(env *Env, h *luks.Header) (*view, error) {
 	v := &view{h: h}
-	if v.vid, err = volumeID(h); err != nil {
-		return nil, err
+	var err error
+	if v.vid, err = shares.ParseVolumeID(h.UUID); err != nil {
+		return nil, fmt.Errorf("volume uuid: %w", err)
+	}
+	if env.Log != nil {
+		v.hasLog = true
+		v.log, err = env.Log.VolumeCeremonies(v.vid.String())
+		if err != nil {
+			v.log, v.logErr = nil, fmt.Errorf("read log: %w", err)
+		}
 	}
 	for _, t := range h.Tokens {
 		if t.Type != luks.TokenType {
 			continue
 		}
-		rec, err := parseToken(t.JSON)
-		if err == nil && rec.Volume != v.vid {
-			rec, err = nil, fmt.Errorf("token: names volume %s, not this one (%s)", rec.Volume, v.vid)
+		tc := &tokenCopy{id: t.ID}
+		tc.tok, tc.err = readToken(v, t)
+		if tc.tok != nil && v.hasLog && v.logErr == nil && v.logState(tc.tok.Record.ID) != nil {
+			if tc.tok.Record.Version >= 2 || tc.tok.Anchor != (store.Head{}) {
+				tc.anchorErr = env.Log.CheckAnchor(tc.tok.Anchor, tc.tok.Record)
+			}
 		}
-		// A token bound to no keyslot is one whose keyslot was killed
-		// (cryptsetup drops the binding); bound to another, it lies.
-		if err == nil && len(t.Keyslots) > 0 && !slices.Contains(t.Keyslots, rec.Keyslot) {
-			rec, err = nil, fmt.Errorf("token: bound to keyslots %v, but names keyslot %d", t.Keyslots, rec.Keyslot)
-		}
-		v.tokens = append(v.tokens, tokenEntry{id: t.ID, rec: rec, err: err})
-	}
-	if env.Log != nil {
-		v.log, v.logErr = logCeremonies(env.Log, v.vid.String())
+		v.tokens = append(v.tokens, tc)
 	}
 	return v, nil
 }
 
-// logCeremonies returns a volume's ceremonies from the log, oldest first.
-func logCeremonies(l Log, uuid string) ([]*Record, error) {
-	vr, err := l.Volume(uuid)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
-	}
+// readToken decodes a header token and checks that it belongs to this
+// volume and is bound to the keyslot it names (or to none: cryptsetup
+// unbinds a token when its keyslot is killed).
+func readToken(v *view, t luks.Token) (*store.Token, error) {
+	tok, err := store.ParseToken(t.JSON)
 	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+		return nil, err
 	}
-	var out []*Record
-	for _, id := range vr.History {
-		sr, err := l.Ceremony(id)
-		if err != nil {
-			return nil, fmt.Errorf("read log: ceremony %s: %w", id, err)
-		}
-		r, err := fromStore(sr)
-		if err != nil {
-			return nil, fmt.Errorf("read log: %w", err)
-		}
-		out = append(out, r)
+	rec := tok.Record
+	if volumeOf(rec) != v.vid {
+		return nil, fmt.Errorf("names volume %s, not this one (%s)", volumeOf(rec), v.vid)
 	}
-	return out, nil
+	if len(t.Keyslots) > 0 && !slices.Equal(t.Keyslots, []int{rec.Keyslot}) {
+		return nil, fmt.Errorf("bound to keyslots %v, but names keyslot %d", t.Keyslots, rec.Keyslot)
+	}
+	if err := checkRecord(rec); err != nil {
+		return nil, err
+	}
+	return tok, nil
 }
 
-// logRecord returns the log's record of a ceremony, or nil.
-func (v *view) logRecord(id shares.CeremonyID) *Record {
-	for _, r := range v.log {
-		if r.ID == id {
-			return r
+// logState returns the log's state of a ceremony, or nil.
+func (v *view) logState(id [16]byte) *store.CeremonyState {
+	for i := range v.log {
+		if v.log[i].Record.ID == id {
+			return &v.log[i]
 		}
 	}
 	return nil
 }
 
-// tokenOf returns the token of a ceremony, or nil.
-func (v *view) tokenOf(id shares.CeremonyID) *tokenEntry {
-	for i := range v.tokens {
-		if v.tokens[i].rec != nil && v.tokens[i].rec.ID == id {
-			return &v.tokens[i]
+// tokenOf returns the decoded token of a ceremony, or nil.
+func (v *view) tokenOf(id [16]byte) *tokenCopy {
+	for _, t := range v.tokens {
+		if t.tok != nil && t.tok.Record.ID == id {
+			return t
 		}
 	}
 	return nil
 }
 
-// openRecord returns the log's unfinished ceremony of the volume, or nil.
-func (v *view) openRecord() *Record {
-	for i := len(v.log) - 1; i >= 0; i-- {
-		if v.log[i].Status == StatusOpen {
-			return v.log[i]
+// claim is one ceremony of the volume as the token and the log tell it.
+type claim struct {
+	id    [16]byte
+	token *tokenCopy          // nil when no token holds it
+	log   *store.CeremonyState // nil when the log does not
+	// diffs are the differences between the token's and the log's
+	// records (both present).
+	diffs []store.Difference
+}
+
+// frameAgrees tells whether token and log both hold the ceremony and agree
+// on everything but individual cards.
+func (c *claim) frameAgrees() bool {
+	if c.token == nil || c.log == nil {
+		return false
+	}
+	for _, d := range c.diffs {
+		if d.Index == 0 {
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
-// activeLog returns the log's newest active ceremony, or nil.
-func (v *view) activeLog() *Record {
-	for i := len(v.log) - 1; i >= 0; i-- {
-		if v.log[i].Status == StatusActive {
-			return v.log[i]
-		}
+// agrees tells whether token and log both hold the ceremony and agree on
+// all of it.
+func (c *claim) agrees() bool { return c.token != nil && c.log != nil && len(c.diffs) == 0 }
+
+// copies names the copies that hold the claim.
+func (c *claim) copies() []string {
+	var out []string
+	if c.token != nil {
+		out = append(out, c.token.name())
 	}
-	return nil
+	if c.log != nil {
+		out = append(out, "log")
+	}
+	return out
 }
 
-// candidate is one ceremony that can recover the volume, as the token and
-// the log tell it.
-type candidate struct {
-	rec      *Record
-	sources  []string      // "token", "log"
-	disputed map[int]error // share index -> *DisagreeError between token and log
-	cer      *shares.Ceremony
-}
-
-// candidates lists the complete ceremonies whose keyslot is in use, newest
-// first (a rotation's new ceremony before the one it replaces). A ceremony
-// whose token and log copies disagree as a whole is an error; copies that
-// disagree about one share mark that share disputed.
-func (v *view) candidates() ([]*candidate, []string, error) {
-	var out []*candidate
-	var notes []string
-	add := func(r *Record, src string) *candidate {
-		c := &candidate{rec: r, sources: []string{src}, disputed: map[int]error{}}
-		out = append(out, c)
-		return c
+// claims lists the ceremonies the token and the log tell of: the log's
+// first (oldest first), then those only a token holds.
+func (v *view) claims() []*claim {
+	var out []*claim
+	for i := range v.log {
+		s := &v.log[i]
+		out = append(out, &claim{id: s.Record.ID, log: s})
 	}
 	for _, t := range v.tokens {
-		if t.err != nil {
-			notes = append(notes, fmt.Sprintf("token %d is unreadable: %v", t.id, t.err))
+		if t.tok == nil {
 			continue
 		}
-		add(t.rec, "token")
+		id := t.tok.Record.ID
+		i := slices.IndexFunc(out, func(c *claim) bool { return c.id == id })
+		if i < 0 {
+			out = append(out, &claim{id: id, token: t})
+			continue
+		}
+		if out[i].token == nil {
+			out[i].token = t
+		}
 	}
-	for _, r := range v.log {
-		usable := r.Status == StatusActive || (r.Status == StatusOpen && r.Complete())
-		if !usable {
-			continue
-		}
-		if i := slices.IndexFunc(out, func(c *candidate) bool { return c.rec.ID == r.ID }); i >= 0 {
-			if err := compare(out[i], r); err != nil {
-				return nil, notes, err
-			}
-			out[i].sources = append(out[i].sources, "log")
-			continue
-		}
-		add(r, "log")
-	}
-	var keep []*candidate
 	for _, c := range out {
-		if !c.rec.Complete() {
-			continue
+		if c.token != nil && c.log != nil {
+			c.diffs = differences(c.token.tok.Record, c.log.Record)
 		}
-		if !v.h.InUse(c.rec.Keyslot) {
-			notes = append(notes, fmt.Sprintf("ceremony %s: its keyslot %d holds no key", c.rec.ID, c.rec.Keyslot))
-			continue
-		}
-		c.cer = ceremonyOf(c.rec)
-		keep = append(keep, c)
 	}
-	// Newest first: a ceremony before the one it replaces.
-	slices.SortStableFunc(keep, func(a, b *candidate) int {
-		switch {
-		case a.rec.Replaces == b.rec.ID.String():
-			return -1
-		case b.rec.Replaces == a.rec.ID.String():
-			return 1
-		}
-		return 0
-	})
-	return keep, notes, nil
+	return out
 }
 
-// compare checks the log's copy r against the token's copy in c: a
-// ceremony-wide difference is an error; a difference about one share marks
-// it disputed.
-func compare(c *candidate, r *Record) error {
-	t := c.rec
-	whole := func(field string) error {
-		return &DisagreeError{Ceremony: t.ID.String(), Field: field, A: []string{"token"}, B: []string{"log"}}
-	}
-	switch {
-	case t.Volume != r.Volume:
-		return whole("volume")
-	case t.K != r.K:
-		return whole("k")
-	case t.N != r.N:
-		return whole("n")
-	case t.Keyslot != r.Keyslot:
-		return whole("keyslot")
-	case t.Digest != r.Digest:
-		return whole("digest")
-	}
-	for i := 1; i <= t.N; i++ {
-		a, b := t.Card(i), r.Card(i)
-		field := ""
-		switch {
-		case a == nil || b == nil:
-			field = "card"
-		case a.Serial != b.Serial || a.Fingerprint != b.Fingerprint || a.Slot != b.Slot:
-			field = "card"
-		case a.Commitment != b.Commitment:
-			field = "commitment"
-		case !sealedEqual(a.Sealed, b.Sealed):
-			field = "sealed share"
-		}
-		if field != "" {
-			c.disputed[i] = &DisagreeError{Ceremony: t.ID.String(), Index: i, Field: field, A: []string{"token"}, B: []string{"log"}}
+// claimOf returns the claim of one ceremony, or nil.
+func (v *view) claimOf(id [16]byte) *claim {
+	for _, c := range v.claims() {
+		if c.id == id {
+			return c
 		}
 	}
 	return nil
+}
+
+// describeDiffs says how a token and the log disagree, copy by copy.
+func describeDiffs(c *claim) []string {
+	var out []string
+	for _, d := range c.diffs {
+		what := d.Field
+		if d.Index > 0 {
+			what = fmt.Sprintf("card %d's %s", d.Index, d.Field)
+		}
+		out = append(out, fmt.Sprintf("ceremony %s: %s differs between %s and the log", idText(c.id), what, c.token.name()))
+	}
+	return out
+}
+
+// openLog returns the log's unfinished ceremony of the volume, or nil.
+func (v *view) openLog() *store.CeremonyState {
+	for i := len(v.log) - 1; i >= 0; i-- {
+		if v.log[i].Status == StatusOpen {
+			return &v.log[i]
+		}
+	}
+	return nil
+}
+
+// current is the volume's current ceremony as a confirmed claim: the
+// log's newest active ceremony whose token agrees with it (LUKS2), with
+// what the copies say when there is none.
+type current struct {
+	claim *claim
+	rec   *Record
+	// confirmed: token and log agree on all of it, and the token's
+	// anchor is good.
+	confirmed bool
+	// why names the copies and what is missing when not confirmed.
+	why string
+}
+
+// current finds the volume's current ceremony. Without a confirmed one, it
+// returns the best claim with the reason it is not confirmed, or nil when
+// no copy tells of an active ceremony.
+func (v *view) current() *current {
+	cs := v.claims()
+	var best *current
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
+		active := c.log != nil && c.log.Status == StatusActive
+		if !active && !(c.log == nil && c.token != nil && c.token.tok.Record.Complete()) {
+			continue
+		}
+		cur := &current{claim: c}
+		switch {
+		case c.log != nil:
+			cur.rec = c.log.Record
+		default:
+			cur.rec = c.token.tok.Record
+		}
+		switch {
+		case c.agrees() && c.token.anchorErr == nil:
+			cur.confirmed = true
+			return cur
+		case c.agrees():
+			cur.why = fmt.Sprintf("%s and the log agree, but the token's anchor fails: %v", c.token.name(), c.token.anchorErr)
+		case c.token != nil && c.log != nil:
+			cur.why = strings.Join(describeDiffs(c), "; ")
+		case c.log != nil && v.h.Version == 2:
+			cur.why = "only the log holds it: the luks2 header has no token for it"
+		case c.log != nil:
+			cur.why = "only the log holds it (a luks1 header has no token)"
+		case !v.hasLog:
+			cur.why = "only " + c.token.name() + " holds it: there is no ceremony log"
+		default:
+			cur.why = "only " + c.token.name() + " holds it: the log does not"
+		}
+		if best == nil {
+			best = cur
+		}
+	}
+	return best
 }

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/go-piv/piv-go/v2/piv"
+
 	"custos.dev/custos/cards"
 	"custos.dev/custos/shares"
+	"custos.dev/custos/store"
 )
 
 // promptError is a failure to read a secret: it stops a ceremony instead
@@ -37,8 +40,9 @@ type newShares struct {
 }
 
 // writeAll writes the shares not yet written, card by card, logging each
-// card as soon as its share is verified. A card that fails is set aside
-// and another asked for.
+// card (its attestation and the ceremony record with its entry) as soon as
+// its share is verified. A card that fails is set aside and another asked
+// for.
 func (ns *newShares) writeAll(ctx context.Context, env *Env) error {
 	for i := len(ns.rec.Cards) + 1; i <= ns.rec.N; i++ {
 		name := ""
@@ -48,20 +52,20 @@ func (ns *newShares) writeAll(ctx context.Context, env *Env) error {
 		for {
 			msg := fmt.Sprintf("insert card %d of %d", i, ns.rec.N)
 			if name != "" {
-				msg += " (custodian " + name + ")"
+				msg += " (custodian " + safeText(name) + ")"
 			}
 			card, err := waitCard(ctx, env, msg)
 			if err != nil {
 				return err
 			}
-			ref, err := ns.writeOne(env, card, i, name)
+			entry, att, err := ns.writeOne(env, card, i, name)
 			card.Close()
 			if err == nil {
-				ns.rec.Cards = append(ns.rec.Cards, *ref)
-				if _, err := put(env, ns.rec); err != nil {
+				ns.rec.Cards = append(ns.rec.Cards, *entry)
+				if err := logCard(env, ns.rec, entry, att); err != nil {
 					return err
 				}
-				env.say("card %s: share %d of %d written, read back and opened", ref.Serial, i, ns.rec.N)
+				env.say("%s: share %d of %d written, read back and opened", who(entry.Serial, entry.Custodian), i, ns.rec.N)
 				if err := step(ns.fp); err != nil {
 					return err
 				}
@@ -76,59 +80,84 @@ func (ns *newShares) writeAll(ctx context.Context, env *Env) error {
 	return nil
 }
 
-// writeOne seals share i to the card, writes it, reads it back and opens
-// it with the custodian's PIN.
-func (ns *newShares) writeOne(env *Env, card Card, i int, name string) (*CardRef, error) {
+// logCard records, in one transaction, the card's attestation (the
+// certificates, so that anyone can verify them again from the log) and
+// the ceremony with the card's entry.
+func logCard(env *Env, rec *Record, entry *RecordCard, att *cards.Attestation) error {
+	_, err := env.Log.Update(func(tx *store.Tx) error {
+		if att != nil {
+			reg := store.CardRegistration{Serial: entry.Serial, Custodian: entry.Custodian, Slot: slotText(entry.Slot),
+				Fingerprint: shares.Fingerprint(entry.Key).String()}
+			reg.Attestation = append(append(reg.Attestation, att.Cert.Raw...), att.Intermediate.Raw...)
+			if reg.Custodian == "" {
+				reg.Custodian = "unnamed"
+			}
+			if _, err := tx.RegisterCard(env.actor(), idText(rec.ID), reg); err != nil {
+				return err
+			}
+		}
+		_, err := tx.PutCeremony(env.actor(), StatusOpen, rec)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("log card %s: %w", entry.Serial, err)
+	}
+	return nil
+}
+
+// writeOne seals share i to the card's attested key, writes it with the
+// ceremony's record into the slot's certificate and, with one PIN
+// verification, has the card open it and reads it back.
+func (ns *newShares) writeOne(env *Env, card Card, i int, name string) (*RecordCard, *cards.Attestation, error) {
 	serial := serialOf(card)
 	for _, c := range ns.rec.Cards {
 		if c.Serial == serial {
-			return nil, fmt.Errorf("card %s already holds share %d of this ceremony: %w", serial, c.Index, ErrSeenTwice)
+			return nil, nil, fmt.Errorf("card %s already holds share %d of this ceremony: %w", serial, c.Index, ErrSeenTwice)
 		}
 	}
 	slots, err := card.Custody()
 	if err != nil {
-		return nil, fmt.Errorf("card %s: read custody slots: %w", serial, err)
+		return nil, nil, fmt.Errorf("card %s: read custody slots: %w", serial, err)
 	}
 	si, err := ns.pickSlot(serial, slots)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if name == "" {
 		name = custodianOf(env, serial)
 	}
-	pub, err := slotKey(si)
+	att, err := attest(env, card, si, ns.rec.AllowUnattested)
 	if err != nil {
-		return nil, fmt.Errorf("card %s slot %02x: %w", serial, si.Slot, err)
+		return nil, nil, fmt.Errorf("card %s slot %02x: %w", serial, si.Slot, err)
+	}
+	pub, err := si.PublicKey.ECDH()
+	if err != nil {
+		return nil, nil, fmt.Errorf("card %s slot %02x: %w", serial, si.Slot, err)
 	}
 	sh := ns.shares[i-1]
 	sealed, err := shares.Seal(sh, pub)
 	if err != nil {
-		return nil, fmt.Errorf("card %s: seal share %d: %w", serial, i, err)
+		return nil, nil, fmt.Errorf("card %s: seal share %d: %w", serial, i, err)
+	}
+	sealedBytes, err := sealed.MarshalBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	entry := &RecordCard{Index: i, Serial: serial, Slot: si.Slot, Custodian: name, Key: [32]byte(si.Fingerprint),
+		Commitment: [32]byte(ns.cer.Commitments[i-1]), Sealed: sealedBytes}
+	if att != nil {
+		entry.Attestation = attestationDigest(att.Cert, att.Intermediate)
 	}
 	head, err := env.Log.Head()
 	if err != nil {
-		return nil, fmt.Errorf("read log head: %w", err)
+		return nil, nil, fmt.Errorf("read log head: %w", err)
 	}
-	sc := &cards.ShareCert{Ceremony: ns.rec.ID, Volume: ns.rec.Volume, K: ns.rec.K, N: ns.rec.N, Index: i,
-		Keyslot: ns.rec.Keyslot, Digest: ns.cer.Digest, Commitment: ns.cer.Commitments[i-1],
-		Anchor: head.Hash, Sealed: sealed}
+	payload, err := store.EncodeCardCopy(withCard(ns.rec, *entry), head)
+	if err != nil {
+		return nil, nil, fmt.Errorf("card %s: %w", serial, err)
+	}
 	err = withPIN(env, serial, name, func(pin []byte) error {
-		if err := card.VerifyPIN(pin); err != nil {
-			return err
-		}
-		if err := card.WriteShare(si.Slot, sc); err != nil {
-			return err
-		}
-		back, err := card.ReadShare(si.Slot)
-		if err != nil {
-			return err
-		}
-		if back.Ceremony != sc.Ceremony || back.Volume != sc.Volume || back.K != sc.K || back.N != sc.N ||
-			back.Index != sc.Index || back.Keyslot != sc.Keyslot || back.Digest != sc.Digest ||
-			back.Commitment != sc.Commitment || back.Anchor != sc.Anchor || !sealedEqual(back.Sealed, sealed) {
-			return ErrReadBack
-		}
-		opened, err := card.OpenShare(si.Slot, pin, back.Sealed)
+		opened, err := card.WriteShare(si.Slot, pin, sealed, payload)
 		if err != nil {
 			return err
 		}
@@ -139,10 +168,32 @@ func (ns *newShares) writeOne(env *Env, card Card, i int, name string) (*CardRef
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("card %s: share %d: %w", serial, i, err)
+		return nil, nil, fmt.Errorf("card %s: share %d: %w", serial, i, err)
 	}
-	return &CardRef{Index: i, Serial: serial, Slot: si.Slot, Fingerprint: si.Fingerprint, Custodian: name,
-		Commitment: ns.cer.Commitments[i-1], Sealed: sealed}, nil
+	return entry, att, nil
+}
+
+// attest checks that the slot's key was generated on a genuine card, with
+// a PIN policy that makes the PIN needed to open a share: the card's
+// attestation of the slot, verified against Yubico's roots and env.Roots.
+// With allowUnattested (the ceremony's explicit policy) a card that cannot
+// attest is accepted with a warning; a failed check is never accepted.
+func attest(env *Env, card Card, si cards.SlotInfo, allowUnattested bool) (*cards.Attestation, error) {
+	att, err := card.Attest(si.Slot, env.Roots)
+	if err != nil {
+		if allowUnattested && errors.Is(err, cards.ErrNoAttestation) {
+			env.say("warning: card %d slot %02x has no attestation: accepted only because the ceremony allows unattested cards", card.Serial(), si.Slot)
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnattested, err)
+	}
+	switch {
+	case att.Fingerprint != si.Fingerprint:
+		return nil, fmt.Errorf("%w: the attested key is not the slot's key", ErrUnattested)
+	case att.PINPolicy != piv.PINPolicyOnce && att.PINPolicy != piv.PINPolicyAlways:
+		return nil, fmt.Errorf("%w: the key's pin policy lets it be used without the pin", ErrUnattested)
+	}
+	return att, nil
 }
 
 // pickSlot chooses the custody slot for a new share: the slot a rotation
@@ -158,12 +209,12 @@ func (ns *newShares) pickSlot(serial string, slots []cards.SlotInfo) (cards.Slot
 		return cards.SlotInfo{}, fmt.Errorf("card %s: custody slot %02x of the old ceremony is gone: %w", serial, s, ErrNoFreeSlot)
 	}
 	for _, si := range slots {
-		if si.Share == nil {
+		if si.Cert == nil {
 			return si, nil
 		}
 	}
 	for _, si := range slots {
-		if si.Share.Volume == ns.rec.Volume {
+		if rec, _, err := decodeSlotCert(serial, si.Slot, si.Cert); err == nil && rec.Volume == ns.rec.Volume {
 			return si, nil
 		}
 	}
@@ -175,13 +226,13 @@ func (ns *newShares) pickSlot(serial string, slots []cards.SlotInfo) (cards.Slot
 }
 
 // custodianOf is the custodian the log's card registry names for a card,
-// or "".
+// or "" (also when the registry's name would not be valid in a record).
 func custodianOf(env *Env, serial string) string {
 	if env.Log == nil {
 		return ""
 	}
 	cr, err := env.Log.Card(serial)
-	if err != nil {
+	if err != nil || store.CheckText(cr.Custodian) != nil {
 		return ""
 	}
 	return cr.Custodian
