@@ -16,9 +16,17 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	prompt *prompter
+	debug  bool // --debug
 }
 
-// startupNotes are what lockdown could not do, shown with --debug.
+// debugf writes a diagnostic line under --debug; never a secret.
+func (e *env) debugf(format string, args ...any) {
+	if e.debug {
+		e.say("custos: debug: "+format, args...)
+	}
+}
+
+// startupNotes are what lockdown did and could not do, shown with --debug.
 var startupNotes []string
 
 // defaultDB is where the ceremony log lives unless --db says otherwise

@@ -17,6 +17,7 @@ import (
 
 	"custos.dev/custos/cards"
 	"custos.dev/custos/escrow"
+	"custos.dev/custos/internal/secmem"
 	"custos.dev/custos/luks"
 	"custos.dev/custos/store"
 )
@@ -145,8 +146,9 @@ func attestationRoots(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// keyFlag reads --key-file or --new-key-file when given; nil otherwise.
-func (e *env) keyFlag(c *cli.Context, name string) ([]byte, error) {
+// keyFlag reads --key-file or --new-key-file when given, into a secmem
+// buffer the caller frees; nil otherwise.
+func (e *env) keyFlag(c *cli.Context, name string) (*secmem.Buf, error) {
 	if !c.IsSet(name) {
 		return nil, nil
 	}
@@ -154,7 +156,11 @@ func (e *env) keyFlag(c *cli.Context, name string) ([]byte, error) {
 	if p == "" {
 		return nil, usageErrorf(c, "--%s needs a path (or - for standard input)", name)
 	}
-	return readKeyFile(e.stdin, p)
+	k, err := readKeyFile(e.stdin, p)
+	if err == nil && k.LockErr() != nil {
+		e.debugf("--%s: not locked: %v", name, k.LockErr())
+	}
+	return k, err
 }
 
 func parseSlot(c *cli.Context, s string) (uint8, error) {
@@ -394,13 +400,13 @@ func (e *env) enroll(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer wipe(key)
+	defer key.Free()
 	env, done, err := e.ceremonyEnv(c, a[0], true)
 	if err != nil {
 		return err
 	}
 	defer done()
-	res, err := escrow.Enroll(c.Context, env, escrow.EnrollOptions{K: k, N: n, Custodians: names, AuthKey: key})
+	res, err := escrow.Enroll(c.Context, env, escrow.EnrollOptions{K: k, N: n, Custodians: names, AuthKey: key.Bytes()})
 	if err != nil {
 		return err
 	}
@@ -463,14 +469,14 @@ func (e *env) recover(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer wipe(key)
+	defer key.Free()
 	env, done, err := e.ceremonyEnv(c, a[0], false)
 	if err != nil {
 		return err
 	}
 	defer done()
 	env.PBKDF = pbkdf
-	res, err := escrow.Recover(c.Context, env, escrow.RecoverOptions{NewKey: key})
+	res, err := escrow.Recover(c.Context, env, escrow.RecoverOptions{NewKey: key.Bytes()})
 	if res != nil && err != nil {
 		// Say what each card did before the error.
 		writeOutcomes(e.stderr, viewOutcomes(res.Cards))
@@ -529,14 +535,14 @@ func (e *env) rotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer wipe(key)
+	defer key.Free()
 	env, done, err := e.ceremonyEnv(c, a[0], true)
 	if err != nil {
 		return err
 	}
 	defer done()
 	res, err := escrow.Rotate(c.Context, env, escrow.RotateOptions{K: k, N: n, Custodians: c.StringSlice("custodian"),
-		AuthKey: key, WipeWait: c.Duration("wipe-wait")})
+		AuthKey: key.Bytes(), WipeWait: c.Duration("wipe-wait")})
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,19 @@ import (
 // newApp builds the whole command line over the given streams, so that it
 // runs in-process in tests exactly as main runs it.
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	return newEnv(stdin, stdout, stderr).app(stdin)
+}
+
+func newEnv(stdin io.Reader, stdout, stderr io.Writer) *env {
 	in := newInput(stdin)
-	e := &env{stdin: in, stdout: stdout, stderr: stderr, prompt: &prompter{in: in, out: stderr}}
+	e := &env{stdin: in, stdout: stdout, stderr: stderr}
+	e.prompt = &prompter{in: in, out: stderr, debugf: e.debugf}
+	return e
+}
+
+// app is the command line over e's streams.
+func (e *env) app(stdin io.Reader) *cli.App {
+	stdout, stderr := e.stdout, e.stderr
 	ds := docs{}
 
 	deviceArg := "DEVICE"
@@ -34,11 +45,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			&cli.BoolFlag{Name: "debug", Usage: "print diagnostics (never secrets) to standard error", Hidden: true},
 		},
 		Before: func(c *cli.Context) error {
-			if globalsOf(c).debug {
-				for _, n := range startupNotes {
-					e.say("custos: debug: %s", n)
-				}
+			e.debug = globalsOf(c).debug
+			for _, n := range startupNotes {
+				e.debugf("%s", n)
 			}
+			return nil
+		},
+		// Runs after the command, whatever it returned: no secret outlives it.
+		After: func(*cli.Context) error {
+			e.prompt.release()
 			return nil
 		},
 		Action: func(c *cli.Context) error {

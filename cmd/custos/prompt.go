@@ -5,16 +5,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
+
+	"custos.dev/custos/internal/secmem"
 )
 
 // input is the process's one reader of standard input, shared by every
 // prompt and by "--key-file -". When standard input is not a terminal, each
 // prompt takes exactly one line, in the order the prompts appear, so that a
-// ceremony can be scripted. It reads one byte at a time: it never consumes
-// anything past the line a prompt asked for, and no copy of a secret is left
-// behind in a read-ahead buffer it cannot wipe.
+// ceremony can be scripted. It reads one byte at a time, straight into a
+// secmem buffer: it never consumes anything past the line a prompt asked
+// for, and no copy of a secret is left behind in a read-ahead buffer or on
+// the Go heap.
 type input struct {
 	r    io.Reader
 	fd   int  // the terminal's descriptor when tty is true
@@ -38,103 +43,116 @@ var errNoInput = errors.New("standard input ended")
 // maxLine bounds one line of input: far above any PIN or passphrase.
 const maxLine = 64 << 10
 
-// readLine returns the next line without its line ending ("\n" or "\r\n").
-// The caller owns the slice and wipes it. A last line without a newline
-// counts; nothing at all at the end of input is errNoInput.
-func (in *input) readLine() ([]byte, error) {
+// readLine returns the next line without its line ending ("\n" or "\r\n"),
+// in a secmem buffer the caller frees. A last line without a newline
+// counts; nothing at all at the end of input is errNoInput. From a
+// terminal, echo is off while the line is typed.
+func (in *input) readLine() (*secmem.Buf, error) {
 	if in.done {
 		return nil, errNoInput
 	}
-	var line []byte
-	var b [1]byte
-	for {
-		n, err := in.r.Read(b[:])
-		if n == 1 {
-			if b[0] == '\n' {
-				break
-			}
-			if len(line) == maxLine {
-				wipe(line)
-				return nil, fmt.Errorf("input line longer than %d bytes", maxLine)
-			}
-			line = appendWiping(line, b[0])
-			continue
-		}
-		if err == io.EOF {
-			in.done = true
-			if len(line) == 0 {
-				return nil, errNoInput
-			}
-			break
-		}
-		if err != nil {
-			wipe(line)
-			return nil, fmt.Errorf("read standard input: %w", err)
-		}
+	line, err := secmem.New(0)
+	if err != nil {
+		return nil, err
 	}
-	b[0] = 0
-	if len(line) > 0 && line[len(line)-1] == '\r' {
-		line[len(line)-1] = 0
-		line = line[:len(line)-1]
+	if in.tty {
+		err = in.readNoEcho(line)
+	} else {
+		err = line.ReadLine(in.r, maxLine)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF):
+		// A terminal can be read again after ^D; a pipe or file cannot.
+		in.done = !in.tty
+		if line.Len() == 0 {
+			line.Free()
+			return nil, errNoInput
+		}
+	case errors.Is(err, secmem.ErrTooLong):
+		line.Free()
+		return nil, fmt.Errorf("input line longer than %d bytes", maxLine)
+	default:
+		line.Free()
+		return nil, fmt.Errorf("read standard input: %w", err)
 	}
 	return line, nil
 }
 
-// readAll reads the rest of standard input (for "--key-file -"), at most
-// limit bytes.
-func (in *input) readAll(limit int) ([]byte, error) {
-	var buf []byte
-	chunk := make([]byte, 4096)
-	defer wipe(chunk)
-	for !in.done {
-		n, err := in.r.Read(chunk)
-		for i := 0; i < n; i++ {
-			if len(buf) == limit {
-				wipe(buf)
-				return nil, fmt.Errorf("key file larger than %d bytes", limit)
-			}
-			buf = appendWiping(buf, chunk[i])
-		}
-		if err == io.EOF {
-			in.done = true
-		} else if err != nil {
-			wipe(buf)
-			return nil, fmt.Errorf("read standard input: %w", err)
-		}
+// readNoEcho reads a line from the terminal with echo off, as
+// golang.org/x/term's ReadPassword does (canonical mode, signals on, CR
+// read as NL, a backspace that reaches us erases), but into line's pages
+// rather than the heap. The terminal's state is restored before it
+// returns.
+func (in *input) readNoEcho(line *secmem.Buf) error {
+	old, err := unix.IoctlGetTermios(in.fd, unix.TCGETS)
+	if err != nil {
+		return err
 	}
-	return buf, nil
+	st := *old
+	st.Lflag &^= unix.ECHO
+	st.Lflag |= unix.ICANON | unix.ISIG
+	st.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(in.fd, unix.TCSETS, &st); err != nil {
+		return err
+	}
+	defer unix.IoctlSetTermios(in.fd, unix.TCSETS, old)
+	err = line.ReadLine(in.r, maxLine)
+	// Backspaces the line discipline let through erase in place.
+	b, n := line.Bytes(), 0
+	for _, c := range b {
+		if c == '\b' {
+			n = max(n-1, 0)
+			continue
+		}
+		b[n] = c
+		n++
+	}
+	line.Truncate(n)
+	return err
 }
 
-// appendWiping appends c to buf and, when the slice has to grow, wipes the
-// old backing array so no stray copy of a secret stays on the heap.
-func appendWiping(buf []byte, c byte) []byte {
-	if len(buf) < cap(buf) {
-		return append(buf, c)
+// readAll reads the rest of standard input (for "--key-file -"), at most
+// limit bytes, into a secmem buffer the caller frees.
+func (in *input) readAll(limit int) (*secmem.Buf, error) {
+	buf, err := secmem.New(0)
+	if err != nil {
+		return nil, err
 	}
-	grown := make([]byte, len(buf), 2*cap(buf)+16)
-	copy(grown, buf)
-	wipe(buf)
-	return append(grown, c)
+	err = buf.ReadAll(in.r, limit)
+	in.done = true
+	if errors.Is(err, secmem.ErrTooLong) {
+		buf.Free()
+		return nil, fmt.Errorf("key file larger than %d bytes", limit)
+	}
+	if err != nil {
+		buf.Free()
+		return nil, fmt.Errorf("read standard input: %w", err)
+	}
+	return buf, nil
 }
 
 // prompter asks for secrets: from the terminal without echo, or one line of
 // standard input per prompt. Prompts go to standard error; nothing typed is
 // ever echoed or written anywhere.
+//
+// Each secret is read into a secmem buffer of its own. package escrow wipes
+// what Secret returns but cannot free it, so the prompter keeps every
+// buffer it handed out and release wipes and frees them all when the
+// command ends.
 type prompter struct {
-	in  *input
-	out io.Writer
+	in     *input
+	out    io.Writer
+	debugf func(format string, args ...any) // --debug notes; may be nil
+
+	mu   sync.Mutex
+	held []*secmem.Buf
 }
 
-// Secret asks once. The caller wipes the result.
+// Secret asks once. The caller wipes the result; release frees it.
 func (p *prompter) Secret(prompt string) ([]byte, error) {
 	fmt.Fprintf(p.out, "%s: ", prompt)
-	var s []byte
-	var err error
-	if p.in.tty {
-		s, err = term.ReadPassword(p.in.fd)
-	} else {
-		s, err = p.in.readLine()
-	}
+	s, err := p.in.readLine()
 	fmt.Fprintln(p.out)
 	if errors.Is(err, errNoInput) && p.in.keyFileTookAll {
 		return nil, &cliError{code: exitUsage, err: fmt.Errorf("%s: %w: the key file took all of it", prompt, err),
@@ -147,8 +165,32 @@ func (p *prompter) Secret(prompt string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", prompt, err)
 	}
-	if len(s) == 0 {
+	if s.Len() == 0 {
+		s.Free()
 		return nil, fmt.Errorf("%s: empty input", prompt)
 	}
-	return s, nil
+	p.hold(prompt, s)
+	return s.Bytes(), nil
+}
+
+// hold keeps s until release, and says under --debug when its pages could
+// not be locked.
+func (p *prompter) hold(what string, s *secmem.Buf) {
+	if err := s.LockErr(); err != nil && p.debugf != nil {
+		p.debugf("%s: not locked: %v", what, err)
+	}
+	p.mu.Lock()
+	p.held = append(p.held, s)
+	p.mu.Unlock()
+}
+
+// release wipes and frees every secret the prompter handed out. Slices
+// returned by Secret are invalid afterwards.
+func (p *prompter) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.held {
+		s.Free()
+	}
+	p.held = nil
 }

@@ -8,6 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"github.com/urfave/cli/v2"
+
+	"custos.dev/custos/internal/realtest"
 )
 
 // countingReader counts the bytes taken from it, to prove that a prompt
@@ -27,6 +32,7 @@ func TestPromptsReadOneLineEachInOrder(t *testing.T) {
 	src := &countingReader{r: strings.NewReader("first\nsecond\r\n\nthird")}
 	var talk bytes.Buffer
 	p := &prompter{in: newInput(src), out: &talk}
+	defer p.release()
 
 	got, err := p.Secret("pin for card 1")
 	if err != nil || string(got) != "first" {
@@ -69,15 +75,20 @@ func TestKeyFile(t *testing.T) {
 	f := filepath.Join(dir, "key")
 	os.WriteFile(f, []byte("s3cret\n"), 0o600)
 	k, err := readKeyFile(newInput(strings.NewReader("")), f)
-	if err != nil || string(k) != "s3cret\n" {
-		t.Errorf("key file: %q, %v; want every byte, newline included, as cryptsetup reads it", k, err)
+	if err != nil || string(k.Bytes()) != "s3cret\n" {
+		t.Errorf("key file: %q, %v; want every byte, newline included, as cryptsetup reads it", k.Bytes(), err)
 	}
+	if k.Cap() > os.Getpagesize() {
+		t.Errorf("a 7-byte key file took %d bytes: it was moved while read", k.Cap())
+	}
+	k.Free()
 
 	in := newInput(strings.NewReader("from\nstdin\n"))
 	k, err = readKeyFile(in, "-")
-	if err != nil || string(k) != "from\nstdin\n" {
-		t.Errorf("key file on stdin: %q, %v", k, err)
+	if err != nil || string(k.Bytes()) != "from\nstdin\n" {
+		t.Errorf("key file on stdin: %q, %v", k.Bytes(), err)
 	}
+	k.Free()
 	// The key file took standard input: a prompt after it says why it
 	// has nothing.
 	_, err = (&prompter{in: in, out: io.Discard}).Secret("pin")
@@ -109,16 +120,69 @@ func TestLineTooLong(t *testing.T) {
 	}
 }
 
-func TestAppendWipingClearsOldArrays(t *testing.T) {
-	buf := make([]byte, 0, 2)
-	buf = appendWiping(buf, 'a')
-	buf = appendWiping(buf, 'b')
-	old := buf
-	buf = appendWiping(buf, 'c') // grows: old array must be wiped
-	if string(buf) != "abc" {
-		t.Fatalf("got %q", buf)
+// TestSecretsLiveInLockedPagesUntilRelease: what Secret returns is a
+// view of a secmem buffer the prompter holds, not a heap copy, and release
+// frees every one of them.
+func TestSecretsLiveInLockedPagesUntilRelease(t *testing.T) {
+	p := &prompter{in: newInput(strings.NewReader("123456\npassphrase\n")), out: io.Discard}
+	a, err := p.Secret("pin")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if old[0] != 0 || old[1] != 0 {
-		t.Errorf("old backing array still holds %q", old)
+	b, err := p.Secret("passphrase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.held) != 2 {
+		t.Fatalf("prompter holds %d buffers after two secrets, want 2", len(p.held))
+	}
+	for i, s := range [][]byte{a, b} {
+		h := p.held[i]
+		if unsafe.SliceData(s) != unsafe.SliceData(h.Bytes()) || len(s) != h.Len() {
+			t.Errorf("secret %d is not the held buffer's bytes: a copy", i)
+		}
+		if h.LockErr() != nil {
+			realtest.Missing(t, "secrets not locked: %v", h.LockErr())
+		}
+	}
+	held := p.held
+	p.release()
+	if len(p.held) != 0 {
+		t.Error("release kept buffers")
+	}
+	for i, h := range held {
+		if h.Bytes() != nil || h.Cap() != 0 {
+			t.Errorf("buffer %d not freed by release", i)
+		}
+	}
+}
+
+// TestAfterReleasesSecrets: the app frees every prompted secret when the
+// command ends, even when it fails.
+func TestAfterReleasesSecrets(t *testing.T) {
+	var stderr bytes.Buffer
+	stdin := strings.NewReader("passphrase\n")
+	e := newEnv(stdin, io.Discard, &stderr)
+	app := e.app(stdin)
+	var held int
+	for _, c := range app.Commands {
+		if c.Name == "status" {
+			c.Action = func(*cli.Context) error {
+				if _, err := e.prompt.Secret("passphrase"); err != nil {
+					return err
+				}
+				held = len(e.prompt.held)
+				return errors.New("boom")
+			}
+		}
+	}
+	if code := run(app, []string{"custos", "status", "x"}); code != exitError {
+		t.Fatalf("exit %d, want %d; stderr %s", code, exitError, stderr.String())
+	}
+	if held != 1 {
+		t.Fatalf("the prompter held %d secrets during the command, want 1", held)
+	}
+	if len(e.prompt.held) != 0 {
+		t.Error("a secret outlived the command")
 	}
 }

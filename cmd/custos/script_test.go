@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,10 +37,43 @@ func TestMain(m *testing.M) {
 			var rl unix.Rlimit
 			unix.Getrlimit(unix.RLIMIT_CORE, &rl)
 			fmt.Printf("dumpable %d\ncore %d %d\n", d, rl.Cur, rl.Max)
+			status, _ := os.ReadFile("/proc/self/status")
+			for _, l := range strings.Split(string(status), "\n") {
+				if v, ok := strings.CutPrefix(l, "VmLck:"); ok {
+					fmt.Printf("locked %s\n", strings.TrimSpace(v))
+				}
+			}
 			for _, n := range notes {
 				fmt.Fprintln(os.Stderr, "note:", n)
 			}
 			os.Exit(0)
+		},
+		// unlocked runs its arguments where the kernel refuses mlock, as
+		// for an ordinary user with no room under RLIMIT_MEMLOCK: without
+		// CAP_IPC_LOCK (dropped from the bounding set, from which root's
+		// capabilities are computed at exec; capabilities are per thread,
+		// so the drop and the exec happen on one locked thread) and with
+		// RLIMIT_MEMLOCK 0.
+		"unlocked": func() {
+			runtime.LockOSThread()
+			if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_IPC_LOCK, 0, 0, 0); err != nil && !errors.Is(err, unix.EPERM) {
+				fmt.Fprintln(os.Stderr, "unlocked: drop CAP_IPC_LOCK:", err)
+				os.Exit(1)
+			}
+			if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{}); err != nil {
+				fmt.Fprintln(os.Stderr, "unlocked: RLIMIT_MEMLOCK:", err)
+				os.Exit(1)
+			}
+			if len(os.Args) < 2 {
+				fmt.Fprintln(os.Stderr, "usage: unlocked PROGRAM ARGS...")
+				os.Exit(2)
+			}
+			prog, err := exec.LookPath(os.Args[1])
+			if err == nil {
+				err = unix.Exec(prog, os.Args[1:], os.Environ())
+			}
+			fmt.Fprintln(os.Stderr, "unlocked:", err)
+			os.Exit(1)
 		},
 	})
 }

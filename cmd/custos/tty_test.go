@@ -96,4 +96,18 @@ func TestTerminalNoEcho(t *testing.T) {
 	if strings.Contains(talk.String(), "a1a1a1") {
 		t.Errorf("the prompt stream holds the PIN: %q", talk.String())
 	}
+
+	// A backspace that the line discipline passes on (its erase character
+	// is DEL) erases, as in golang.org/x/term's ReadPassword.
+	go func() {
+		b, err := p.Secret("pin again")
+		done <- result{b, err}
+	}()
+	if _, err := ctrl.WriteString("b2b2bX\b2\n"); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || string(r.b) != "b2b2b2" {
+		t.Errorf("typed b2b2bX, backspace, 2: read %q, %v", r.b, r.err)
+	}
+	p.release()
 }
