@@ -12,6 +12,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"custos.dev/custos/cards"
+	"custos.dev/custos/escrow"
+	"custos.dev/custos/store"
 )
 
 func classifyCards(err error) (int, string, bool) {
@@ -106,13 +108,18 @@ func pickReader(ctx context.Context, want string) (string, error) {
 }
 
 type slotView struct {
-	Slot        string `json:"slot"`
-	Fingerprint string `json:"fingerprint"`
-	Ceremony    string `json:"ceremony,omitempty"`
-	Volume      string `json:"volume,omitempty"`
-	Index       int    `json:"index,omitempty"`
-	K           int    `json:"k,omitempty"`
-	N           int    `json:"n,omitempty"`
+	Slot          string `json:"slot"`
+	Fingerprint   string `json:"fingerprint"`
+	Ceremony      string `json:"ceremony,omitempty"`
+	Volume        string `json:"volume,omitempty"`
+	Index         int    `json:"index,omitempty"`
+	K             int    `json:"k,omitempty"`
+	N             int    `json:"n,omitempty"`
+	Version       int    `json:"version,omitempty"`
+	Anchor        string `json:"anchor,omitempty"`
+	AnchorChecked bool   `json:"anchor_checked,omitempty"`
+	AnchorProblem string `json:"anchor_problem,omitempty"`
+	Problem       string `json:"problem,omitempty"`
 }
 
 type cardView struct {
@@ -129,14 +136,26 @@ func (v cardView) writeText(w io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tKEY FINGERPRINT\tCEREMONY\tSHARE")
+	fmt.Fprintln(tw, "SLOT\tKEY FINGERPRINT\tCEREMONY\tSHARE\tANCHOR")
 	for _, s := range v.Slots {
-		cer, share := "-", "none"
+		cer, share, anchor := "-", "none", "-"
 		if s.Ceremony != "" {
 			cer = s.Ceremony
 			share = fmt.Sprintf("%d of %d (k=%d)", s.Index, s.N, s.K)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Slot, s.Fingerprint, cer, share)
+		switch {
+		case s.Problem != "":
+			share = "unreadable: " + s.Problem
+		case s.Version == 1:
+			anchor = "none (version 1 certificate: run custos rollcall to upgrade it)"
+		case s.Anchor != "" && s.AnchorProblem != "":
+			anchor = s.Anchor + " FAILS: " + s.AnchorProblem
+		case s.Anchor != "" && s.AnchorChecked:
+			anchor = s.Anchor + " (in the log)"
+		case s.Anchor != "":
+			anchor = s.Anchor + " (not checked: no log holds its ceremony)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Slot, s.Fingerprint, cer, share, anchor)
 	}
 	return tw.Flush()
 }
@@ -154,19 +173,38 @@ func (e *env) cardStatus(c *cli.Context) error {
 		return err
 	}
 	defer card.Close()
-	slots, err := card.Custody()
+	l, err := e.openLog(c, logIfThere)
+	if err != nil {
+		return err
+	}
+	env := &escrow.Env{}
+	if l != nil {
+		defer l.Close()
+		env.Log = l
+	}
+	slots, err := escrow.DescribeCard(env, card)
 	if err != nil {
 		return err
 	}
 	v := cardView{Reader: reader, Serial: card.Serial(), Firmware: card.Version(), Slots: []slotView{}}
+	var bad []string
 	for _, s := range slots {
-		sv := slotView{Slot: fmt.Sprintf("%x", s.Slot), Fingerprint: s.Fingerprint.String()}
-		if s.Share != nil {
-			sv.Ceremony = s.Share.Ceremony.String()
-			sv.Volume = s.Share.Volume.String()
-			sv.Index, sv.K, sv.N = s.Share.Index, s.Share.K, s.Share.N
+		sv := slotView{Slot: fmt.Sprintf("%x", s.Slot), Fingerprint: s.Fingerprint, Ceremony: s.Ceremony, Volume: s.Volume,
+			Index: s.Index, K: s.K, N: s.N, Version: s.Version, Problem: s.Problem, AnchorProblem: s.AnchorProblem, AnchorChecked: s.AnchorChecked}
+		if s.Anchor != (store.Head{}) {
+			sv.Anchor = s.Anchor.String()
+		}
+		if s.AnchorProblem != "" {
+			bad = append(bad, fmt.Sprintf("slot %x: anchor %s: %s", s.Slot, sv.Anchor, s.AnchorProblem))
 		}
 		v.Slots = append(v.Slots, sv)
 	}
-	return e.render(globalsOf(c).json, v)
+	if err := e.render(globalsOf(c).json, v); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return &cliError{code: exitVerify, err: fmt.Errorf("card %d: %s", card.Serial(), strings.Join(bad, "; ")),
+			hint: "the log is not the one this card's certificate was written against: run custos log verify"}
+	}
+	return nil
 }

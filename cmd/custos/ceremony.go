@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
@@ -80,14 +82,28 @@ func (s cardSource) Next(ctx context.Context) (escrow.Card, error) {
 	return c, err
 }
 
+// logUse is how a command uses the ceremony log.
+type logUse int
+
+const (
+	logWrite    logUse = iota // needs the log, and creates it if missing
+	logIfThere                // uses the log if it exists, and never creates one
+	logRequired               // reads the log, which must exist: a missing one is an error
+)
+
 // ceremonyEnv gathers the real parts a ceremony needs. close releases them.
-func (e *env) ceremonyEnv(c *cli.Context, device string, needLog bool) (*escrow.Env, func(), error) {
+func (e *env) ceremonyEnv(c *cli.Context, device string, use logUse) (*escrow.Env, func(), error) {
 	g := globalsOf(c)
+	roots, err := attestationRoots(g.roots)
+	if err != nil {
+		return nil, nil, err
+	}
 	env := &escrow.Env{
 		Device: device,
 		Prompt: escrowPrompter{e.prompt},
 		Cards:  cardSource{src: escrow.NewReaderSource(), timeout: g.timeout},
 		Actor:  actor(),
+		Roots:  roots,
 	}
 	var closers []func()
 	done := func() {
@@ -102,23 +118,33 @@ func (e *env) ceremonyEnv(c *cli.Context, device string, needLog bool) (*escrow.
 		}
 		env.Volume = vol
 	}
-	if needLog {
-		l, err := store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
-		if err != nil {
-			return nil, nil, err
-		}
-		env.Log = l
-		closers = append(closers, func() { l.Close() })
-	} else if _, err := os.Stat(g.db); err == nil {
-		// Recover logs when a log is there, and works without one.
-		l, err := store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
-		if err != nil {
-			return nil, nil, err
-		}
+	l, err := e.openLog(c, use)
+	if err != nil {
+		return nil, nil, err
+	}
+	if l != nil {
 		env.Log = l
 		closers = append(closers, func() { l.Close() })
 	}
 	return env, done, nil
+}
+
+// openLog opens the ceremony log as use says; nil without error when the
+// log is optional and absent (the command then says it works without it).
+// A command that only reads never creates a log.
+func (e *env) openLog(c *cli.Context, use logUse) (*store.Log, error) {
+	g := globalsOf(c)
+	if use != logWrite {
+		if _, err := os.Lstat(g.db); errors.Is(err, fs.ErrNotExist) {
+			if use == logRequired {
+				return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", g.db),
+					hint: "give the log's path with --db, or copy it from where the ceremonies were held"}
+			}
+			fmt.Fprintf(e.stderr, "custos: no ceremony log at %s: working from the volume and the cards alone, writing no log\n", g.db)
+			return nil, nil
+		}
+	}
+	return store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
 }
 
 // actor names who runs the ceremony, for the log.
@@ -220,7 +246,7 @@ func (e *env) cardInit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	env, done, err := e.ceremonyEnv(c, "", true)
+	env, done, err := e.ceremonyEnv(c, "", logWrite)
 	if err != nil {
 		return err
 	}
@@ -263,32 +289,35 @@ type cardRefView struct {
 }
 
 type ceremonyView struct {
-	ID         string        `json:"id"`
-	Volume     string        `json:"volume"`
-	K          int           `json:"k"`
-	N          int           `json:"n"`
-	Keyslot    int           `json:"keyslot"`
-	Status     string        `json:"status,omitempty"`
-	Replaces   string        `json:"replaces,omitempty"`
-	ReplacedBy string        `json:"replaced_by,omitempty"`
-	Cards      []cardRefView `json:"cards"`
+	ID              string        `json:"id"`
+	Version         int           `json:"version"`
+	Volume          string        `json:"volume"`
+	K               int           `json:"k"`
+	N               int           `json:"n"`
+	Keyslot         int           `json:"keyslot"`
+	Replaces        string        `json:"replaces,omitempty"`
+	AllowUnattested bool          `json:"allow_unattested,omitempty"`
+	Cards           []cardRefView `json:"cards"`
 }
 
 func viewRecord(r *escrow.Record) *ceremonyView {
 	if r == nil {
 		return nil
 	}
-	v := &ceremonyView{ID: r.ID.String(), Volume: r.Volume.String(), K: r.K, N: r.N, Keyslot: r.Keyslot,
-		Status: r.Status, Replaces: r.Replaces, ReplacedBy: r.ReplacedBy, Cards: []cardRefView{}}
+	v := &ceremonyView{ID: r.IDString(), Version: r.Version, Volume: r.VolumeString(), K: r.K, N: r.N, Keyslot: r.Keyslot,
+		Replaces: r.ReplacesString(), AllowUnattested: r.AllowUnattested, Cards: []cardRefView{}}
 	for _, cr := range r.Cards {
 		v.Cards = append(v.Cards, viewRef(cr))
 	}
 	return v
 }
 
-func viewRef(cr escrow.CardRef) cardRefView {
-	return cardRefView{Index: cr.Index, Serial: cr.Serial, Slot: fmt.Sprintf("%x", cr.Slot),
-		Custodian: cr.Custodian, Fingerprint: cr.Fingerprint.String()}
+// viewRef shows a card of a record. Its custodian's name comes from a
+// copy someone may have forged: it is filtered before it reaches a
+// terminal (docs/FORMAT.md section 13).
+func viewRef(cr escrow.RecordCard) cardRefView {
+	return cardRefView{Index: cr.Index, Serial: escrow.SafeText(cr.Serial), Slot: fmt.Sprintf("%x", cr.Slot),
+		Custodian: escrow.SafeText(cr.Custodian), Fingerprint: hex.EncodeToString(cr.Key[:])}
 }
 
 func (v *ceremonyView) writeText(w io.Writer, title string) {
@@ -296,8 +325,8 @@ func (v *ceremonyView) writeText(w io.Writer, title string) {
 		return
 	}
 	fmt.Fprintf(w, "%s %s\n  volume   %s\n  quorum   %d of %d\n  keyslot  %d\n", title, v.ID, v.Volume, v.K, v.N, v.Keyslot)
-	if v.Status != "" {
-		fmt.Fprintf(w, "  status   %s\n", v.Status)
+	if v.AllowUnattested {
+		fmt.Fprintf(w, "  weakness cards without attestation are allowed\n")
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SHARE\tCARD\tSLOT\tCUSTODIAN\tKEY FINGERPRINT")
@@ -319,7 +348,7 @@ type outcomeView struct {
 func viewOutcomes(os []escrow.CardOutcome) []outcomeView {
 	out := []outcomeView{}
 	for _, o := range os {
-		v := outcomeView{Serial: o.Serial, Reader: o.Reader, Custodian: o.Custodian, Index: o.Index, OK: o.OK()}
+		v := outcomeView{Serial: o.Serial, Reader: o.Reader, Custodian: escrow.SafeText(o.Custodian), Index: o.Index, OK: o.OK()}
 		if o.Err != nil {
 			v.Problem = message(o.Err)
 		}
@@ -401,12 +430,13 @@ func (e *env) enroll(c *cli.Context) error {
 		return err
 	}
 	defer key.Free()
-	env, done, err := e.ceremonyEnv(c, a[0], true)
+	env, done, err := e.ceremonyEnv(c, a[0], logWrite)
 	if err != nil {
 		return err
 	}
 	defer done()
-	res, err := escrow.Enroll(c.Context, env, escrow.EnrollOptions{K: k, N: n, Custodians: names, AuthKey: key.Bytes()})
+	res, err := escrow.Enroll(c.Context, env, escrow.EnrollOptions{K: k, N: n, Custodians: names, AuthKey: key.Bytes(),
+		AllowUnattested: c.Bool("allow-unattested")})
 	if err != nil {
 		return err
 	}
@@ -419,8 +449,10 @@ func (e *env) enroll(c *cli.Context) error {
 type recoverView struct {
 	Ceremony   *ceremonyView `json:"ceremony"`
 	Source     string        `json:"source"`
+	Keyslot    int           `json:"keyslot"`
 	NewKeyslot int           `json:"new_keyslot"`
 	Cards      []outcomeView `json:"cards"`
+	Problems   []string      `json:"problems"`
 	Anchor     string        `json:"anchor,omitempty"`
 }
 
@@ -428,6 +460,9 @@ func (v recoverView) writeText(w io.Writer) error {
 	v.Ceremony.writeText(w, "recovered with ceremony")
 	fmt.Fprintf(w, "  learnt from  %s\n", v.Source)
 	writeOutcomes(w, v.Cards)
+	for _, p := range v.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
 	fmt.Fprintf(w, "new keyslot %d opens the volume with the new key\n", v.NewKeyslot)
 	if v.Anchor != "" {
 		fmt.Fprintf(w, "log head %s\n", v.Anchor)
@@ -470,33 +505,41 @@ func (e *env) recover(c *cli.Context) error {
 		return err
 	}
 	defer key.Free()
-	env, done, err := e.ceremonyEnv(c, a[0], false)
+	env, done, err := e.ceremonyEnv(c, a[0], logIfThere)
 	if err != nil {
 		return err
 	}
 	defer done()
 	env.PBKDF = pbkdf
 	res, err := escrow.Recover(c.Context, env, escrow.RecoverOptions{NewKey: key.Bytes()})
+	if res != nil && res.NewKeyslot >= 0 {
+		// The volume opens with the new key: say so, even when a copy
+		// failed its check afterwards (the error follows).
+		if rerr := e.render(globalsOf(c).json, recoverView{Ceremony: viewRecord(res.Ceremony), Source: res.Source,
+			Keyslot: res.Keyslot, NewKeyslot: res.NewKeyslot, Cards: viewOutcomes(res.Cards),
+			Problems: append([]string{}, res.Problems...), Anchor: anchorString(res.Anchor)}); rerr != nil {
+			return rerr
+		}
+		return err
+	}
 	if res != nil && err != nil {
 		// Say what each card did before the error.
 		writeOutcomes(e.stderr, viewOutcomes(res.Cards))
 	}
-	if err != nil {
-		return err
-	}
-	return e.render(globalsOf(c).json, recoverView{Ceremony: viewRecord(res.Ceremony), Source: res.Source,
-		NewKeyslot: res.NewKeyslot, Cards: viewOutcomes(res.Cards), Anchor: anchorString(res.Anchor)})
+	return err
 }
 
 // --- rotate
 
 type rotateView struct {
-	Old     *ceremonyView `json:"old"`
-	New     *ceremonyView `json:"new"`
-	Wiped   []cardRefView `json:"wiped"`
-	ToWipe  []cardRefView `json:"to_wipe"`
-	Anchor  string        `json:"anchor,omitempty"`
-	Resumed string        `json:"resumed,omitempty"`
+	Old       *ceremonyView `json:"old"`
+	New       *ceremonyView `json:"new"`
+	OldKilled bool          `json:"old_killed"`
+	Problems  []string      `json:"problems"`
+	Wiped     []cardRefView `json:"wiped"`
+	ToWipe    []cardRefView `json:"to_wipe"`
+	Anchor    string        `json:"anchor,omitempty"`
+	Resumed   string        `json:"resumed,omitempty"`
 }
 
 func (v rotateView) writeText(w io.Writer) error {
@@ -505,7 +548,14 @@ func (v rotateView) writeText(w io.Writer) error {
 	}
 	v.New.writeText(w, "new ceremony")
 	if v.Old != nil {
-		fmt.Fprintf(w, "replaces ceremony %s (its keyslot %d is killed)\n", v.Old.ID, v.Old.Keyslot)
+		if v.OldKilled {
+			fmt.Fprintf(w, "replaces ceremony %s (its keyslot %d is killed)\n", v.Old.ID, v.Old.Keyslot)
+		} else {
+			fmt.Fprintf(w, "replaces ceremony %s (its keyslot %d is NOT killed: see the problem below)\n", v.Old.ID, v.Old.Keyslot)
+		}
+	}
+	for _, p := range v.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
 	}
 	for _, c := range v.Wiped {
 		fmt.Fprintf(w, "  wiped     card %s (custodian %s)\n", c.Serial, c.Custodian)
@@ -536,25 +586,28 @@ func (e *env) rotate(c *cli.Context) error {
 		return err
 	}
 	defer key.Free()
-	env, done, err := e.ceremonyEnv(c, a[0], true)
+	env, done, err := e.ceremonyEnv(c, a[0], logWrite)
 	if err != nil {
 		return err
 	}
 	defer done()
 	res, err := escrow.Rotate(c.Context, env, escrow.RotateOptions{K: k, N: n, Custodians: c.StringSlice("custodian"),
-		AuthKey: key.Bytes(), WipeWait: c.Duration("wipe-wait")})
-	if err != nil {
+		AuthKey: key.Bytes(), WipeWait: c.Duration("wipe-wait"), AllowUnattested: c.Bool("allow-unattested")})
+	if res == nil || res.Anchor == (store.Head{}) {
 		return err
 	}
-	v := rotateView{Old: viewRecord(res.Old), New: viewRecord(res.New), Wiped: []cardRefView{}, ToWipe: []cardRefView{},
-		Anchor: anchorString(res.Anchor), Resumed: res.Resumed}
+	v := rotateView{Old: viewRecord(res.Old), New: viewRecord(res.New), OldKilled: res.OldKilled, Wiped: []cardRefView{}, ToWipe: []cardRefView{},
+		Problems: append([]string{}, res.Problems...), Anchor: anchorString(res.Anchor), Resumed: res.Resumed}
 	for _, r := range res.Wiped {
 		v.Wiped = append(v.Wiped, viewRef(r))
 	}
 	for _, r := range res.ToWipe {
 		v.ToWipe = append(v.ToWipe, viewRef(r))
 	}
-	return e.render(globalsOf(c).json, v)
+	if rerr := e.render(globalsOf(c).json, v); rerr != nil {
+		return rerr
+	}
+	return err
 }
 
 // --- rollcall
@@ -563,6 +616,8 @@ type rollcallView struct {
 	Ceremony *ceremonyView `json:"ceremony"`
 	Cards    []outcomeView `json:"cards"`
 	Missing  []cardRefView `json:"missing"`
+	Upgraded []string      `json:"upgraded"`
+	Problems []string      `json:"problems"`
 	Anchor   string        `json:"anchor,omitempty"`
 }
 
@@ -571,6 +626,12 @@ func (v rollcallView) writeText(w io.Writer) error {
 	writeOutcomes(w, v.Cards)
 	for _, m := range v.Missing {
 		fmt.Fprintf(w, "  absent    card %s, share %d (custodian %s)\n", m.Serial, m.Index, m.Custodian)
+	}
+	for _, u := range v.Upgraded {
+		fmt.Fprintf(w, "  upgraded  %s to the version 2 format\n", u)
+	}
+	for _, p := range v.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
 	}
 	if v.Anchor != "" {
 		fmt.Fprintf(w, "log head %s\n", v.Anchor)
@@ -583,30 +644,24 @@ func (e *env) rollcall(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	env, done, err := e.ceremonyEnv(c, a[0], true)
+	env, done, err := e.ceremonyEnv(c, a[0], logWrite)
 	if err != nil {
 		return err
 	}
 	defer done()
 	res, err := escrow.Rollcall(c.Context, env, escrow.RollcallOptions{Cards: c.Int("cards")})
-	if err != nil {
+	if res == nil || len(res.Cards) == 0 {
 		return err
 	}
-	v := rollcallView{Ceremony: viewRecord(res.Ceremony), Cards: viewOutcomes(res.Cards), Missing: []cardRefView{}, Anchor: anchorString(res.Anchor)}
+	v := rollcallView{Ceremony: viewRecord(res.Ceremony), Cards: viewOutcomes(res.Cards), Missing: []cardRefView{},
+		Upgraded: append([]string{}, res.Upgraded...), Problems: append([]string{}, res.Problems...), Anchor: anchorString(res.Anchor)}
 	for _, r := range res.Missing {
 		v.Missing = append(v.Missing, viewRef(r))
 	}
-	if err := e.render(globalsOf(c).json, v); err != nil {
-		return err
+	if rerr := e.render(globalsOf(c).json, v); rerr != nil {
+		return rerr
 	}
-	// A card whose share no longer checks out is a verification failure.
-	for _, o := range res.Cards {
-		if o.Err != nil && escrow.ExitCode(o.Err) == exitVerify {
-			return &cliError{code: exitVerify, err: fmt.Errorf("card %s failed the rollcall: %w", o.Serial, o.Err),
-				hint: "rotate the recovery key to a sound card set: custos rotate " + a[0]}
-		}
-	}
-	return nil
+	return err
 }
 
 // --- status
@@ -625,12 +680,24 @@ type unfinishedView struct {
 	Command  string `json:"command"`
 }
 
+type copyView struct {
+	Copy     string `json:"copy"`
+	Ceremony string `json:"ceremony,omitempty"`
+	Version  int    `json:"version,omitempty"`
+	Status   string `json:"status,omitempty"`
+	Anchor   string `json:"anchor,omitempty"`
+	Problem  string `json:"problem,omitempty"`
+}
+
 type statusView struct {
 	Device       string           `json:"device"`
 	UUID         string           `json:"uuid"`
 	LUKSVersion  int              `json:"luks_version"`
 	Ceremony     *ceremonyView    `json:"ceremony"`
 	Source       string           `json:"source,omitempty"`
+	Confirmed    bool             `json:"confirmed"`
+	Copies       []copyView       `json:"copies"`
+	Notes        []string         `json:"notes"`
 	KeyslotInUse bool             `json:"keyslot_in_use"`
 	Cards        []cardStatusView `json:"cards"`
 	Live         int              `json:"live"`
@@ -644,7 +711,11 @@ func (v statusView) writeText(w io.Writer) error {
 	if v.Ceremony == nil {
 		fmt.Fprintln(w, "no custos ceremony")
 	} else {
-		fmt.Fprintf(w, "ceremony %s (from %s)\n  quorum   %d of %d\n  keyslot  %d", v.Ceremony.ID, v.Source, v.Ceremony.K, v.Ceremony.N, v.Ceremony.Keyslot)
+		confirmed := "confirmed by two copies"
+		if !v.Confirmed {
+			confirmed = "NOT confirmed by two copies"
+		}
+		fmt.Fprintf(w, "ceremony %s (from %s, %s)\n  quorum   %d of %d\n  keyslot  %d", v.Ceremony.ID, v.Source, confirmed, v.Ceremony.K, v.Ceremony.N, v.Ceremony.Keyslot)
 		if !v.KeyslotInUse {
 			fmt.Fprint(w, " (EMPTY)")
 		}
@@ -665,11 +736,32 @@ func (v statusView) writeText(w io.Writer) error {
 		}
 		tw.Flush()
 	}
+	if len(v.Copies) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  COPY\tCEREMONY\tFORMAT\tSTATUS\tANCHOR")
+		for _, c := range v.Copies {
+			status, anchor := c.Status, c.Anchor
+			if status == "" {
+				status = "-"
+			}
+			if anchor == "" {
+				anchor = "-"
+			}
+			if c.Problem != "" {
+				status += " (" + c.Problem + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\tv%d\t%s\t%s\n", c.Copy, c.Ceremony, c.Version, status, anchor)
+		}
+		tw.Flush()
+	}
 	if v.Unfinished != nil {
 		fmt.Fprintf(w, "unfinished %s %s: %s\n  finish or undo it with: %s\n", v.Unfinished.Kind, v.Unfinished.Ceremony, v.Unfinished.Step, v.Unfinished.Command)
 	}
 	for _, p := range v.Problems {
 		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+	for _, n := range v.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
 	}
 	return nil
 }
@@ -679,20 +771,25 @@ func (e *env) status(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	env, done, err := e.ceremonyEnv(c, a[0], true)
+	env, done, err := e.ceremonyEnv(c, a[0], logIfThere)
 	if err != nil {
 		return err
 	}
 	defer done()
 	rep, err := escrow.Status(c.Context, env)
-	if err != nil {
+	if rep == nil {
 		return err
 	}
 	v := statusView{Device: rep.Device, UUID: rep.UUID, LUKSVersion: rep.LUKSVersion, Ceremony: viewRecord(rep.Ceremony),
-		Source: rep.Source, KeyslotInUse: rep.KeyslotInUse, Cards: []cardStatusView{}, Live: rep.Live, Margin: rep.Margin,
+		Source: rep.Source, Confirmed: rep.Confirmed, Copies: []copyView{}, Notes: append([]string{}, rep.Notes...),
+		KeyslotInUse: rep.KeyslotInUse, Cards: []cardStatusView{}, Live: rep.Live, Margin: rep.Margin,
 		Problems: append([]string{}, rep.Problems...)}
+	for _, c := range rep.Copies {
+		v.Copies = append(v.Copies, copyView{Copy: c.Copy, Ceremony: c.Ceremony, Version: c.Version, Status: c.Status,
+			Anchor: anchorString(c.Anchor), Problem: escrow.SafeText(c.Problem)})
+	}
 	for _, cs := range rep.Cards {
-		sv := cardStatusView{cardRefView: viewRef(cs.CardRef), LastOK: cs.LastOK, Reason: cs.Reason}
+		sv := cardStatusView{cardRefView: viewRef(cs.RecordCard), LastOK: cs.LastOK, Reason: escrow.SafeText(cs.Reason)}
 		if !cs.LastRollcall.IsZero() {
 			t := cs.LastRollcall
 			sv.LastRollcall = &t
@@ -702,5 +799,8 @@ func (e *env) status(c *cli.Context) error {
 	if u := rep.Unfinished; u != nil {
 		v.Unfinished = &unfinishedView{Ceremony: u.Ceremony, Kind: u.Kind, Step: u.Step, Command: u.Command}
 	}
-	return e.render(globalsOf(c).json, v)
+	if rerr := e.render(globalsOf(c).json, v); rerr != nil {
+		return rerr
+	}
+	return err
 }

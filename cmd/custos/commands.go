@@ -67,6 +67,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 	reader := &cli.StringFlag{Name: "reader", Usage: "use the reader whose name contains `R` (default: the only card present)"}
 	keyFile := &cli.StringFlag{Name: "key-file", Usage: "read an existing key of the volume from `F` (whole file; - is standard input), instead of asking for its passphrase", TakesFile: true}
 	custodians := &cli.StringSliceFlag{Name: "custodian", Usage: "custodian `NAME`s, one per card, in the order the cards are inserted (repeat the flag)"}
+	allowUnattested := &cli.BoolFlag{Name: "allow-unattested", Usage: "accept cards that cannot prove, by an attestation, that their key was made on a genuine card (recorded in the ceremony and shown as a weakness)"}
 
 	card := &cli.Command{
 		Name:  "card",
@@ -164,7 +165,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 			Flags: []cli.Flag{
 				&cli.IntFlag{Name: "k", Usage: "`K` cards needed to recover"},
 				&cli.IntFlag{Name: "n", Usage: "`N` cards, one share each"},
-				keyFile, custodians,
+				keyFile, custodians, allowUnattested,
 			},
 			Action: e.enroll,
 		}, doc{
@@ -197,7 +198,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 			Flags: []cli.Flag{
 				&cli.IntFlag{Name: "k", Usage: "`K` of the new ceremony (default: as before)"},
 				&cli.IntFlag{Name: "n", Usage: "`N` of the new ceremony (default: as before)"},
-				keyFile, custodians,
+				keyFile, custodians, allowUnattested,
 				&cli.DurationFlag{Name: "wipe-wait", Usage: "how long to wait for each old card leaving the set to be inserted for wiping (default: do not wait; they are listed)"},
 			},
 			Action: e.rotate,

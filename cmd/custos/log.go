@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -30,20 +29,6 @@ func classifyStore(err error) (int, string, bool) {
 		}
 		return 0, "", false
 	}
-}
-
-// openLog opens the ceremony log at --db for reading commands: a log that
-// does not exist is an error here, never quietly created.
-func openLog(c *cli.Context) (*store.Log, error) {
-	g := globalsOf(c)
-	if _, err := os.Stat(g.db); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", g.db),
-				hint: "give the log's path with --db PATH"}
-		}
-		return nil, fmt.Errorf("ceremony log: %w", err)
-	}
-	return store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
 }
 
 // verifyResult is what log verify reports.
@@ -77,7 +62,7 @@ func (e *env) logVerify(c *cli.Context) error {
 		}
 		anchors = append(anchors, h)
 	}
-	l, err := openLog(c)
+	l, err := e.openLog(c, logRequired)
 	if err != nil {
 		return err
 	}
@@ -137,7 +122,7 @@ func (e *env) logShow(c *cli.Context) error {
 	if len(a) == 1 {
 		ceremony = a[0]
 	}
-	l, err := openLog(c)
+	l, err := e.openLog(c, logRequired)
 	if err != nil {
 		return err
 	}
@@ -177,7 +162,7 @@ func (e *env) logTranscript(c *cli.Context) error {
 	if globalsOf(c).json {
 		return usageErrorf(c, "a transcript is text only; 'custos --json log show %s' gives the same events as data", a[0])
 	}
-	l, err := openLog(c)
+	l, err := e.openLog(c, logRequired)
 	if err != nil {
 		return err
 	}
