@@ -1,0 +1,138 @@
+package luks
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// counter is a Volume whose Cryptsetup is a shell wrapper that appends the
+// arguments of every run to a log, then execs the real binary with the
+// same descriptors: it counts the cryptsetup processes an operation
+// starts, as strace -f -e execve would.
+type counter struct {
+	v   *Volume
+	log string
+}
+
+func countRuns(t testing.TB, v *Volume) *counter {
+	t.Helper()
+	dir := t.TempDir()
+	log := filepath.Join(dir, "runs")
+	script := filepath.Join(dir, "cryptsetup")
+	body := "#!/bin/sh\nprintf '%s\\n' \"$*\" >>'" + log + "'\nexec '" + v.Cryptsetup + "' \"$@\"\n"
+	if err := os.WriteFile(script, []byte(body), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return &counter{v: &Volume{Path: v.Path, Cryptsetup: script}, log: log}
+}
+
+// take returns the runs logged since the last take, each as its action
+// (with the subcommand for token and the option for a JSON dump).
+func (c *counter) take(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile(c.log)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	os.Remove(c.log)
+	var runs []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Fields(line)
+		name := f[0]
+		switch {
+		case name == "token":
+			name += " " + f[1]
+		case name == "luksDump" && strings.Contains(line, "--dump-json-metadata"):
+			name += " --dump-json-metadata"
+		}
+		runs = append(runs, name)
+	}
+	return runs
+}
+
+// TestCryptsetupRuns pins the cryptsetup runs of each operation.
+func TestCryptsetupRuns(t *testing.T) {
+	versions(t, func(t *testing.T, version int) {
+		ctx := testCtx(t)
+		v := format(t, version, keyA, 1000)
+		c := countRuns(t, v)
+		cv := c.v
+		dump := []string{"luksDump"}
+		if version == 2 {
+			dump = []string{"luksDump", "luksDump --dump-json-metadata"}
+		}
+		reread := []string{"luksDump"}
+		if version == 2 {
+			reread = []string{"luksDump --dump-json-metadata"}
+		}
+		cat := func(parts ...[]string) []string {
+			var all []string
+			for _, p := range parts {
+				all = append(all, p...)
+			}
+			return all
+		}
+		want := func(op string, runs ...string) {
+			t.Helper()
+			if got := c.take(t); !slices.Equal(got, runs) {
+				t.Errorf("luks%d %s: cryptsetup runs %q, want %q", version, op, got, runs)
+			}
+		}
+
+		if _, err := cv.Inspect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want("Inspect", dump...)
+		slot, err := cv.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want("AddKeyslot", cat(dump, []string{"luksAddKey"}, reread)...)
+		if err := cv.TestKey(ctx, keyB, slot); err != nil {
+			t.Fatal(err)
+		}
+		want("TestKey", "open")
+		if _, err := cv.FindKeyslot(ctx, keyB); err != nil {
+			t.Fatal(err)
+		}
+		want("FindKeyslot", "open")
+		if version == 2 {
+			id, err := cv.ImportToken(ctx, []byte(`{"type":"custos"}`), slot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want("ImportToken", cat(dump, []string{"token import"})...)
+			if err := cv.ReplaceToken(ctx, id, []byte(`{"type":"custos"}`), slot); err != nil {
+				t.Fatal(err)
+			}
+			want("ReplaceToken", cat(dump, []string{"token import"})...)
+			if err := cv.RemoveToken(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			want("RemoveToken", cat(dump, []string{"token remove"})...)
+		}
+		if err := cv.KillKeyslot(ctx, slot, 0, keyA); err != nil {
+			t.Fatal(err)
+		}
+		want("KillKeyslot", cat(dump, []string{"open", "luksKillSlot"}, reread)...)
+
+		// escrow's recover, once the key is gathered: read the header,
+		// test the key on its keyslot, add a keyslot with it.
+		if _, err := cv.Inspect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := cv.TestKey(ctx, keyA, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cv.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap}); err != nil {
+			t.Fatal(err)
+		}
+		want("recover step", cat(dump, []string{"open"}, dump, []string{"luksAddKey"}, reread)...)
+	})
+}
