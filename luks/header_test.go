@@ -270,3 +270,36 @@ func TestHeaderBackupRestore(t *testing.T) {
 		}
 	})
 }
+
+// TestCryptsetupLookup: with no Cryptsetup set, the system's cryptsetup in
+// /usr/sbin or /sbin is run even when a directory earlier in PATH holds
+// another program of that name.
+func TestCryptsetupLookup(t *testing.T) {
+	var system string
+	for _, p := range systemCryptsetup {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			system = p
+			break
+		}
+	}
+	if system == "" {
+		realtest.Missing(t, "no cryptsetup in %v", systemCryptsetup)
+	}
+	dir := t.TempDir()
+	decoy := filepath.Join(dir, "cryptsetup")
+	if err := os.WriteFile(decoy, []byte("#!/bin/sh\nexit 99\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	if p, err := exec.LookPath("cryptsetup"); err != nil || p != decoy {
+		t.Fatalf("PATH lookup = %q, %v; want the decoy %s first", p, err, decoy)
+	}
+	got, err := (&Volume{}).binary()
+	if err != nil || got != system {
+		t.Fatalf("binary() = %q, %v; want %s", got, err, system)
+	}
+	// An explicit Cryptsetup wins.
+	if got, _ := (&Volume{Cryptsetup: decoy}).binary(); got != decoy {
+		t.Fatalf("binary() with Cryptsetup set = %q", got)
+	}
+}

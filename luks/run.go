@@ -45,21 +45,26 @@ type run struct {
 	target string   // the file the action works on, for errors and probes (default v.Path)
 }
 
+// systemCryptsetup are where Debian and most distributions install
+// cryptsetup, looked at before PATH: a directory early in a root shell's
+// PATH (a user's ~/bin, a writable /usr/local/sbin) must not decide which
+// program gets the volume's keys.
+var systemCryptsetup = []string{"/usr/sbin/cryptsetup", "/sbin/cryptsetup"}
+
 // binary returns the cryptsetup program to run.
 func (v *Volume) binary() (string, error) {
 	if v.Cryptsetup != "" {
 		return v.Cryptsetup, nil
 	}
-	if p, err := exec.LookPath("cryptsetup"); err == nil {
-		return p, nil
-	}
-	// Debian puts it in /usr/sbin, often outside a user's PATH.
-	for _, p := range []string{"/usr/sbin/cryptsetup", "/sbin/cryptsetup"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+	for _, p := range systemCryptsetup {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
-	return "", errors.New("cryptsetup not found: install cryptsetup-bin")
+	if p, err := exec.LookPath("cryptsetup"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("cryptsetup not found in /usr/sbin, /sbin or PATH: install cryptsetup-bin")
 }
 
 // preflight checks that the target exists and can be opened as the action
