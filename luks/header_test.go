@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,13 +83,31 @@ func TestDamagedPrimaryLUKS2(t *testing.T) {
 			v := format(t, 2, keyA, 1000)
 			want := inspect(t, v)
 			dmg(t, v.Path)
+			if _, err := readDiskHeader(v.Path); !errors.Is(err, errNotVerified) {
+				t.Fatalf("damaged primary read as verified: %v", err)
+			}
 
-			h, err := v.Inspect(ctx)
+			// cryptsetup reads the secondary copy (luksDump), and repairs
+			// the primary from it as it reads; the next read needs one run.
+			c := countRuns(t, v)
+			h, err := c.v.Inspect(ctx)
 			if err != nil {
 				t.Fatalf("Inspect with damaged primary: %v", err)
 			}
-			if h.UUID != want.UUID || h.Version != 2 {
+			if h.UUID != want.UUID || h.Version != 2 || !slices.Equal(slotIDs(h), slotIDs(want)) {
 				t.Fatalf("header from secondary = %+v, want uuid %s", h, want.UUID)
+			}
+			if runs := c.take(t); !slices.Equal(runs, []string{"luksDump", "luksDump --dump-json-metadata"}) {
+				t.Fatalf("runs with a damaged primary: %q", runs)
+			}
+			if dh, err := readDiskHeader(v.Path); err != nil || dh.uuid != want.UUID {
+				t.Fatalf("primary after cryptsetup read the header: %+v, %v", dh, err)
+			}
+			if h, err := c.v.Inspect(ctx); err != nil || h.UUID != want.UUID {
+				t.Fatalf("Inspect after the repair: %+v, %v", h, err)
+			}
+			if runs := c.take(t); !slices.Equal(runs, []string{"luksDump --dump-json-metadata"}) {
+				t.Fatalf("runs after the repair: %q", runs)
 			}
 			if err := v.TestKey(ctx, keyA, 0); err != nil {
 				t.Fatal(err)

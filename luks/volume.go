@@ -44,9 +44,29 @@ func Open(path string) (*Volume, error) {
 }
 
 // Inspect reads the header: version, UUID, keyslots in use and, for LUKS2,
-// tokens. A damaged LUKS2 primary header is read from its secondary copy
-// (cryptsetup repairs the primary from it as it reads).
+// tokens. It runs cryptsetup once: luksDump for LUKS1; for LUKS2, luksDump
+// --dump-json-metadata for the keyslots and tokens, while the version and
+// UUID come from the primary binary header, read here and trusted only
+// when its checksum holds. Otherwise (a damaged primary, no LUKS header, a
+// header cryptsetup must judge) it runs luksDump first, as cryptsetup
+// reads a damaged LUKS2 primary from its secondary copy (and repairs the
+// primary from it as it reads) and says what is wrong with the others:
+// two runs for LUKS2.
+//
+// # Caveats
+//
+//   - For LUKS2 the UUID and the keyslots come from two reads, the binary
+//     header's and cryptsetup's: a process changing the UUID (cryptsetup
+//     luksUUID --uuid) in between would not be seen. Keyslots and tokens
+//     are read in one run.
 func (v *Volume) Inspect(ctx context.Context) (*Header, error) {
+	if dh, err := readDiskHeader(v.Path); err == nil && dh.version == 2 {
+		h := &Header{Version: 2, UUID: dh.uuid}
+		if err := v.readMetadata(ctx, h); err != nil {
+			return nil, err
+		}
+		return h, nil
+	}
 	out, err := v.exec(ctx, run{op: "luksDump", args: []string{v.Path}})
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
@@ -55,17 +75,24 @@ func (v *Volume) Inspect(ctx context.Context) (*Header, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", v.Path, err)
 	}
-	if h.Version == 1 {
-		return h, nil
-	}
-	out, err = v.exec(ctx, run{op: "luksDump", args: []string{"--dump-json-metadata", v.Path}})
-	if err != nil {
-		return nil, fmt.Errorf("inspect: %w", err)
-	}
-	if err := parseMetadata(out, h); err != nil {
-		return nil, fmt.Errorf("inspect %s: %w", v.Path, err)
+	if h.Version == 2 {
+		if err := v.readMetadata(ctx, h); err != nil {
+			return nil, err
+		}
 	}
 	return h, nil
+}
+
+// readMetadata reads a LUKS2 header's keyslots and tokens into h.
+func (v *Volume) readMetadata(ctx context.Context, h *Header) error {
+	out, err := v.exec(ctx, run{op: "luksDump", args: []string{"--dump-json-metadata", v.Path}})
+	if err != nil {
+		return fmt.Errorf("inspect: %w", err)
+	}
+	if err := parseMetadata(out, h); err != nil {
+		return fmt.Errorf("inspect %s: %w", v.Path, err)
+	}
+	return nil
 }
 
 // reread reads the keyslots and tokens again after a change to a header
