@@ -8,29 +8,49 @@
 //	v, err := luks.Open("/dev/sda2")
 //	h, err := v.Inspect(ctx)            // version, UUID, keyslots, tokens
 //
-//	// Enroll a recovery key, authorised by an existing passphrase.
+//	// Enroll a recovery key, authorised by an existing passphrase. Each
+//	// change takes the header the step read and returns the one after.
 //	keep, err := v.FindKeyslot(ctx, passphrase)
-//	slot, err := v.AddKeyslot(ctx, passphrase, recoveryKey, luks.AddOptions{MinimalPBKDF: true})
-//	err = v.TestKey(ctx, recoveryKey, slot)
+//	k, h, err := v.AddKeyslot(ctx, h, passphrase, recoveryKey,
+//		luks.AddOptions{MinimalPBKDF: true, AuthSlot: &keep})
+//	// k.ID is the new keyslot, k.Salt its identity.
 //
 //	// Record the ceremony in a LUKS2 token bound to that keyslot.
-//	id, err := v.ImportToken(ctx, tokenJSON, slot) // {"type":"custos",...}
+//	id, err := v.ImportToken(ctx, tokenJSON, k.ID) // {"type":"custos",...}
 //	if err != nil {
 //		// Undo the keyslot, as systemd-cryptenroll does.
-//		v.KillKeyslot(ctx, slot, keep, passphrase)
+//		v.KillKeyslot(ctx, h, k.ID, keep, passphrase)
 //	}
-//	err = v.ReplaceToken(ctx, id, newTokenJSON, slot)
+//	err = v.ReplaceToken(ctx, id, newTokenJSON, k.ID)
 //	toks, err := v.Tokens(ctx, luks.TokenType)
 //	tok, err := v.Token(ctx, id)
 //	err = v.RemoveToken(ctx, id)
 //
+//	// Recover: add a passphrase with a recovered key, tested once, on
+//	// the ceremony's keyslot.
+//	h, err = v.Inspect(ctx)
+//	k, h, err = v.AddKeyslot(ctx, h, recoveryKey, newPassphrase,
+//		luks.AddOptions{AuthSlot: &recoveryKeyslot})
+//
 //	// Retire an old keyslot: name the keyslot that stays and a key that
 //	// opens it; it is tested before anything is wiped.
-//	err = v.KillKeyslot(ctx, oldSlot, slot, recoveryKey)
+//	h, err = v.KillKeyslot(ctx, h, oldSlot, k.ID, newPassphrase)
 //
 //	// A safety copy around a change.
 //	err = v.BackupHeader(ctx, "/root/sda2.header")
 //	err = v.RestoreHeader(ctx, "/root/sda2.header")
+//
+// # Header reads
+//
+// A ceremony step reads the header once: Inspect is one cryptsetup run
+// (LUKS2: luksDump --dump-json-metadata, the version and UUID coming from
+// the binary header), and AddKeyslot and KillKeyslot take that header,
+// decide on it, and return the header after the change from one re-read.
+// TestKey and FindKeyslot never read the header. Between the caller's read
+// and the change another process may change the header: cryptsetup's
+// metadata lock serialises the writes, not a read and a later write. What
+// a change finds afterwards that it did not do is reported as
+// ErrHeaderChanged, with the change made.
 //
 // A Volume holds no state beyond its fields; its methods may run from
 // several goroutines, and cryptsetup's metadata lock serialises their
@@ -63,7 +83,8 @@
 // ErrNoFreeKeyslot, ErrKeyslotInUse, ErrKeyslotInactive, ErrBusy,
 // ErrPermission, ErrNotLUKS, ErrDamagedHeader, ErrNoTokens,
 // ErrTokenNotFound, ErrTokenTooLarge. Refusals decided here (ErrLastKeyslot,
-// ErrForeignToken, ErrForeignBackup, ...) wrap the sentinel directly. A
+// ErrAuthorisingKeyslot, ErrBoundToForeignToken, ErrForeignToken,
+// ErrForeignBackup, ...) and ErrHeaderChanged wrap the sentinel directly. A
 // missing volume matches fs.ErrNotExist.
 //
 // # Caveats
@@ -94,8 +115,15 @@
 //   - A LUKS2 header's JSON area is fixed at format time (12 KiB of JSON by
 //     default); a token that does not fit gives ErrTokenTooLarge.
 //   - KillKeyslot checks the key against the keyslot to keep, then runs
-//     luksKillSlot; another process could change the header in between.
-//     It re-reads the header afterwards and reports any difference.
+//     luksKillSlot in batch mode, without the key; another process could
+//     change the header in between. It re-reads the header afterwards and
+//     reports any difference (ErrHeaderChanged). It never kills the
+//     keyslot the authorising key opens (ErrAuthorisingKeyslot) nor one
+//     bound to another program's token (ErrBoundToForeignToken).
+//   - The cryptsetup run is /usr/sbin/cryptsetup or /sbin/cryptsetup, and
+//     one found in PATH only when neither exists. AddOptions.AuthSlot uses
+//     luksAddKey --new-key-slot (cryptsetup 2.6); older versions get the
+//     key tested with TestKey first.
 //   - Permission problems are detected by opening the volume before running
 //     cryptsetup, which reports them unclearly or not at all.
 package luks

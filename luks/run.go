@@ -200,6 +200,8 @@ func classify(code int, stderr string, hdr headerProbe, write bool, path string)
 		return false
 	}
 	switch {
+	case has(": unknown option"):
+		return errUnknownOption
 	case strings.HasPrefix(stderr, "Usage:"):
 		return nil // wrong parameters: a bug here, not a state of the volume
 	case has("No key available with this passphrase", "bad passphrase"):
@@ -248,7 +250,9 @@ func classify(code int, stderr string, hdr headerProbe, write bool, path string)
 
 // sanitize keeps cryptsetup's stderr short and printable, on one line, with
 // every input the run was given blanked out. cryptsetup does not echo keys;
-// this is belt and braces, since the text ends up in error messages.
+// this is belt and braces, since the text ends up in error messages. A
+// long text keeps its start and its end, where cryptsetup puts the reason
+// after a usage text.
 func sanitize(b []byte, inputs [][]byte) string {
 	b = bytes.Clone(b)
 	for _, in := range inputs {
@@ -271,12 +275,12 @@ func sanitize(b []byte, inputs [][]byte) string {
 			space = false
 		}
 		sb.WriteByte(c)
-		if sb.Len() >= maxStderr {
-			sb.WriteString("...")
-			break
-		}
 	}
-	return sb.String()
+	s := sb.String()
+	if len(s) > maxStderr {
+		s = s[:maxStderr/2] + "..." + s[len(s)-maxStderr/2:]
+	}
+	return s
 }
 
 // locked reports whether another process holds cryptsetup's metadata lock on

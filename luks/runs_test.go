@@ -84,15 +84,18 @@ func TestCryptsetupRuns(t *testing.T) {
 			}
 		}
 
-		if _, err := cv.Inspect(ctx); err != nil {
-			t.Fatal(err)
-		}
-		want("Inspect", dump...)
-		slot, err := cv.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+		h, err := cv.Inspect(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want("AddKeyslot", cat(dump, []string{"luksAddKey"}, reread)...)
+		want("Inspect", dump...)
+		// A change takes the step's header and reads it once after.
+		k, h, err := cv.AddKeyslot(ctx, h, keyA, keyB, AddOptions{PBKDF: cheap})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want("AddKeyslot", cat([]string{"luksAddKey"}, reread)...)
+		slot := k.ID
 		if err := cv.TestKey(ctx, keyB, slot); err != nil {
 			t.Fatal(err)
 		}
@@ -116,22 +119,22 @@ func TestCryptsetupRuns(t *testing.T) {
 			}
 			want("RemoveToken", cat(dump, []string{"token remove"})...)
 		}
-		if err := cv.KillKeyslot(ctx, slot, 0, keyA); err != nil {
+		// The key is tested on the keyslot kept, once; luksKillSlot does
+		// not test it again.
+		if h, err = cv.KillKeyslot(ctx, h, slot, 0, keyA); err != nil {
 			t.Fatal(err)
 		}
-		want("KillKeyslot", cat(dump, []string{"open", "luksKillSlot"}, reread)...)
+		want("KillKeyslot", cat([]string{"open", "luksKillSlot"}, reread)...)
 
 		// escrow's recover, once the key is gathered: read the header,
-		// test the key on its keyslot, add a keyslot with it.
-		if _, err := cv.Inspect(ctx); err != nil {
+		// add a keyslot with the key, tested on its keyslot by luksAddKey
+		// itself.
+		if h, err = cv.Inspect(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := cv.TestKey(ctx, keyA, 0); err != nil {
+		if _, _, err := cv.AddKeyslot(ctx, h, keyA, keyB, AddOptions{PBKDF: cheap, AuthSlot: new(0)}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cv.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap}); err != nil {
-			t.Fatal(err)
-		}
-		want("recover step", cat(dump, []string{"open"}, dump, []string{"luksAddKey"}, reread)...)
+		want("recover step", cat(dump, []string{"luksAddKey"}, reread)...)
 	})
 }

@@ -29,7 +29,7 @@ func TestTokensRoundTrip(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	v := format(t, 2, keyA, 1000)
-	slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+	slot, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestTokenFailureUndoesKeyslot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+	slot, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestTokenFailureUndoesKeyslot(t *testing.T) {
 	if !asCryptsetupError(err, &ce) || ce.Op != "token" {
 		t.Fatalf("error = %v, want a CryptsetupError from token import", err)
 	}
-	if err := v.KillKeyslot(ctx, slot, keep, keyA); err != nil {
+	if err := killKey(t, v, slot, keep, keyA); err != nil {
 		t.Fatal(err)
 	}
 	after := inspect(t, v)
