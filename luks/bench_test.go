@@ -177,7 +177,7 @@ func BenchmarkImportToken(b *testing.B) {
 			return h
 		},
 		op: func(b *testing.B, v *Volume, h *Header) {
-			if _, err := v.ImportToken(context.Background(), benchToken, 0); err != nil {
+			if _, _, err := v.ImportToken(context.Background(), h, benchToken, 0); err != nil {
 				b.Fatal(err)
 			}
 		},

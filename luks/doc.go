@@ -15,16 +15,16 @@
 //		luks.AddOptions{MinimalPBKDF: true, AuthSlot: &keep})
 //	// k.ID is the new keyslot, k.Salt its identity.
 //
-//	// Record the ceremony in a LUKS2 token bound to that keyslot.
-//	id, err := v.ImportToken(ctx, tokenJSON, k.ID) // {"type":"custos",...}
+//	// Record the ceremony in a LUKS2 token bound to that keyslot:
+//	// {"type":"custos","keyslots":["<k.ID>"],...}, written as given.
+//	id, h, err := v.ImportToken(ctx, h, tokenJSON, k.ID)
 //	if err != nil {
 //		// Undo the keyslot, as systemd-cryptenroll does.
 //		v.KillKeyslot(ctx, h, k.ID, keep, passphrase)
 //	}
-//	err = v.ReplaceToken(ctx, id, newTokenJSON, k.ID)
-//	toks, err := v.Tokens(ctx, luks.TokenType)
-//	tok, err := v.Token(ctx, id)
-//	err = v.RemoveToken(ctx, id)
+//	h, err = v.ReplaceToken(ctx, h, id, newTokenJSON, k.ID)
+//	tok := h.Token(id)                   // tok.JSON: the bytes written
+//	h, err = v.RemoveToken(ctx, h, id)
 //
 //	// Recover: add a passphrase with a recovered key, tested once, on
 //	// the ceremony's keyslot.
@@ -44,18 +44,22 @@
 //
 // A ceremony step reads the header once: Inspect is one cryptsetup run
 // (LUKS2: luksDump --dump-json-metadata, the version and UUID coming from
-// the binary header), and AddKeyslot and KillKeyslot take that header,
-// decide on it, and return the header after the change from one re-read.
-// TestKey and FindKeyslot never read the header. Between the caller's read
+// the binary header), and every change takes that header, decides on it,
+// and returns the header after: AddKeyslot and KillKeyslot from one
+// re-read, the token changes from what cryptsetup's success and output
+// tell, without a read. TestKey and FindKeyslot never read the header;
+// Tokens is Inspect. Between the caller's read
 // and the change another process may change the header: cryptsetup's
 // metadata lock serialises the writes, not a read and a later write. What
 // a change finds afterwards that it did not do is reported as
-// ErrHeaderChanged, with the change made.
+// ErrHeaderChanged, with the change made. The header a token change
+// returns is the caller's with that change: it shows nothing another
+// process did meanwhile.
 //
 // A Volume holds no state beyond its fields; its methods may run from
 // several goroutines, and cryptsetup's metadata lock serialises their
-// header writes. Every method takes a context; cancelling it stops cryptsetup (SIGTERM,
-// then SIGKILL after a grace period). cryptsetup waits for the volume's
+// header writes. Every method takes a context; cancelling it stops
+// cryptsetup (SIGTERM, then SIGKILL after a grace period). cryptsetup waits for the volume's
 // metadata lock without a time limit, so the context is also how long to
 // wait for another process: a context that ends while another process
 // holds the lock gives an error matching both ErrBusy and the context's
@@ -109,9 +113,14 @@
 //     of the key.
 //   - The token methods write tokens of type TokenType only; tokens of other
 //     programs (systemd-tpm2, clevis, ...) are listed but never changed.
-//     ImportToken binds a token to its keyslot in the same header update,
-//     by setting the token's "keyslots" member, rather than through
-//     cryptsetup's --key-slot (a second update).
+//     A token is written as the caller encoded it, byte for byte, and
+//     reads back the same (Token.JSON is the stored object without the
+//     whitespace cryptsetup's dump adds): ImportToken and ReplaceToken
+//     check, and never rewrite, its "type" and its "keyslots" member,
+//     which binds it to its keyslot in the same header update (rather
+//     than cryptsetup's --key-slot, a second update), and refuse text that
+//     cryptsetup's JSON library would re-encode (whitespace, escapes,
+//     duplicate members, numbers other than integers).
 //   - A LUKS2 header's JSON area is fixed at format time (12 KiB of JSON by
 //     default); a token that does not fit gives ErrTokenTooLarge.
 //   - KillKeyslot checks the key against the keyslot to keep, then runs

@@ -191,7 +191,7 @@ func TestPermission(t *testing.T) {
 	}
 	_, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 	wantErr(t, err, ErrPermission)
-	if _, err := v.ImportToken(ctx, []byte(`{"type":"custos"}`), 0); !errors.Is(err, ErrPermission) {
+	if _, _, err := v.ImportToken(ctx, inspect(t, v), []byte(`{"type":"custos","keyslots":["0"]}`), 0); !errors.Is(err, ErrPermission) {
 		t.Fatalf("ImportToken error = %v", err)
 	}
 

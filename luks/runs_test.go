@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -105,19 +106,24 @@ func TestCryptsetupRuns(t *testing.T) {
 		}
 		want("FindKeyslot", "open")
 		if version == 2 {
-			id, err := cv.ImportToken(ctx, []byte(`{"type":"custos"}`), slot)
+			// Token changes: cryptsetup's own output and success tell
+			// what changed, so no header is read.
+			tok := []byte(`{"type":"custos","keyslots":["` + strconv.Itoa(slot) + `"]}`)
+			id, h2, err := cv.ImportToken(ctx, h, tok, slot)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want("ImportToken", cat(dump, []string{"token import"})...)
-			if err := cv.ReplaceToken(ctx, id, []byte(`{"type":"custos"}`), slot); err != nil {
+			want("ImportToken", "token import")
+			if h2, err = cv.ReplaceToken(ctx, h2, id, tok, slot); err != nil {
 				t.Fatal(err)
 			}
-			want("ReplaceToken", cat(dump, []string{"token import"})...)
-			if err := cv.RemoveToken(ctx, id); err != nil {
+			want("ReplaceToken", "token import")
+			if h2, err = cv.RemoveToken(ctx, h2, id); err != nil {
 				t.Fatal(err)
 			}
-			want("RemoveToken", cat(dump, []string{"token remove"})...)
+			want("RemoveToken", "token remove")
+			sameHeader(t, v, h2)
+			c.take(t)
 		}
 		// The key is tested on the keyslot kept, once; luksKillSlot does
 		// not test it again.
