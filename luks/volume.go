@@ -184,7 +184,9 @@ type AddOptions struct {
 	// every keyslot in turn until one opens, one PBKDF each (up to 2 s
 	// and 1 GiB apiece with argon2id). A caller that has just recovered a
 	// key for a known keyslot passes that keyslot here instead of calling
-	// TestKey first: the key is then tested once.
+	// TestKey first: the key is then tested once. luksAddKey then needs
+	// the new keyslot named: without Slot it is the first free one in the
+	// header passed.
 	AuthSlot *int
 
 	// PBKDF, if not nil, replaces cryptsetup's default PBKDF settings.
