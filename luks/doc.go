@@ -8,34 +8,58 @@
 //	v, err := luks.Open("/dev/sda2")
 //	h, err := v.Inspect(ctx)            // version, UUID, keyslots, tokens
 //
-//	// Enroll a recovery key, authorised by an existing passphrase.
+//	// Enroll a recovery key, authorised by an existing passphrase. Each
+//	// change takes the header the step read and returns the one after.
 //	keep, err := v.FindKeyslot(ctx, passphrase)
-//	slot, err := v.AddKeyslot(ctx, passphrase, recoveryKey, luks.AddOptions{MinimalPBKDF: true})
-//	err = v.TestKey(ctx, recoveryKey, slot)
+//	k, h, err := v.AddKeyslot(ctx, h, passphrase, recoveryKey,
+//		luks.AddOptions{MinimalPBKDF: true, AuthSlot: &keep})
+//	// k.ID is the new keyslot, k.Salt its identity.
 //
-//	// Record the ceremony in a LUKS2 token bound to that keyslot.
-//	id, err := v.ImportToken(ctx, tokenJSON, slot) // {"type":"custos",...}
+//	// Record the ceremony in a LUKS2 token bound to that keyslot:
+//	// {"type":"custos","keyslots":["<k.ID>"],...}, written as given.
+//	id, h, err := v.ImportToken(ctx, h, tokenJSON, k.ID)
 //	if err != nil {
 //		// Undo the keyslot, as systemd-cryptenroll does.
-//		v.KillKeyslot(ctx, slot, keep, passphrase)
+//		v.KillKeyslot(ctx, h, k.ID, keep, passphrase)
 //	}
-//	err = v.ReplaceToken(ctx, id, newTokenJSON, slot)
-//	toks, err := v.Tokens(ctx, luks.TokenType)
-//	tok, err := v.Token(ctx, id)
-//	err = v.RemoveToken(ctx, id)
+//	h, err = v.ReplaceToken(ctx, h, id, newTokenJSON, k.ID)
+//	tok := h.Token(id)                   // tok.JSON: the bytes written
+//	h, err = v.RemoveToken(ctx, h, id)
+//
+//	// Recover: add a passphrase with a recovered key, tested once, on
+//	// the ceremony's keyslot.
+//	h, err = v.Inspect(ctx)
+//	k, h, err = v.AddKeyslot(ctx, h, recoveryKey, newPassphrase,
+//		luks.AddOptions{AuthSlot: &recoveryKeyslot})
 //
 //	// Retire an old keyslot: name the keyslot that stays and a key that
 //	// opens it; it is tested before anything is wiped.
-//	err = v.KillKeyslot(ctx, oldSlot, slot, recoveryKey)
+//	h, err = v.KillKeyslot(ctx, h, oldSlot, k.ID, newPassphrase)
 //
 //	// A safety copy around a change.
 //	err = v.BackupHeader(ctx, "/root/sda2.header")
 //	err = v.RestoreHeader(ctx, "/root/sda2.header")
 //
+// # Header reads
+//
+// A ceremony step reads the header once: Inspect is one cryptsetup run
+// (LUKS2: luksDump --dump-json-metadata, the version and UUID coming from
+// the binary header), and every change takes that header, decides on it,
+// and returns the header after: AddKeyslot and KillKeyslot from one
+// re-read, the token changes from what cryptsetup's success and output
+// tell, without a read. TestKey and FindKeyslot never read the header;
+// Tokens is Inspect. Between the caller's read
+// and the change another process may change the header: cryptsetup's
+// metadata lock serialises the writes, not a read and a later write. What
+// a change finds afterwards that it did not do is reported as
+// ErrHeaderChanged, with the change made. The header a token change
+// returns is the caller's with that change: it shows nothing another
+// process did meanwhile.
+//
 // A Volume holds no state beyond its fields; its methods may run from
 // several goroutines, and cryptsetup's metadata lock serialises their
-// header writes. Every method takes a context; cancelling it stops cryptsetup (SIGTERM,
-// then SIGKILL after a grace period). cryptsetup waits for the volume's
+// header writes. Every method takes a context; cancelling it stops
+// cryptsetup (SIGTERM, then SIGKILL after a grace period). cryptsetup waits for the volume's
 // metadata lock without a time limit, so the context is also how long to
 // wait for another process: a context that ends while another process
 // holds the lock gives an error matching both ErrBusy and the context's
@@ -63,7 +87,8 @@
 // ErrNoFreeKeyslot, ErrKeyslotInUse, ErrKeyslotInactive, ErrBusy,
 // ErrPermission, ErrNotLUKS, ErrDamagedHeader, ErrNoTokens,
 // ErrTokenNotFound, ErrTokenTooLarge. Refusals decided here (ErrLastKeyslot,
-// ErrForeignToken, ErrForeignBackup, ...) wrap the sentinel directly. A
+// ErrAuthorisingKeyslot, ErrBoundToForeignToken, ErrForeignToken,
+// ErrForeignBackup, ...) and ErrHeaderChanged wrap the sentinel directly. A
 // missing volume matches fs.ErrNotExist.
 //
 // # Caveats
@@ -88,14 +113,26 @@
 //     of the key.
 //   - The token methods write tokens of type TokenType only; tokens of other
 //     programs (systemd-tpm2, clevis, ...) are listed but never changed.
-//     ImportToken binds a token to its keyslot in the same header update,
-//     by setting the token's "keyslots" member, rather than through
-//     cryptsetup's --key-slot (a second update).
+//     A token is written as the caller encoded it, byte for byte, and
+//     reads back the same (Token.JSON is the stored object without the
+//     whitespace cryptsetup's dump adds): ImportToken and ReplaceToken
+//     check, and never rewrite, its "type" and its "keyslots" member,
+//     which binds it to its keyslot in the same header update (rather
+//     than cryptsetup's --key-slot, a second update), and refuse text that
+//     cryptsetup's JSON library would re-encode (whitespace, escapes,
+//     duplicate members, numbers other than integers).
 //   - A LUKS2 header's JSON area is fixed at format time (12 KiB of JSON by
 //     default); a token that does not fit gives ErrTokenTooLarge.
 //   - KillKeyslot checks the key against the keyslot to keep, then runs
-//     luksKillSlot; another process could change the header in between.
-//     It re-reads the header afterwards and reports any difference.
+//     luksKillSlot in batch mode, without the key; another process could
+//     change the header in between. It re-reads the header afterwards and
+//     reports any difference (ErrHeaderChanged). It never kills the
+//     keyslot the authorising key opens (ErrAuthorisingKeyslot) nor one
+//     bound to another program's token (ErrBoundToForeignToken).
+//   - The cryptsetup run is /usr/sbin/cryptsetup or /sbin/cryptsetup, and
+//     one found in PATH only when neither exists. AddOptions.AuthSlot uses
+//     luksAddKey --new-key-slot (cryptsetup 2.6); older versions get the
+//     key tested with TestKey first.
 //   - Permission problems are detected by opening the volume before running
 //     cryptsetup, which reports them unclearly or not at all.
 package luks

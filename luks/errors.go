@@ -28,6 +28,21 @@ var (
 	// would make the volume unopenable.
 	ErrLastKeyslot = errors.New("refusing to kill the last keyslot: the volume would become unopenable")
 
+	// ErrAuthorisingKeyslot: the keyslot to kill is the one the
+	// authorising key opens (the keyslot to keep); it is never killed.
+	ErrAuthorisingKeyslot = errors.New("refusing to kill the keyslot the authorising key opens")
+
+	// ErrBoundToForeignToken: a token of another program (its type is not
+	// TokenType; systemd-cryptenroll's systemd-tpm2 and systemd-fido2
+	// tokens, clevis) is bound to the keyslot to kill. Such keyslots let
+	// a machine boot unattended; this package never kills them.
+	ErrBoundToForeignToken = errors.New("keyslot is bound to another program's token")
+
+	// ErrHeaderChanged: after a change, the header shows more changed
+	// than this package did: another process changed it between the
+	// caller's read and the change. The change itself was made.
+	ErrHeaderChanged = errors.New("header changed by another process meanwhile")
+
 	// ErrBusy: another process holds the volume's metadata lock, or the
 	// volume is in use.
 	ErrBusy = errors.New("volume is busy: another process holds its lock or has it open")
@@ -61,6 +76,11 @@ var (
 	// ErrForeignBackup: the header backup is of a different volume (its
 	// UUID differs from the volume's).
 	ErrForeignBackup = errors.New("header backup belongs to a different volume")
+
+	// errUnknownOption: this cryptsetup does not know an option passed
+	// (popt's "unknown option"): it is older than the option. Callers
+	// fall back to what older versions have.
+	errUnknownOption = errors.New("cryptsetup does not know an option custos uses")
 )
 
 // CryptsetupError is a failed run of the cryptsetup binary.

@@ -76,8 +76,49 @@ type Token struct {
 	Type string
 	// Keyslots are the keyslots the token is bound to.
 	Keyslots []int
-	// JSON is the whole token object as stored in the header.
+	// JSON is the whole token object as stored in the header, with the
+	// whitespace outside strings removed (json.Compact; cryptsetup prints
+	// the metadata indented). A token ImportToken or ReplaceToken wrote
+	// reads back byte for byte as it was given.
 	JSON json.RawMessage
+}
+
+// withToken returns a copy of h with token t added, or replacing the
+// token with its ID.
+func (h *Header) withToken(t Token) *Header {
+	c := h.clone()
+	if old := c.Token(t.ID); old != nil {
+		c.jsonUsed += len(t.JSON) - len(old.JSON)
+		*old = t
+		return c
+	}
+	c.jsonUsed += len(t.JSON) + len(strconv.Itoa(t.ID)) + 4 // "N":,
+	c.Tokens = append(c.Tokens, t)
+	slices.SortFunc(c.Tokens, func(a, b Token) int { return a.ID - b.ID })
+	return c
+}
+
+// withoutToken returns a copy of h without token id.
+func (h *Header) withoutToken(id int) *Header {
+	c := h.clone()
+	if old := c.Token(id); old != nil {
+		c.jsonUsed -= len(old.JSON) + len(strconv.Itoa(id)) + 4
+	}
+	c.Tokens = slices.DeleteFunc(c.Tokens, func(t Token) bool { return t.ID == id })
+	return c
+}
+
+// clone copies h, its keyslots and tokens.
+func (h *Header) clone() *Header {
+	c := *h
+	c.Keyslots = slices.Clone(h.Keyslots)
+	c.Tokens = slices.Clone(h.Tokens)
+	for i, t := range c.Tokens {
+		t.Keyslots = slices.Clone(t.Keyslots)
+		t.JSON = bytes.Clone(t.JSON)
+		c.Tokens[i] = t
+	}
+	return &c
 }
 
 // MaxKeyslots is the number of keyslots the header's format has.
@@ -326,7 +367,11 @@ func parseToken(id int, raw []byte) (*Token, error) {
 	if th.Keyslots == nil {
 		return nil, fmt.Errorf("token %d: no keyslots array", id)
 	}
-	t := &Token{ID: id, Type: *th.Type, JSON: json.RawMessage(bytes.Clone(bytes.TrimSpace(raw)))}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return nil, fmt.Errorf("token %d: %w", id, err)
+	}
+	t := &Token{ID: id, Type: *th.Type, JSON: json.RawMessage(compact.Bytes())}
 	for _, s := range *th.Keyslots {
 		ks, err := parseID(s, LUKS2Keyslots)
 		if err != nil {

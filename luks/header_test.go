@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,7 +53,12 @@ func TestNotLUKS(t *testing.T) {
 		t.Fatalf("error = %#v", err)
 	}
 	wantErr(t, v.TestKey(ctx, keyA, 0), ErrNotLUKS)
-	_, err = v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+	// With a header read elsewhere (a step's stale read), cryptsetup
+	// refuses, and the refusal maps.
+	stale := inspect(t, format(t, 2, keyA, 1000))
+	_, _, err = v.AddKeyslot(ctx, stale, keyA, keyB, AddOptions{PBKDF: cheap})
+	wantErr(t, err, ErrNotLUKS)
+	_, err = v.KillKeyslot(ctx, &Header{Version: 2, UUID: stale.UUID, Keyslots: []Keyslot{{ID: 0}, {ID: 1}}}, 1, 0, keyA)
 	wantErr(t, err, ErrNotLUKS)
 	if b, _ := os.ReadFile(zeros); strings.Trim(string(b), "\x00") != "" {
 		t.Fatal("a failed operation wrote to the file")
@@ -82,18 +88,36 @@ func TestDamagedPrimaryLUKS2(t *testing.T) {
 			v := format(t, 2, keyA, 1000)
 			want := inspect(t, v)
 			dmg(t, v.Path)
+			if _, err := readDiskHeader(v.Path); !errors.Is(err, errNotVerified) {
+				t.Fatalf("damaged primary read as verified: %v", err)
+			}
 
-			h, err := v.Inspect(ctx)
+			// cryptsetup reads the secondary copy (luksDump), and repairs
+			// the primary from it as it reads; the next read needs one run.
+			c := countRuns(t, v)
+			h, err := c.v.Inspect(ctx)
 			if err != nil {
 				t.Fatalf("Inspect with damaged primary: %v", err)
 			}
-			if h.UUID != want.UUID || h.Version != 2 {
+			if h.UUID != want.UUID || h.Version != 2 || !slices.Equal(slotIDs(h), slotIDs(want)) {
 				t.Fatalf("header from secondary = %+v, want uuid %s", h, want.UUID)
+			}
+			if runs := c.take(t); !slices.Equal(runs, []string{"luksDump", "luksDump --dump-json-metadata"}) {
+				t.Fatalf("runs with a damaged primary: %q", runs)
+			}
+			if dh, err := readDiskHeader(v.Path); err != nil || dh.uuid != want.UUID {
+				t.Fatalf("primary after cryptsetup read the header: %+v, %v", dh, err)
+			}
+			if h, err := c.v.Inspect(ctx); err != nil || h.UUID != want.UUID {
+				t.Fatalf("Inspect after the repair: %+v, %v", h, err)
+			}
+			if runs := c.take(t); !slices.Equal(runs, []string{"luksDump --dump-json-metadata"}) {
+				t.Fatalf("runs after the repair: %q", runs)
 			}
 			if err := v.TestKey(ctx, keyA, 0); err != nil {
 				t.Fatal(err)
 			}
-			slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+			slot, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,6 +154,8 @@ func TestDamagedHeader(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
 			v := format(t, c.version, keyA, 1000)
+			addRaw(t, v, keyA, keyB)
+			stale := inspect(t, v) // read before the damage
 			c.damage(t, v.Path)
 			_, err := v.Inspect(ctx)
 			wantErr(t, err, ErrDamagedHeader)
@@ -137,7 +163,9 @@ func TestDamagedHeader(t *testing.T) {
 				t.Fatalf("message does not say damaged: %v", err)
 			}
 			wantErr(t, v.TestKey(ctx, keyA, 0), ErrDamagedHeader)
-			_, err = v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+			_, _, err = v.AddKeyslot(ctx, stale, keyA, keyC, AddOptions{PBKDF: cheap})
+			wantErr(t, err, ErrDamagedHeader)
+			_, err = v.KillKeyslot(ctx, stale, 1, 0, keyA)
 			wantErr(t, err, ErrDamagedHeader)
 		})
 	}
@@ -161,9 +189,9 @@ func TestPermission(t *testing.T) {
 	if err := v.TestKey(ctx, keyA, 0); err != nil {
 		t.Fatalf("TestKey on a read-only volume: %v", err)
 	}
-	_, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+	_, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 	wantErr(t, err, ErrPermission)
-	if _, err := v.ImportToken(ctx, []byte(`{"type":"custos"}`), 0); !errors.Is(err, ErrPermission) {
+	if _, _, err := v.ImportToken(ctx, inspect(t, v), []byte(`{"type":"custos","keyslots":["0"]}`), 0); !errors.Is(err, ErrPermission) {
 		t.Fatalf("ImportToken error = %v", err)
 	}
 
@@ -177,6 +205,7 @@ func TestPermission(t *testing.T) {
 func TestBusy(t *testing.T) {
 	t.Parallel()
 	v := format(t, 2, keyA, 1000)
+	h := inspect(t, v)
 	f, err := os.Open(v.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +217,7 @@ func TestBusy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+	_, _, err = v.AddKeyslot(ctx, h, keyA, keyB, AddOptions{PBKDF: cheap})
 	wantErr(t, err, ErrBusy)
 	wantErr(t, err, context.DeadlineExceeded)
 	if d := time.Since(start); d > cancelGrace {
@@ -197,7 +226,7 @@ func TestBusy(t *testing.T) {
 
 	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	wantSlots(t, v, 0)
-	if _, err := v.AddKeyslot(testCtx(t), keyA, keyB, AddOptions{PBKDF: cheap}); err != nil {
+	if _, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap}); err != nil {
 		t.Fatalf("after the lock is released: %v", err)
 	}
 }
@@ -221,7 +250,7 @@ func TestHeaderBackupRestore(t *testing.T) {
 		wantErr(t, v.BackupHeader(ctx, backup), fs.ErrExist)
 
 		// A change, then the restore undoes it.
-		slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+		slot, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,4 +298,37 @@ func TestHeaderBackupRestore(t *testing.T) {
 			t.Fatalf("directory after failed backup: %v", names)
 		}
 	})
+}
+
+// TestCryptsetupLookup: with no Cryptsetup set, the system's cryptsetup in
+// /usr/sbin or /sbin is run even when a directory earlier in PATH holds
+// another program of that name.
+func TestCryptsetupLookup(t *testing.T) {
+	var system string
+	for _, p := range systemCryptsetup {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			system = p
+			break
+		}
+	}
+	if system == "" {
+		realtest.Missing(t, "no cryptsetup in %v", systemCryptsetup)
+	}
+	dir := t.TempDir()
+	decoy := filepath.Join(dir, "cryptsetup")
+	if err := os.WriteFile(decoy, []byte("#!/bin/sh\nexit 99\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	if p, err := exec.LookPath("cryptsetup"); err != nil || p != decoy {
+		t.Fatalf("PATH lookup = %q, %v; want the decoy %s first", p, err, decoy)
+	}
+	got, err := (&Volume{}).binary()
+	if err != nil || got != system {
+		t.Fatalf("binary() = %q, %v; want %s", got, err, system)
+	}
+	// An explicit Cryptsetup wins.
+	if got, _ := (&Volume{Cryptsetup: decoy}).binary(); got != decoy {
+		t.Fatalf("binary() with Cryptsetup set = %q", got)
+	}
 }

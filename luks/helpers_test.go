@@ -163,3 +163,50 @@ func addRaw(t testing.TB, v *Volume, auth, key []byte) {
 		t.Fatalf("luksAddKey: %v: %s", err, stderr.Bytes())
 	}
 }
+
+// addKey is AddKeyslot on a header read right before, as a ceremony step
+// that adds a keyslot first thing does; it returns the new keyslot's
+// number, or -1.
+func addKey(t testing.TB, v *Volume, auth, key []byte, opts AddOptions) (int, error) {
+	t.Helper()
+	h, err := v.Inspect(testCtx(t))
+	if err != nil {
+		return -1, err
+	}
+	k, _, err := v.AddKeyslot(testCtx(t), h, auth, key, opts)
+	return k.ID, err
+}
+
+// killKey is KillKeyslot on a header read right before.
+func killKey(t testing.TB, v *Volume, slot, keep int, auth []byte) error {
+	t.Helper()
+	h, err := v.Inspect(testCtx(t))
+	if err != nil {
+		return err
+	}
+	_, err = v.KillKeyslot(testCtx(t), h, slot, keep, auth)
+	return err
+}
+
+// sameHeader fails the test unless got, a header a change returned, says
+// what a fresh read of the volume says.
+func sameHeader(t testing.TB, v *Volume, got *Header) {
+	t.Helper()
+	want := inspect(t, v)
+	if got == nil {
+		t.Fatal("no header returned")
+	}
+	if got.Version != want.Version || got.UUID != want.UUID || !slices.Equal(got.Keyslots, want.Keyslots) {
+		t.Fatalf("header returned: version %d uuid %s keyslots %+v; read: version %d uuid %s keyslots %+v",
+			got.Version, got.UUID, got.Keyslots, want.Version, want.UUID, want.Keyslots)
+	}
+	if len(got.Tokens) != len(want.Tokens) {
+		t.Fatalf("header returned has tokens %+v; read: %+v", got.Tokens, want.Tokens)
+	}
+	for i, w := range want.Tokens {
+		g := got.Tokens[i]
+		if g.ID != w.ID || g.Type != w.Type || !slices.Equal(g.Keyslots, w.Keyslots) || !bytes.Equal(g.JSON, w.JSON) {
+			t.Fatalf("header returned has token %+v (%s); read: %+v (%s)", g, g.JSON, w, w.JSON)
+		}
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -28,16 +31,17 @@ func TestAddTestKill(t *testing.T) {
 			t.Fatalf("free keyslots = %d, want %d", got, h.MaxKeyslots()-1)
 		}
 
-		slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+		// A step reads the header once; each change returns the next.
+		k, h, err := v.AddKeyslot(ctx, h, keyA, keyB, AddOptions{PBKDF: cheap})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slot != 1 {
-			t.Fatalf("new keyslot = %d, want 1 (the first free)", slot)
+		if k.ID != 1 || k.PBKDF != "pbkdf2" || len(k.Salt) != 64 {
+			t.Fatalf("new keyslot = %+v, want 1 (the first free), pbkdf2, a 32-byte salt", k)
 		}
-		wantSlots(t, v, 0, 1)
-		if got := inspect(t, v).Keyslots[1].PBKDF; got != "pbkdf2" {
-			t.Fatalf("keyslot 1 pbkdf = %q", got)
+		sameHeader(t, v, h)
+		if *h.Keyslot(1) != k {
+			t.Fatalf("header after shows keyslot 1 as %+v, AddKeyslot returned %+v", h.Keyslot(1), k)
 		}
 		if err := v.TestKey(ctx, keyB, 1); err != nil {
 			t.Fatalf("TestKey(new key, 1): %v", err)
@@ -54,46 +58,62 @@ func TestAddTestKill(t *testing.T) {
 		_, err = v.FindKeyslot(ctx, keyC)
 		wantErr(t, err, ErrWrongKey)
 
-		slot, err = v.AddKeyslot(ctx, keyB, keyC, AddOptions{PBKDF: cheap, Slot: new(5)})
-		if err != nil || slot != 5 {
-			t.Fatalf("AddKeyslot(slot 5) = %d, %v", slot, err)
+		k, h, err = v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, Slot: new(5)})
+		if err != nil || k.ID != 5 {
+			t.Fatalf("AddKeyslot(slot 5) = %+v, %v", k, err)
 		}
-		_, err = v.AddKeyslot(ctx, keyB, keyC, AddOptions{PBKDF: cheap, Slot: new(5)})
+		sameHeader(t, v, h)
+		k, after, err := v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, Slot: new(5)})
 		wantErr(t, err, ErrKeyslotInUse)
-		_, err = v.AddKeyslot(ctx, keyB, keyC, AddOptions{PBKDF: cheap, Slot: new(h.MaxKeyslots())})
+		if k.ID != -1 || after != nil {
+			t.Fatalf("refused add returned %+v, %v", k, after)
+		}
+		_, _, err = v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, Slot: new(h.MaxKeyslots())})
 		if err == nil || !strings.Contains(err.Error(), "out of range") {
 			t.Fatalf("AddKeyslot(slot %d) error = %v, want out of range", h.MaxKeyslots(), err)
 		}
 		wantSlots(t, v, 0, 1, 5)
 
-		if err := v.KillKeyslot(ctx, 5, 1, keyB); err != nil {
+		if h, err = v.KillKeyslot(ctx, h, 5, 1, keyB); err != nil {
 			t.Fatalf("KillKeyslot(5, keep 1): %v", err)
 		}
+		sameHeader(t, v, h)
 		wantSlots(t, v, 0, 1)
 		wantErr(t, v.TestKey(ctx, keyC, 5), ErrKeyslotInactive)
 		// The original keyslot can go too, once another one is proven.
-		if err := v.KillKeyslot(ctx, 0, 1, keyB); err != nil {
+		if h, err = v.KillKeyslot(ctx, h, 0, 1, keyB); err != nil {
 			t.Fatalf("KillKeyslot(0, keep 1): %v", err)
 		}
+		sameHeader(t, v, h)
 		wantSlots(t, v, 1)
 		if err := v.TestKey(ctx, keyB, 1); err != nil {
 			t.Fatal(err)
 		}
+
+		// A header is required, and must be one Inspect can return.
+		for _, bad := range []*Header{nil, {}, {Version: 3, UUID: h.UUID}, {Version: version, UUID: "x"}} {
+			if _, _, err := v.AddKeyslot(ctx, bad, keyB, keyC, AddOptions{PBKDF: cheap}); err == nil {
+				t.Errorf("AddKeyslot with header %+v succeeded", bad)
+			}
+			if _, err := v.KillKeyslot(ctx, bad, 1, 0, keyB); err == nil {
+				t.Errorf("KillKeyslot with header %+v succeeded", bad)
+			}
+		}
+		wantSlots(t, v, 1)
 	})
 }
 
 func TestAddKeyslotWrongAuth(t *testing.T) {
 	versions(t, func(t *testing.T, version int) {
-		ctx := testCtx(t)
 		v := format(t, version, keyA, 1000)
-		_, err := v.AddKeyslot(ctx, keyC, keyB, AddOptions{PBKDF: cheap})
+		_, err := addKey(t, v, keyC, keyB, AddOptions{PBKDF: cheap})
 		wantErr(t, err, ErrWrongKey)
 		var ce *CryptsetupError
 		if !asCryptsetupError(err, &ce) || ce.Op != "luksAddKey" || ce.ExitCode != 2 {
 			t.Fatalf("error = %#v, want a luksAddKey CryptsetupError with exit 2", err)
 		}
 		wantSlots(t, v, 0)
-		_, err = v.AddKeyslot(ctx, nil, keyB, AddOptions{PBKDF: cheap})
+		_, err = addKey(t, v, nil, keyB, AddOptions{PBKDF: cheap})
 		if err == nil || !strings.Contains(err.Error(), "empty") {
 			t.Fatalf("empty authorising key: error = %v", err)
 		}
@@ -106,24 +126,38 @@ func TestKillKeyslotRefusals(t *testing.T) {
 		ctx := testCtx(t)
 		v := format(t, version, keyA, 1000)
 
-		wantErr(t, v.KillKeyslot(ctx, 0, 1, keyA), ErrLastKeyslot)
+		wantErr(t, killKey(t, v, 0, 1, keyA), ErrLastKeyslot)
 		wantSlots(t, v, 0)
 
-		if _, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap}); err != nil {
+		if _, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap}); err != nil {
 			t.Fatal(err)
 		}
-		// keep must be another keyslot.
-		if err := v.KillKeyslot(ctx, 1, 1, keyB); err == nil || !strings.Contains(err.Error(), "keep must be another") {
+		h := inspect(t, v)
+		kill := func(slot, keep int, auth []byte) error {
+			after, err := v.KillKeyslot(ctx, h, slot, keep, auth)
+			if err != nil && after != nil {
+				t.Errorf("refused kill returned a header")
+			}
+			return err
+		}
+		// keep must be another keyslot: the keyslot the authorising key
+		// opens is never killed.
+		err := kill(1, 1, keyB)
+		wantErr(t, err, ErrAuthorisingKeyslot)
+		if !strings.Contains(err.Error(), "keep must be another") {
 			t.Fatalf("kill with keep == slot: error = %v", err)
 		}
 		// keep must be in use.
-		wantErr(t, v.KillKeyslot(ctx, 1, 4, keyA), ErrKeyslotInactive)
+		wantErr(t, kill(1, 4, keyA), ErrKeyslotInactive)
 		// the key must open keep: keyB opens keyslot 1, not keyslot 0.
-		wantErr(t, v.KillKeyslot(ctx, 1, 0, keyB), ErrWrongKey)
+		wantErr(t, kill(1, 0, keyB), ErrWrongKey)
 		// and a key that opens nothing.
-		wantErr(t, v.KillKeyslot(ctx, 1, 0, keyC), ErrWrongKey)
+		wantErr(t, kill(1, 0, keyC), ErrWrongKey)
 		// the keyslot to kill must be in use.
-		wantErr(t, v.KillKeyslot(ctx, 3, 0, keyA), ErrKeyslotInactive)
+		wantErr(t, kill(3, 0, keyA), ErrKeyslotInactive)
+		if err := kill(1, 0, nil); err == nil || !strings.Contains(err.Error(), "empty") {
+			t.Fatalf("kill with an empty key: %v", err)
+		}
 		wantSlots(t, v, 0, 1)
 		for s, k := range map[int][]byte{0: keyA, 1: keyB} {
 			if err := v.TestKey(ctx, k, s); err != nil {
@@ -146,13 +180,13 @@ func TestKeyslotsFull(t *testing.T) {
 		for i := 1; i < max-1; i++ {
 			addRaw(t, v, keyA, []byte("key "+strings.Repeat("x", i)))
 		}
-		if s, err := v.AddKeyslot(ctx, keyA, []byte("key "+strings.Repeat("x", max-1)), AddOptions{PBKDF: cheap}); err != nil || s != max-1 {
+		if s, err := addKey(t, v, keyA, []byte("key "+strings.Repeat("x", max-1)), AddOptions{PBKDF: cheap}); err != nil || s != max-1 {
 			t.Fatalf("add the last keyslot = %d, %v; want %d", s, err, max-1)
 		}
 		if free := inspect(t, v).FreeKeyslots(); len(free) != 0 {
 			t.Fatalf("free keyslots = %v, want none", free)
 		}
-		_, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+		_, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 		wantErr(t, err, ErrNoFreeKeyslot)
 
 		// cryptsetup's own refusal maps to the same error, for when the
@@ -167,10 +201,10 @@ func TestKeyslotsFull(t *testing.T) {
 		if err := v.TestKey(ctx, []byte("key "+strings.Repeat("x", max-1)), max-1); err != nil {
 			t.Fatal(err)
 		}
-		if err := v.KillKeyslot(ctx, 3, 0, keyA); err != nil {
+		if err := killKey(t, v, 3, 0, keyA); err != nil {
 			t.Fatal(err)
 		}
-		if s, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap}); err != nil || s != 3 {
+		if s, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap}); err != nil || s != 3 {
 			t.Fatalf("add after kill = %d, %v; want keyslot 3", s, err)
 		}
 	})
@@ -194,7 +228,7 @@ func TestKeysWithNewlinesAndNULs(t *testing.T) {
 			all,
 			big,
 		} {
-			slot, err := v.AddKeyslot(ctx, auth, key, AddOptions{PBKDF: cheap})
+			slot, err := addKey(t, v, auth, key, AddOptions{PBKDF: cheap})
 			if err != nil {
 				t.Fatalf("add key %q: %v", key[:min(len(key), 16)], err)
 			}
@@ -227,17 +261,17 @@ func TestMinimalPBKDF(t *testing.T) {
 		recovery := make([]byte, 32)
 		rand.Read(recovery)
 
-		_, err := v.AddKeyslot(ctx, keyA, []byte("short passphrase"), AddOptions{MinimalPBKDF: true})
+		_, err := addKey(t, v, keyA, []byte("short passphrase"), AddOptions{MinimalPBKDF: true})
 		if err == nil || !strings.Contains(err.Error(), "at least 32 bytes") {
 			t.Fatalf("minimal pbkdf with a short key: error = %v", err)
 		}
-		_, err = v.AddKeyslot(ctx, keyA, recovery, AddOptions{MinimalPBKDF: true, PBKDF: cheap})
+		_, err = addKey(t, v, keyA, recovery, AddOptions{MinimalPBKDF: true, PBKDF: cheap})
 		if err == nil || !strings.Contains(err.Error(), "exclusive") {
 			t.Fatalf("minimal pbkdf with pbkdf: error = %v", err)
 		}
 		wantSlots(t, v, 0)
 
-		slot, err := v.AddKeyslot(ctx, keyA, recovery, AddOptions{MinimalPBKDF: true})
+		slot, err := addKey(t, v, keyA, recovery, AddOptions{MinimalPBKDF: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,9 +319,8 @@ func TestPBKDF2TrailingNULs(t *testing.T) {
 // number of a killed keyslot has another one, so the salt tells them apart.
 func TestKeyslotSalt(t *testing.T) {
 	versions(t, func(t *testing.T, version int) {
-		ctx := testCtx(t)
 		v := format(t, version, keyA, 1000)
-		slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+		slot, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -299,7 +332,7 @@ func TestKeyslotSalt(t *testing.T) {
 		if again := inspect(t, v).Keyslot(slot).Salt; again != first {
 			t.Fatalf("salt of keyslot %d read twice: %q, then %q", slot, first, again)
 		}
-		if err := v.KillKeyslot(ctx, slot, 0, keyA); err != nil {
+		if err := killKey(t, v, slot, 0, keyA); err != nil {
 			t.Fatal(err)
 		}
 		addRaw(t, v, keyA, keyB)
@@ -311,4 +344,174 @@ func TestKeyslotSalt(t *testing.T) {
 			t.Fatalf("keyslot %d re-added: salt %q, before %q", slot, second, first)
 		}
 	})
+}
+
+// TestStaleHeader: a change decided on the step's header, while another
+// process changed the volume since that read, is reported afterwards as
+// ErrHeaderChanged, with the change made and the header after returned.
+func TestStaleHeader(t *testing.T) {
+	versions(t, func(t *testing.T, version int) {
+		ctx := testCtx(t)
+		v := format(t, version, keyA, 1000)
+		stale := inspect(t, v)
+		addRaw(t, v, keyA, keyC) // another process takes keyslot 1
+
+		// cryptsetup picks the first free keyslot, 2.
+		k, after, err := v.AddKeyslot(ctx, stale, keyA, keyB, AddOptions{PBKDF: cheap})
+		wantErr(t, err, ErrHeaderChanged)
+		if k.ID != 2 || k.Salt == "" || after == nil || after.Keyslot(2) == nil || *after.Keyslot(2) != k {
+			t.Fatalf("add on a stale header returned %+v, %+v", k, after)
+		}
+		sameHeader(t, v, after)
+		if !strings.Contains(err.Error(), "keyslots [") {
+			t.Fatalf("error does not say what differs: %v", err)
+		}
+		// A keyslot asked for that was taken meanwhile: cryptsetup refuses.
+		k, after, err = v.AddKeyslot(ctx, stale, keyA, keyB, AddOptions{PBKDF: cheap, Slot: new(1)})
+		wantErr(t, err, ErrKeyslotInUse)
+		if k.ID != -1 || after != nil {
+			t.Fatalf("refused add returned %+v, %+v", k, after)
+		}
+		wantSlots(t, v, 0, 1, 2)
+
+		// Kill on a header read before another process killed keyslot 1.
+		h := inspect(t, v)
+		killRaw(t, v, 1)
+		after, err = v.KillKeyslot(ctx, h, 2, 0, keyA)
+		wantErr(t, err, ErrHeaderChanged)
+		sameHeader(t, v, after)
+		wantSlots(t, v, 0)
+	})
+}
+
+// TestKillForeignToken: a keyslot bound to another program's token
+// (systemd-cryptenroll's TPM2 keyslot lets a server boot unattended) is
+// never killed; one bound to a custos token may be.
+func TestKillForeignToken(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	v := format(t, 2, keyA, 1000)
+	addRaw(t, v, keyA, keyB) // keyslot 1, "the tpm2 keyslot"
+	addRaw(t, v, keyA, keyC) // keyslot 2
+	// As systemd-cryptenroll --tpm2-device writes it (cryptsetup's systemd
+	// token plugin, when installed, checks the members).
+	cryptsetup(t, v, []byte(`{"type":"systemd-tpm2","keyslots":["1"],`+
+		`"tpm2-blob":"+/PV7/U+TDkJAlh7t4Pvl5gRqhrHvt1Cb+ZsnV7bl/wl1tKQcGIHrudjTpQR1VJmbO/hxX1fVugeRKkSL53+VQ==",`+
+		`"tpm2-pcrs":[7],"tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc",`+
+		`"tpm2-policy-hash":"eb7bc9dc8abe07a233471447e7312e0ac4a1e3f508760779b15ae81dd9796b92","tpm2-pin":false}`),
+		"token", "import", "--token-id=0", v.Path)
+	cryptsetup(t, v, []byte(`{"type":"custos","keyslots":["2"]}`), "token", "import", "--token-id=1", v.Path)
+	h := inspect(t, v)
+
+	after, err := v.KillKeyslot(ctx, h, 1, 0, keyA)
+	wantErr(t, err, ErrBoundToForeignToken)
+	if after != nil || !strings.Contains(err.Error(), "systemd-tpm2") {
+		t.Fatalf("refusal: %v, header %v", err, after)
+	}
+	wantSlots(t, v, 0, 1, 2)
+	if err := v.TestKey(ctx, keyB, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Nor with the foreign keyslot's own key as the authorisation.
+	wantErr(t, func() error { _, err := v.KillKeyslot(ctx, h, 1, 2, keyC); return err }(), ErrBoundToForeignToken)
+
+	// The custos token's keyslot goes, and cryptsetup unbinds the token.
+	after, err = v.KillKeyslot(ctx, h, 2, 0, keyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameHeader(t, v, after)
+	if tok := after.Token(1); tok == nil || len(tok.Keyslots) != 0 {
+		t.Fatalf("custos token after its keyslot was killed: %+v", tok)
+	}
+	if tok := after.Token(0); tok == nil || !slices.Equal(tok.Keyslots, []int{1}) {
+		t.Fatalf("foreign token after: %+v", tok)
+	}
+}
+
+// TestAuthSlot: with AddOptions.AuthSlot the authorising key is tried on
+// that keyslot alone.
+func TestAuthSlot(t *testing.T) {
+	versions(t, func(t *testing.T, version int) {
+		ctx := testCtx(t)
+		v := format(t, version, keyA, 1000)
+		addRaw(t, v, keyA, keyB) // keyslot 1
+		h := inspect(t, v)
+
+		// keyB opens keyslot 1, not 0: refused, though it opens the volume.
+		k, after, err := v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, AuthSlot: new(0)})
+		wantErr(t, err, ErrWrongKey)
+		if k.ID != -1 || after != nil {
+			t.Fatalf("refused add returned %+v, %+v", k, after)
+		}
+		_, _, err = v.AddKeyslot(ctx, h, keyA, keyC, AddOptions{PBKDF: cheap, AuthSlot: new(4)})
+		wantErr(t, err, ErrKeyslotInactive)
+		_, _, err = v.AddKeyslot(ctx, h, keyA, keyC, AddOptions{PBKDF: cheap, AuthSlot: new(h.MaxKeyslots())})
+		if err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Fatalf("authorising keyslot out of range: %v", err)
+		}
+		wantSlots(t, v, 0, 1)
+
+		k, h, err = v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, AuthSlot: new(1)})
+		if err != nil || k.ID != 2 {
+			t.Fatalf("add authorised by keyslot 1 = %+v, %v", k, err)
+		}
+		sameHeader(t, v, h)
+		k, h, err = v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, AuthSlot: new(1), Slot: new(5)})
+		if err != nil || k.ID != 5 {
+			t.Fatalf("add to keyslot 5 authorised by keyslot 1 = %+v, %v", k, err)
+		}
+		sameHeader(t, v, h)
+		if err := v.TestKey(ctx, keyC, 5); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// oldCryptsetup is a Volume whose cryptsetup refuses --new-key-slot as
+// cryptsetup before 2.6 does (popt prints the usage, then "<option>:
+// unknown option", and exits 1), and is the real one otherwise.
+func oldCryptsetup(t *testing.T, v *Volume) *counter {
+	t.Helper()
+	c := countRuns(t, v)
+	real := c.v.Cryptsetup
+	script := filepath.Join(t.TempDir(), "cryptsetup-2.4")
+	body := "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --new-key-slot=*)\n" +
+		"printf '%s\\n' \"$*\" >>'" + c.log + "'\n" +
+		"echo 'Usage: cryptsetup [-?VqrvyN] [-?|--help] [--usage] [-V|--version]' >&2\n" +
+		"echo \"        [OPTION...] <action> <action-specific>\" >&2\n" +
+		"echo \"$a: unknown option\" >&2; exit 1;; esac; done\n" +
+		"exec '" + real + "' \"$@\"\n"
+	if err := os.WriteFile(script, []byte(body), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.v = &Volume{Path: v.Path, Cryptsetup: script}
+	return c
+}
+
+// TestAuthSlotOldCryptsetup: a cryptsetup without --new-key-slot gets the
+// key tested with TestKey first, then a plain luksAddKey.
+func TestAuthSlotOldCryptsetup(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	v := format(t, 2, keyA, 1000)
+	addRaw(t, v, keyA, keyB)
+	c := oldCryptsetup(t, v)
+	h := inspect(t, v)
+
+	_, _, err := c.v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, AuthSlot: new(0)})
+	wantErr(t, err, ErrWrongKey)
+	if runs := c.take(t); !slices.Equal(runs, []string{"luksAddKey", "open"}) {
+		t.Fatalf("runs = %q", runs)
+	}
+	wantSlots(t, v, 0, 1)
+
+	k, after, err := c.v.AddKeyslot(ctx, h, keyB, keyC, AddOptions{PBKDF: cheap, AuthSlot: new(1)})
+	if err != nil || k.ID != 2 {
+		t.Fatalf("add = %+v, %v", k, err)
+	}
+	sameHeader(t, v, after)
+	if runs := c.take(t); !slices.Equal(runs, []string{"luksAddKey", "open", "luksAddKey", "luksDump --dump-json-metadata"}) {
+		t.Fatalf("runs = %q", runs)
+	}
 }

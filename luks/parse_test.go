@@ -155,6 +155,7 @@ func TestClassify(t *testing.T) {
 		{1, "Cannot write to device x, permission denied.", luks2, ErrPermission},
 		{1, "Usage: cryptsetup [-?VqrvyN] [--disable-locks] ...", luks2, nil},
 		{1, "Failed to import token from file.", luks2, nil},
+		{1, "Usage: cryptsetup [-?VqrvyN] ... --new-key-slot=2: unknown option", luks2, errUnknownOption},
 	} {
 		got := classify(c.code, c.stderr, c.hdr, false, "/nonexistent/x.img")
 		if got != c.want {
@@ -171,6 +172,12 @@ func TestSanitize(t *testing.T) {
 	}
 	if long := sanitize([]byte(strings.Repeat("a", 5000)), nil); len(long) > maxStderr+3 {
 		t.Fatalf("sanitize kept %d bytes", len(long))
+	}
+	// The reason cryptsetup prints after a long usage text survives.
+	usage := "Usage: cryptsetup [-?VqrvyN] " + strings.Repeat("[--option=STRING] ", 100) + "\n--new-key-slot=1: unknown option\n"
+	got = sanitize([]byte(usage), nil)
+	if !strings.HasPrefix(got, "Usage: cryptsetup") || !strings.HasSuffix(got, "--new-key-slot=1: unknown option") || len(got) > maxStderr+3 {
+		t.Fatalf("sanitize(usage) = %q", got)
 	}
 }
 

@@ -45,21 +45,26 @@ type run struct {
 	target string   // the file the action works on, for errors and probes (default v.Path)
 }
 
+// systemCryptsetup are where Debian and most distributions install
+// cryptsetup, looked at before PATH: a directory early in a root shell's
+// PATH (a user's ~/bin, a writable /usr/local/sbin) must not decide which
+// program gets the volume's keys.
+var systemCryptsetup = []string{"/usr/sbin/cryptsetup", "/sbin/cryptsetup"}
+
 // binary returns the cryptsetup program to run.
 func (v *Volume) binary() (string, error) {
 	if v.Cryptsetup != "" {
 		return v.Cryptsetup, nil
 	}
-	if p, err := exec.LookPath("cryptsetup"); err == nil {
-		return p, nil
-	}
-	// Debian puts it in /usr/sbin, often outside a user's PATH.
-	for _, p := range []string{"/usr/sbin/cryptsetup", "/sbin/cryptsetup"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+	for _, p := range systemCryptsetup {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
-	return "", errors.New("cryptsetup not found: install cryptsetup-bin")
+	if p, err := exec.LookPath("cryptsetup"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("cryptsetup not found in /usr/sbin, /sbin or PATH: install cryptsetup-bin")
 }
 
 // preflight checks that the target exists and can be opened as the action
@@ -195,6 +200,8 @@ func classify(code int, stderr string, hdr headerProbe, write bool, path string)
 		return false
 	}
 	switch {
+	case has(": unknown option"):
+		return errUnknownOption
 	case strings.HasPrefix(stderr, "Usage:"):
 		return nil // wrong parameters: a bug here, not a state of the volume
 	case has("No key available with this passphrase", "bad passphrase"):
@@ -243,7 +250,9 @@ func classify(code int, stderr string, hdr headerProbe, write bool, path string)
 
 // sanitize keeps cryptsetup's stderr short and printable, on one line, with
 // every input the run was given blanked out. cryptsetup does not echo keys;
-// this is belt and braces, since the text ends up in error messages.
+// this is belt and braces, since the text ends up in error messages. A
+// long text keeps its start and its end, where cryptsetup puts the reason
+// after a usage text.
 func sanitize(b []byte, inputs [][]byte) string {
 	b = bytes.Clone(b)
 	for _, in := range inputs {
@@ -266,12 +275,12 @@ func sanitize(b []byte, inputs [][]byte) string {
 			space = false
 		}
 		sb.WriteByte(c)
-		if sb.Len() >= maxStderr {
-			sb.WriteString("...")
-			break
-		}
 	}
-	return sb.String()
+	s := sb.String()
+	if len(s) > maxStderr {
+		s = s[:maxStderr/2] + "..." + s[len(s)-maxStderr/2:]
+	}
+	return s
 }
 
 // locked reports whether another process holds cryptsetup's metadata lock on

@@ -1,34 +1,126 @@
 package luks
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"regexp"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 )
 
 // TokenType is the LUKS2 token type custos writes. This package writes,
 // replaces and removes tokens of this type only; it reads any.
 const TokenType = "custos"
 
-// prepareToken checks that tok is a JSON object of type TokenType and binds
-// it to keyslot: its "keyslots" member becomes [keyslot], so that
-// cryptsetup writes token and binding in one header update.
-func prepareToken(tok []byte, keyslot int) ([]byte, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(tok, &obj); err != nil || obj == nil {
-		return nil, errors.New("token is not a json object")
+// checkToken checks that tok is a token ImportToken and ReplaceToken can
+// write unchanged, bound to keyslot:
+//
+//   - a JSON object in UTF-8, in compact form (no whitespace outside
+//     strings), without a backslash escape, a member name used twice in
+//     one object, or a number other than a decimal integer in int64
+//     range without leading zeros (nor "-0"): text that cryptsetup's JSON
+//     library (json-c) parses and
+//     writes back as the same bytes (it keeps members in their order and
+//     writes strings and integers as they are), so what Inspect reads back
+//     is byte for byte what was written;
+//   - whose "type" member is TokenType and whose "keyslots" member is
+//     exactly [keyslot], as a decimal string.
+//
+// The members are checked, never rewritten: a token is written as its
+// maker encoded it.
+func checkToken(tok []byte, keyslot int) error {
+	if len(tok) == 0 || tok[0] != '{' || !json.Valid(tok) {
+		return errors.New("token is not a json object")
 	}
-	var typ string
-	if err := json.Unmarshal(obj["type"], &typ); err != nil || typ != TokenType {
-		return nil, fmt.Errorf("token type must be %q", TokenType)
+	if !utf8.Valid(tok) {
+		return errors.New("token is not utf-8")
 	}
-	ks, _ := json.Marshal([]string{strconv.Itoa(keyslot)})
-	obj["keyslots"] = ks
-	return json.Marshal(obj)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, tok); err != nil || !bytes.Equal(compact.Bytes(), tok) {
+		return errors.New("token has whitespace outside strings: write it compact")
+	}
+	if bytes.IndexByte(tok, '\\') >= 0 {
+		return errors.New("token has a backslash escape, which cryptsetup would re-encode")
+	}
+	if err := checkTokenValues(tok); err != nil {
+		return err
+	}
+	var th tokenHead
+	if err := json.Unmarshal(tok, &th); err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	if th.Type == nil || *th.Type != TokenType {
+		return fmt.Errorf("token type must be %q", TokenType)
+	}
+	if want := []string{strconv.Itoa(keyslot)}; th.Keyslots == nil || !slices.Equal(*th.Keyslots, want) {
+		return fmt.Errorf("token must name keyslot %d in its keyslots member, as [\"%d\"]", keyslot, keyslot)
+	}
+	return nil
 }
+
+// checkTokenValues walks a valid JSON text and refuses duplicate member
+// names and numbers that are not plain integers.
+func checkTokenValues(tok []byte) error {
+	d := json.NewDecoder(bytes.NewReader(tok))
+	d.UseNumber()
+	// One level per open object or array: an object's member names seen
+	// so far (nil for an array), and whether a name comes next.
+	type level struct {
+		names    map[string]bool
+		wantName bool
+	}
+	var stack []*level
+	for {
+		t, err := d.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+		if n := len(stack); n > 0 && stack[n-1].wantName && t != json.Delim('}') {
+			name, _ := t.(string)
+			if stack[n-1].names[name] {
+				return fmt.Errorf("token has member %q twice in one object", clip(name))
+			}
+			stack[n-1].names[name] = true
+			stack[n-1].wantName = false
+			continue
+		}
+		switch t := t.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &level{names: map[string]bool{}, wantName: true})
+				continue
+			case '[':
+				stack = append(stack, &level{})
+				continue
+			}
+			stack = stack[:len(stack)-1]
+		case json.Number:
+			if !plainInt.MatchString(string(t)) {
+				return fmt.Errorf("token has number %s: only integers are written unchanged", clip(string(t)))
+			}
+			if _, err := strconv.ParseInt(string(t), 10, 64); err != nil {
+				return fmt.Errorf("token has number %s out of range", clip(string(t)))
+			}
+		}
+		// A value is complete: in an object, a name comes next.
+		if n := len(stack); n > 0 && stack[n-1].names != nil {
+			stack[n-1].wantName = true
+		}
+	}
+}
+
+// plainInt is an integer as json-c writes it back: no "-0", which it
+// would write as "0".
+var plainInt = regexp.MustCompile(`^(0|-?[1-9][0-9]*)$`)
 
 // tooLarge tells a token that does not fit the LUKS2 JSON area from other
 // import failures, which cryptsetup reports alike ("Failed to import token
@@ -38,84 +130,97 @@ func tooLarge(h *Header, tok []byte) bool {
 	return h.jsonSize > 0 && h.jsonUsed+len(tok) > h.jsonSize
 }
 
-// ImportToken writes tok, a JSON object whose "type" is TokenType, as a new
-// LUKS2 token bound to keyslot (which must be in use), and returns its ID.
-// Any "keyslots" member of tok is replaced by [keyslot]. The JSON reaches
-// cryptsetup through a pipe (--json-file=/dev/fd/3), like keys do. LUKS1
-// gives ErrNoTokens.
+var createdTokenRE = regexp.MustCompile(`(?m)^Token ([0-9]+) created\.$`)
+
+// ImportToken writes tok as a new LUKS2 token and returns its ID and the
+// header after. tok must be a JSON object whose "type" is TokenType and
+// whose "keyslots" member is [keyslot] (keyslot in use), in the form
+// checkToken describes; it is written as given, byte for byte, binding the
+// token to its keyslot in the same header update, and Inspect reads it
+// back as the same bytes. The JSON reaches cryptsetup through a pipe
+// (--json-file=/dev/fd/3), like keys do. LUKS1 gives ErrNoTokens.
+//
+// h is the header read for this step: the checks are made on it, and
+// cryptsetup picks the token ID and says which (token import --verbose),
+// so no header is read; the header returned is h with the new token.
 //
 // If writing the token fails right after its keyslot was added, the caller
 // can undo the keyslot with KillKeyslot.
-func (v *Volume) ImportToken(ctx context.Context, tok []byte, keyslot int) (int, error) {
-	h, err := v.tokenHeader(ctx)
-	if err != nil {
-		return -1, fmt.Errorf("import token: %w", err)
+func (v *Volume) ImportToken(ctx context.Context, h *Header, tok []byte, keyslot int) (int, *Header, error) {
+	if err := tokenHeader(h); err != nil {
+		return -1, nil, fmt.Errorf("import token: %w", err)
 	}
 	if err := checkSlot(h, keyslot); err != nil {
-		return -1, fmt.Errorf("import token: %w", err)
+		return -1, nil, fmt.Errorf("import token: %w", err)
 	}
 	if !h.InUse(keyslot) {
-		return -1, fmt.Errorf("import token: keyslot %d: %w", keyslot, ErrKeyslotInactive)
+		return -1, nil, fmt.Errorf("import token: keyslot %d: %w", keyslot, ErrKeyslotInactive)
 	}
-	body, err := prepareToken(tok, keyslot)
+	if err := checkToken(tok, keyslot); err != nil {
+		return -1, nil, fmt.Errorf("import token: %w", err)
+	}
+	if len(h.Tokens) >= LUKS2Tokens {
+		return -1, nil, fmt.Errorf("import token: all %d token ids are in use", LUKS2Tokens)
+	}
+	out, err := v.exec(ctx, run{op: "token", args: []string{
+		"import", "--verbose", "--json-file=" + fdPath(firstInputFD), v.Path,
+	}, inputs: [][]byte{tok}, write: true})
 	if err != nil {
-		return -1, fmt.Errorf("import token: %w", err)
+		return -1, nil, fmt.Errorf("import token: %w", tokenError(h, tok, err))
 	}
-	id := -1
-	for i := range LUKS2Tokens {
-		if h.Token(i) == nil {
-			id = i
-			break
-		}
+	m := createdTokenRE.FindSubmatch(out)
+	if m == nil {
+		return -1, nil, errors.New("import token: cryptsetup did not say which token it created")
 	}
-	if id < 0 {
-		return -1, fmt.Errorf("import token: all %d token ids are in use", LUKS2Tokens)
+	id, err := parseID(string(m[1]), LUKS2Tokens)
+	if err != nil || h.Token(id) != nil {
+		return -1, nil, fmt.Errorf("import token: cryptsetup created token %s, which the header had", clip(string(m[1])))
 	}
-	if err := v.importToken(ctx, h, id, body, false); err != nil {
-		return -1, err
-	}
-	return id, nil
+	return id, h.withToken(Token{ID: id, Type: TokenType, Keyslots: []int{keyslot}, JSON: bytes.Clone(tok)}), nil
 }
 
-// ReplaceToken overwrites token id, which must be a TokenType token, with
-// tok bound to keyslot, in one header update (cryptsetup token import
-// --token-replace). A token of another type gives ErrForeignToken.
-func (v *Volume) ReplaceToken(ctx context.Context, id int, tok []byte, keyslot int) error {
-	h, err := v.tokenHeader(ctx)
-	if err != nil {
-		return fmt.Errorf("replace token %d: %w", id, err)
+// ReplaceToken overwrites token id, which must be a TokenType token in h,
+// with tok, bound to keyslot as ImportToken binds it, in one header update
+// (cryptsetup token import --token-replace), and returns the header after:
+// h with the token replaced, without reading it. A token of another type
+// gives ErrForeignToken.
+//
+// # Caveats
+//
+//   - The token's type is checked on h: another process could replace it
+//     between the caller's read and this write.
+func (v *Volume) ReplaceToken(ctx context.Context, h *Header, id int, tok []byte, keyslot int) (*Header, error) {
+	if err := tokenHeader(h); err != nil {
+		return nil, fmt.Errorf("replace token %d: %w", id, err)
 	}
 	if err := ownToken(h, id); err != nil {
-		return fmt.Errorf("replace token %d: %w", id, err)
+		return nil, fmt.Errorf("replace token %d: %w", id, err)
 	}
 	if err := checkSlot(h, keyslot); err != nil {
-		return fmt.Errorf("replace token %d: %w", id, err)
+		return nil, fmt.Errorf("replace token %d: %w", id, err)
 	}
 	if !h.InUse(keyslot) {
-		return fmt.Errorf("replace token %d: keyslot %d: %w", id, keyslot, ErrKeyslotInactive)
+		return nil, fmt.Errorf("replace token %d: keyslot %d: %w", id, keyslot, ErrKeyslotInactive)
 	}
-	body, err := prepareToken(tok, keyslot)
+	if err := checkToken(tok, keyslot); err != nil {
+		return nil, fmt.Errorf("replace token %d: %w", id, err)
+	}
+	_, err := v.exec(ctx, run{op: "token", args: []string{
+		"import", "--json-file=" + fdPath(firstInputFD), "--token-id=" + strconv.Itoa(id), "--token-replace", v.Path,
+	}, inputs: [][]byte{tok}, write: true})
 	if err != nil {
-		return fmt.Errorf("replace token %d: %w", id, err)
+		return nil, fmt.Errorf("replace token %d: %w", id, tokenError(h, tok, err))
 	}
-	return v.importToken(ctx, h, id, body, true)
+	return h.withToken(Token{ID: id, Type: TokenType, Keyslots: []int{keyslot}, JSON: bytes.Clone(tok)}), nil
 }
 
-func (v *Volume) importToken(ctx context.Context, h *Header, id int, body []byte, replace bool) error {
-	args := []string{"import", "--json-file=" + fdPath(firstInputFD), "--token-id=" + strconv.Itoa(id)}
-	if replace {
-		args = append(args, "--token-replace")
+// tokenError marks a failed token import that the token's size explains.
+func tokenError(h *Header, tok []byte, err error) error {
+	var ce *CryptsetupError
+	if errors.As(err, &ce) && ce.Err == nil && tooLarge(h, tok) {
+		ce.Err = ErrTokenTooLarge
 	}
-	args = append(args, v.Path)
-	_, err := v.exec(ctx, run{op: "token", args: args, inputs: [][]byte{body}, write: true})
-	if err != nil {
-		var ce *CryptsetupError
-		if errors.As(err, &ce) && ce.Err == nil && tooLarge(h, body) {
-			ce.Err = ErrTokenTooLarge
-		}
-		return fmt.Errorf("write token %d: %w", id, err)
-	}
-	return nil
+	return err
 }
 
 // Token reads token id, of any type (cryptsetup token export).
@@ -134,43 +239,46 @@ func (v *Volume) Token(ctx context.Context, id int) (*Token, error) {
 	return t, nil
 }
 
-// Tokens lists the tokens of type typ ("" for all), in ascending order of
-// ID. LUKS1 gives ErrNoTokens.
+// Tokens reads the header (Inspect) and lists its tokens of type typ (""
+// for all), in ascending order of ID. LUKS1 gives ErrNoTokens. A caller
+// that has the header of the step reads Header.Tokens instead.
 func (v *Volume) Tokens(ctx context.Context, typ string) ([]Token, error) {
-	h, err := v.tokenHeader(ctx)
+	h, err := v.Inspect(ctx)
 	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	if err := tokenHeader(h); err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	toks := slices.DeleteFunc(h.Tokens, func(t Token) bool { return typ != "" && t.Type != typ })
 	return toks, nil
 }
 
-// RemoveToken removes token id, which must be a TokenType token.
-func (v *Volume) RemoveToken(ctx context.Context, id int) error {
-	h, err := v.tokenHeader(ctx)
-	if err != nil {
-		return fmt.Errorf("remove token %d: %w", id, err)
+// RemoveToken removes token id, which must be a TokenType token in h, and
+// returns the header after: h without the token, without reading it.
+func (v *Volume) RemoveToken(ctx context.Context, h *Header, id int) (*Header, error) {
+	if err := tokenHeader(h); err != nil {
+		return nil, fmt.Errorf("remove token %d: %w", id, err)
 	}
 	if err := ownToken(h, id); err != nil {
-		return fmt.Errorf("remove token %d: %w", id, err)
+		return nil, fmt.Errorf("remove token %d: %w", id, err)
 	}
-	_, err = v.exec(ctx, run{op: "token", args: []string{"remove", "--token-id=" + strconv.Itoa(id), v.Path}, write: true})
+	_, err := v.exec(ctx, run{op: "token", args: []string{"remove", "--token-id=" + strconv.Itoa(id), v.Path}, write: true})
 	if err != nil {
-		return fmt.Errorf("remove token %d: %w", id, err)
+		return nil, fmt.Errorf("remove token %d: %w", id, err)
 	}
-	return nil
+	return h.withoutToken(id), nil
 }
 
-// tokenHeader inspects the volume and refuses LUKS1.
-func (v *Volume) tokenHeader(ctx context.Context) (*Header, error) {
-	h, err := v.Inspect(ctx)
-	if err != nil {
-		return nil, err
+// tokenHeader refuses a header that cannot hold tokens.
+func tokenHeader(h *Header) error {
+	if err := checkHeader(h); err != nil {
+		return err
 	}
 	if h.Version != 2 {
-		return nil, ErrNoTokens
+		return ErrNoTokens
 	}
-	return h, nil
+	return nil
 }
 
 func ownToken(h *Header, id int) error {

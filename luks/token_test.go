@@ -1,20 +1,13 @@
 package luks
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
-
-func tokenJSON(t testing.TB, fields map[string]any) []byte {
-	t.Helper()
-	b, err := json.Marshal(fields)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func tokenField(t testing.TB, tok *Token, name string) any {
 	t.Helper()
@@ -25,95 +18,168 @@ func tokenField(t testing.TB, tok *Token, name string) any {
 	return m[name]
 }
 
+// custosToken is a token as escrow writes it: members in the order of
+// docs/FORMAT.md section 10 (type, keyslots, record, anchor), not sorted,
+// compact.
+func custosToken(keyslot int, ceremony string) []byte {
+	return []byte(`{"type":"custos","keyslots":["` + strconv.Itoa(keyslot) + `"],` +
+		`"record":{"v":2,"id":"` + ceremony + `","volume":"x","k":2,"n":3,"cards":[]},"anchor":"7:ab"}`)
+}
+
 func TestTokensRoundTrip(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	v := format(t, 2, keyA, 1000)
-	slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+	k, _, err := v.AddKeyslot(ctx, inspect(t, v), keyA, keyB, AddOptions{PBKDF: cheap})
 	if err != nil {
 		t.Fatal(err)
 	}
+	slot := k.ID
 
 	// Another program's token, written by cryptsetup directly.
 	cryptsetup(t, v, []byte(`{"type":"other-tool","keyslots":["0"],"secret-ish":"x"}`),
 		"token", "import", "--token-id=0", v.Path)
+	h := inspect(t, v)
 
-	// "keyslots" in the input is replaced by the keyslot named.
-	id, err := v.ImportToken(ctx, tokenJSON(t, map[string]any{
-		"type": TokenType, "ceremony": "c-1", "keyslots": []string{"0"}, "shares": []string{"s1", "s2"},
-	}), slot)
+	tok := custosToken(slot, "c-1")
+	id, h, err := v.ImportToken(ctx, h, tok, slot)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if id != 1 {
 		t.Fatalf("token id = %d, want 1 (the first free)", id)
 	}
-	tok, err := v.Token(ctx, id)
+	sameHeader(t, v, h)
+	if got := h.Token(id); got == nil || !bytes.Equal(got.JSON, tok) || got.Type != TokenType || !slices.Equal(got.Keyslots, []int{slot}) {
+		t.Fatalf("header after import shows token %+v", got)
+	}
+	read, err := v.Token(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok.Type != TokenType || !slices.Equal(tok.Keyslots, []int{slot}) || tokenField(t, tok, "ceremony") != "c-1" ||
-		!json.Valid(tok.JSON) || tok.JSON[len(tok.JSON)-1] != '}' {
-		t.Fatalf("token read back = %+v (%s)", tok, tok.JSON)
+	if !bytes.Equal(read.JSON, tok) || !slices.Equal(read.Keyslots, []int{slot}) {
+		t.Fatalf("token read back = %s, want %s", read.JSON, tok)
 	}
 
-	h := inspect(t, v)
-	if len(h.Tokens) != 2 || h.Tokens[0].Type != "other-tool" || h.Tokens[1].ID != id {
-		t.Fatalf("header tokens = %+v", h.Tokens)
-	}
 	toks, err := v.Tokens(ctx, TokenType)
 	if err != nil || len(toks) != 1 || toks[0].ID != id {
 		t.Fatalf("Tokens(custos) = %+v, %v", toks, err)
 	}
 	all, err := v.Tokens(ctx, "")
-	if err != nil || len(all) != 2 {
+	if err != nil || len(all) != 2 || all[0].Type != "other-tool" {
 		t.Fatalf("Tokens(all) = %+v, %v", all, err)
 	}
 
 	// Replace in one step, rebinding to keyslot 0.
-	if err := v.ReplaceToken(ctx, id, tokenJSON(t, map[string]any{"type": TokenType, "ceremony": "c-2"}), 0); err != nil {
+	tok2 := custosToken(0, "c-2")
+	if h, err = v.ReplaceToken(ctx, h, id, tok2, 0); err != nil {
 		t.Fatal(err)
 	}
-	tok, err = v.Token(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tokenField(t, tok, "ceremony") != "c-2" || !slices.Equal(tok.Keyslots, []int{0}) || tokenField(t, tok, "shares") != nil {
-		t.Fatalf("replaced token = %s", tok.JSON)
+	sameHeader(t, v, h)
+	if read, err = v.Token(ctx, id); err != nil || !bytes.Equal(read.JSON, tok2) || !slices.Equal(read.Keyslots, []int{0}) {
+		t.Fatalf("replaced token = %+v, %v", read, err)
 	}
 
 	// Another program's token is read but never changed.
-	wantErr(t, v.ReplaceToken(ctx, 0, tokenJSON(t, map[string]any{"type": TokenType}), 0), ErrForeignToken)
-	wantErr(t, v.RemoveToken(ctx, 0), ErrForeignToken)
+	_, err = v.ReplaceToken(ctx, h, 0, custosToken(0, "c-3"), 0)
+	wantErr(t, err, ErrForeignToken)
+	_, err = v.RemoveToken(ctx, h, 0)
+	wantErr(t, err, ErrForeignToken)
 	if other, err := v.Token(ctx, 0); err != nil || other.Type != "other-tool" {
 		t.Fatalf("foreign token after refusals = %+v, %v", other, err)
 	}
 
-	// Refusals on input.
-	for name, in := range map[string][]byte{
-		"not json":      []byte("{"),
-		"not an object": []byte(`["type"]`),
-		"null":          []byte(`null`),
-		"no type":       []byte(`{"ceremony":"x"}`),
-		"foreign type":  []byte(`{"type":"systemd-tpm2"}`),
+	// Refusals on input (for keyslot 1): nothing is written.
+	if slot != 1 {
+		t.Fatalf("new keyslot %d, want 1", slot)
+	}
+	for name, in := range map[string]string{
+		"not json":          `{`,
+		"not an object":     `["type"]`,
+		"null":              `null`,
+		"empty":             ``,
+		"no type":           `{"keyslots":["1"]}`,
+		"foreign type":      `{"type":"systemd-tpm2","keyslots":["1"]}`,
+		"type not a string": `{"type":1,"keyslots":["1"]}`,
+		"no keyslots":       `{"type":"custos"}`,
+		"keyslots empty":    `{"type":"custos","keyslots":[]}`,
+		"other keyslot":     `{"type":"custos","keyslots":["0"]}`,
+		"two keyslots":      `{"type":"custos","keyslots":["1","0"]}`,
+		"keyslot a number":  `{"type":"custos","keyslots":[1]}`,
+		"keyslot 01":        `{"type":"custos","keyslots":["01"]}`,
+		"whitespace":        `{"type": "custos","keyslots":["1"]}`,
+		"newline at end":    "{\"type\":\"custos\",\"keyslots\":[\"1\"]}\n",
+		"escape":            `{"type":"custos","keyslots":["1"],"a":"\u00e9"}`,
+		"escaped quote":     `{"type":"custos","keyslots":["1"],"a":"\""}`,
+		"escaped type":      `{"type":"cust\u006fs","keyslots":["1"]}`,
+		"duplicate type":    `{"type":"other","type":"custos","keyslots":["1"]}`,
+		"duplicate slots":   `{"type":"custos","keyslots":["0"],"keyslots":["1"]}`,
+		"duplicate nested":  `{"type":"custos","keyslots":["1"],"r":{"a":1,"b":[{"c":1,"c":2}]}}`,
+		"fraction":          `{"type":"custos","keyslots":["1"],"k":2.0}`,
+		"exponent":          `{"type":"custos","keyslots":["1"],"k":2e1}`,
+		"huge integer":      `{"type":"custos","keyslots":["1"],"k":99999999999999999999}`,
+		"minus zero":        `{"type":"custos","keyslots":["1"],"k":-0}`,
+		"trailing data":     `{"type":"custos","keyslots":["1"]}{}`,
+		"invalid utf-8":     "{\"type\":\"custos\",\"keyslots\":[\"1\"],\"a\":\"\xff\"}",
 	} {
-		if _, err := v.ImportToken(ctx, in, slot); err == nil {
+		if _, _, err := v.ImportToken(ctx, h, []byte(in), slot); err == nil {
 			t.Errorf("ImportToken(%s) succeeded", name)
 		}
+		if _, err := v.ReplaceToken(ctx, h, id, []byte(in), slot); err == nil {
+			t.Errorf("ReplaceToken(%s) succeeded", name)
+		}
 	}
-	_, err = v.ImportToken(ctx, tokenJSON(t, map[string]any{"type": TokenType}), 7)
+	sameHeader(t, v, h)
+	_, _, err = v.ImportToken(ctx, h, custosToken(7, "c-4"), 7)
 	wantErr(t, err, ErrKeyslotInactive)
-	wantErr(t, v.ReplaceToken(ctx, 9, tokenJSON(t, map[string]any{"type": TokenType}), 0), ErrTokenNotFound)
+	_, err = v.ReplaceToken(ctx, h, 9, custosToken(0, "c-4"), 0)
+	wantErr(t, err, ErrTokenNotFound)
 
 	// Remove, then it is gone.
-	if err := v.RemoveToken(ctx, id); err != nil {
+	if h, err = v.RemoveToken(ctx, h, id); err != nil {
 		t.Fatal(err)
 	}
+	sameHeader(t, v, h)
 	_, err = v.Token(ctx, id)
 	wantErr(t, err, ErrTokenNotFound)
-	wantErr(t, v.RemoveToken(ctx, id), ErrTokenNotFound)
+	_, err = v.RemoveToken(ctx, h, id)
+	wantErr(t, err, ErrTokenNotFound)
 	if toks, err := v.Tokens(ctx, TokenType); err != nil || len(toks) != 0 {
 		t.Fatalf("Tokens after remove = %+v, %v", toks, err)
+	}
+}
+
+// TestTokenBytesSurvive: what ImportToken is given is what Inspect and
+// Token read back, byte for byte, whatever the order of the members and
+// whatever characters the strings hold.
+func TestTokenBytesSurvive(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	v := format(t, 2, keyA, 1000)
+	h := inspect(t, v)
+	for i, tok := range []string{
+		string(custosToken(0, "zz")),
+		`{"type":"custos","keyslots":["0"],"z":1,"a":{"y":[],"b":{}},"m":[0,-1,9223372036854775807,-9223372036854775808]}`,
+		`{"keyslots":["0"],"zeta":"last first","type":"custos"}`,
+		`{"type":"custos","keyslots":["0"],"text":"Zoë 中文 😀 a/b <&> ' ` + "\u007f\u0080\u2028\u2029\ufeff" + `"}`,
+		`{"type":"custos","keyslots":["0"],"t":true,"f":false,"n":null,"s":"","deep":[[[[{"x":[{}]}]]]]}`,
+		`{"type":"custos","keyslots":["0"],"long":"` + strings.Repeat("base64url-_", 400) + `"}`,
+	} {
+		id, after, err := v.ImportToken(ctx, h, []byte(tok), 0)
+		if err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+		fresh := inspect(t, v)
+		if got := fresh.Token(id); got == nil || string(got.JSON) != tok {
+			t.Fatalf("token %d: Inspect reads %s, wrote %s", i, got.JSON, tok)
+		}
+		if got, err := v.Token(ctx, id); err != nil || string(got.JSON) != tok {
+			t.Fatalf("token %d: Token reads %s, %v; wrote %s", i, got.JSON, err, tok)
+		}
+		sameHeader(t, v, after)
+		if h, err = v.RemoveToken(ctx, after, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -129,41 +195,79 @@ func TestTokenFailureUndoesKeyslot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slot, err := v.AddKeyslot(ctx, keyA, keyB, AddOptions{PBKDF: cheap})
+	k, h, err := v.AddKeyslot(ctx, before, keyA, keyB, AddOptions{PBKDF: cheap, AuthSlot: &keep})
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := tokenJSON(t, map[string]any{"type": TokenType, "shares": strings.Repeat("A", 20000)})
-	_, err = v.ImportToken(ctx, big, slot)
+	big := []byte(`{"type":"custos","keyslots":["` + strconv.Itoa(k.ID) + `"],"shares":"` + strings.Repeat("A", 20000) + `"}`)
+	id, after, err := v.ImportToken(ctx, h, big, k.ID)
 	wantErr(t, err, ErrTokenTooLarge)
+	if id != -1 || after != nil {
+		t.Fatalf("failed import returned %d, %+v", id, after)
+	}
 	var ce *CryptsetupError
 	if !asCryptsetupError(err, &ce) || ce.Op != "token" {
 		t.Fatalf("error = %v, want a CryptsetupError from token import", err)
 	}
-	if err := v.KillKeyslot(ctx, slot, keep, keyA); err != nil {
+	if h, err = v.KillKeyslot(ctx, h, k.ID, keep, keyA); err != nil {
 		t.Fatal(err)
 	}
-	after := inspect(t, v)
-	if !slices.Equal(slotIDs(after), slotIDs(before)) || len(after.Tokens) != 0 {
-		t.Fatalf("after undo: keyslots %v tokens %v, want %v and none", slotIDs(after), after.Tokens, slotIDs(before))
+	sameHeader(t, v, h)
+	if !slices.Equal(slotIDs(h), slotIDs(before)) || len(h.Tokens) != 0 {
+		t.Fatalf("after undo: keyslots %v tokens %v, want %v and none", slotIDs(h), h.Tokens, slotIDs(before))
 	}
 }
 
+// TestTokensLUKS1: LUKS1 has no tokens; the header says so, and no
+// cryptsetup runs.
 func TestTokensLUKS1(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	v := format(t, 1, keyA, 1000)
-	tok := tokenJSON(t, map[string]any{"type": TokenType})
-	_, err := v.ImportToken(ctx, tok, 0)
+	c := countRuns(t, v)
+	h := inspect(t, v)
+	tok := custosToken(0, "c-1")
+	_, _, err := c.v.ImportToken(ctx, h, tok, 0)
 	wantErr(t, err, ErrNoTokens)
-	wantErr(t, v.ReplaceToken(ctx, 0, tok, 0), ErrNoTokens)
-	wantErr(t, v.RemoveToken(ctx, 0), ErrNoTokens)
-	_, err = v.Tokens(ctx, TokenType)
+	_, err = c.v.ReplaceToken(ctx, h, 0, tok, 0)
+	wantErr(t, err, ErrNoTokens)
+	_, err = c.v.RemoveToken(ctx, h, 0)
+	wantErr(t, err, ErrNoTokens)
+	if runs := c.take(t); len(runs) != 0 {
+		t.Fatalf("token changes on a luks1 header ran cryptsetup: %q", runs)
+	}
+	_, err = c.v.Tokens(ctx, TokenType)
 	wantErr(t, err, ErrNoTokens)
 	// Token goes to cryptsetup directly; its refusal maps too.
-	_, err = v.Token(ctx, 0)
+	_, err = c.v.Token(ctx, 0)
 	wantErr(t, err, ErrNoTokens)
-	if h := inspect(t, v); len(h.Tokens) != 0 {
+	if len(h.Tokens) != 0 {
 		t.Fatalf("luks1 header tokens = %v", h.Tokens)
 	}
+	// A header is required.
+	_, _, err = v.ImportToken(ctx, nil, tok, 0)
+	if err == nil {
+		t.Fatal("ImportToken without a header succeeded")
+	}
+}
+
+func FuzzCheckToken(f *testing.F) {
+	f.Add(custosToken(3, "c-1"), 3)
+	f.Add(readTestdata(f, "token.json"), 2)
+	f.Add([]byte(`{"type":"custos","keyslots":["0"],"a":{"a":[1,{"a":-0}]}}`), 0)
+	f.Fuzz(func(t *testing.T, tok []byte, keyslot int) {
+		if checkToken(tok, keyslot) != nil {
+			return
+		}
+		// Accepted: compact JSON without escapes, which parses as a
+		// custos token bound to keyslot and reads back as the same bytes.
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, tok); err != nil || !bytes.Equal(compact.Bytes(), tok) || bytes.IndexByte(tok, '\\') >= 0 {
+			t.Fatalf("accepted %q", tok)
+		}
+		got, err := parseToken(0, tok)
+		if err != nil || got.Type != TokenType || !slices.Equal(got.Keyslots, []int{keyslot}) || !bytes.Equal(got.JSON, tok) {
+			t.Fatalf("accepted %q, which parses as %+v, %v", tok, got, err)
+		}
+	})
 }

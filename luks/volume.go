@@ -15,7 +15,7 @@ import (
 
 // Volume is a LUKS1 or LUKS2 volume: a block device or an image file.
 // Its methods run cryptsetup on it; the zero Cryptsetup finds cryptsetup in
-// PATH, then in /usr/sbin and /sbin.
+// /usr/sbin or /sbin, else in PATH.
 type Volume struct {
 	// Path is the block device or image file.
 	Path string
@@ -44,9 +44,33 @@ func Open(path string) (*Volume, error) {
 }
 
 // Inspect reads the header: version, UUID, keyslots in use and, for LUKS2,
-// tokens. A damaged LUKS2 primary header is read from its secondary copy
-// (cryptsetup repairs the primary from it as it reads).
+// tokens. It runs cryptsetup once: luksDump for LUKS1; for LUKS2, luksDump
+// --dump-json-metadata for the keyslots and tokens, while the version and
+// UUID come from the primary binary header, read here and trusted only
+// when its checksum holds. Otherwise (a damaged primary, no LUKS header, a
+// header cryptsetup must judge) it runs luksDump first, as cryptsetup
+// reads a damaged LUKS2 primary from its secondary copy (and repairs the
+// primary from it as it reads) and says what is wrong with the others:
+// two runs for LUKS2.
+//
+// Every change this package makes takes the Header read for the step and
+// returns the Header after the change: a ceremony step reads the header
+// once.
+//
+// # Caveats
+//
+//   - For LUKS2 the UUID and the keyslots come from two reads, the binary
+//     header's and cryptsetup's: a process changing the UUID (cryptsetup
+//     luksUUID --uuid) in between would not be seen. Keyslots and tokens
+//     are read in one run.
 func (v *Volume) Inspect(ctx context.Context) (*Header, error) {
+	if dh, err := readDiskHeader(v.Path); err == nil && dh.version == 2 {
+		h := &Header{Version: 2, UUID: dh.uuid}
+		if err := v.readMetadata(ctx, h); err != nil {
+			return nil, err
+		}
+		return h, nil
+	}
 	out, err := v.exec(ctx, run{op: "luksDump", args: []string{v.Path}})
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
@@ -55,35 +79,63 @@ func (v *Volume) Inspect(ctx context.Context) (*Header, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", v.Path, err)
 	}
-	if h.Version == 1 {
-		return h, nil
-	}
-	out, err = v.exec(ctx, run{op: "luksDump", args: []string{"--dump-json-metadata", v.Path}})
-	if err != nil {
-		return nil, fmt.Errorf("inspect: %w", err)
-	}
-	if err := parseMetadata(out, h); err != nil {
-		return nil, fmt.Errorf("inspect %s: %w", v.Path, err)
+	if h.Version == 2 {
+		if err := v.readMetadata(ctx, h); err != nil {
+			return nil, err
+		}
 	}
 	return h, nil
 }
 
-// reread reads the keyslots and tokens again after a change to a header
-// that Inspect read as before: for LUKS2 the JSON metadata alone, one
-// cryptsetup run instead of two.
-func (v *Volume) reread(ctx context.Context, before *Header) (*Header, error) {
-	if before.Version == 1 {
-		return v.Inspect(ctx)
-	}
+// readMetadata reads a LUKS2 header's keyslots and tokens into h.
+func (v *Volume) readMetadata(ctx context.Context, h *Header) error {
 	out, err := v.exec(ctx, run{op: "luksDump", args: []string{"--dump-json-metadata", v.Path}})
 	if err != nil {
-		return nil, fmt.Errorf("inspect: %w", err)
+		return fmt.Errorf("inspect: %w", err)
 	}
-	h := &Header{Version: before.Version, UUID: before.UUID}
 	if err := parseMetadata(out, h); err != nil {
-		return nil, fmt.Errorf("inspect %s: %w", v.Path, err)
+		return fmt.Errorf("inspect %s: %w", v.Path, err)
 	}
-	return h, nil
+	return nil
+}
+
+// checkHeader refuses a header that Inspect cannot have returned.
+func checkHeader(h *Header) error {
+	if h == nil {
+		return errors.New("no header: pass the header Inspect read for this step")
+	}
+	if h.Version != 1 && h.Version != 2 || !validUUID(h.UUID) {
+		return fmt.Errorf("header of version %d, uuid %q: not one Inspect read", h.Version, clip(h.UUID))
+	}
+	return nil
+}
+
+// keyslotChange compares the keyslots of after with those of before plus
+// added (-1: none) and minus killed (-1: none), by number and salt, and
+// describes the difference, or returns "" when there is none.
+func keyslotChange(before, after *Header, added, killed int) string {
+	if after.UUID != before.UUID {
+		return fmt.Sprintf("volume uuid %s, was %s", after.UUID, before.UUID)
+	}
+	var want, got []string
+	for _, k := range before.Keyslots {
+		if k.ID != killed {
+			want = append(want, fmt.Sprintf("%d/%s", k.ID, k.Salt))
+		}
+	}
+	for _, k := range after.Keyslots {
+		if k.ID == added && !before.InUse(added) {
+			continue
+		}
+		got = append(got, fmt.Sprintf("%d/%s", k.ID, k.Salt))
+	}
+	if added >= 0 && after.Keyslot(added) == nil {
+		return fmt.Sprintf("keyslot %d is not there", added)
+	}
+	if !slices.Equal(got, want) {
+		return fmt.Sprintf("keyslots %v (number/salt), want %v", got, want)
+	}
+	return ""
 }
 
 // PBKDF is a keyslot's key derivation setting. Zero fields keep
@@ -125,6 +177,17 @@ type AddOptions struct {
 	// Slot, if not nil, is the keyslot to fill; it must be free.
 	// (Go 1.26: AddOptions{Slot: new(3)}.)
 	Slot *int
+
+	// AuthSlot, if not nil, is the keyslot the authorising key opens: it
+	// is tried on that keyslot alone, one PBKDF, and a key that does not
+	// open it gives ErrWrongKey. Without it cryptsetup tries the key on
+	// every keyslot in turn until one opens, one PBKDF each (up to 2 s
+	// and 1 GiB apiece with argon2id). A caller that has just recovered a
+	// key for a known keyslot passes that keyslot here instead of calling
+	// TestKey first: the key is then tested once. luksAddKey then needs
+	// the new keyslot named: without Slot it is the first free one in the
+	// header passed.
+	AuthSlot *int
 
 	// PBKDF, if not nil, replaces cryptsetup's default PBKDF settings.
 	// Tests pass cheap ones; production should not.
@@ -214,79 +277,146 @@ var (
 )
 
 // AddKeyslot adds newKey in a new keyslot, authorised by auth (a key that
-// opens some keyslot already), and returns the new keyslot's number. Both
-// keys reach cryptsetup through pipes on inherited descriptors 3 and 4
-// (--key-file=/dev/fd/3, new key file /dev/fd/4), read to EOF: any bytes,
-// newlines and NULs included, and never argv, the environment or a file.
-// A key typed at a passphrase prompt matches a key given here only if it
-// has the same bytes, without a trailing newline.
-func (v *Volume) AddKeyslot(ctx context.Context, auth, newKey []byte, opts AddOptions) (int, error) {
+// opens some keyslot already), and returns the new keyslot, with its salt,
+// and the header after the change.
+//
+// h is the header read for this step (by Inspect, or returned by the
+// previous change): AddKeyslot checks the keyslots asked for against it
+// instead of reading the header again. Afterwards it reads the header once
+// and checks that it shows the new keyslot and every keyslot of h with its
+// salt, and nothing else; a difference gives ErrHeaderChanged.
+//
+// Both keys reach cryptsetup through pipes on inherited descriptors 3 and
+// 4 (--key-file=/dev/fd/3, new key file /dev/fd/4), read to EOF: any
+// bytes, newlines and NULs included, and never argv, the environment or a
+// file. A key typed at a passphrase prompt matches a key given here only
+// if it has the same bytes, without a trailing newline.
+//
+// On an error the returned Keyslot's ID is -1, unless cryptsetup added the
+// keyslot: then it is the new keyslot's number (with its salt when the
+// header could be read after), so that the caller can undo it.
+//
+// # Caveats
+//
+//   - Another process can change the header between the caller's read and
+//     luksAddKey: a keyslot asked for that is taken by then makes
+//     cryptsetup refuse (ErrKeyslotInUse); any other change shows
+//     afterwards as ErrHeaderChanged, with the keyslot added.
+//   - AddOptions.AuthSlot needs cryptsetup 2.6 or later (luksAddKey
+//     --new-key-slot); with an older one the key is tested on that keyslot
+//     with TestKey first, then luksAddKey unlocks with any keyslot.
+func (v *Volume) AddKeyslot(ctx context.Context, h *Header, auth, newKey []byte, opts AddOptions) (Keyslot, *Header, error) {
+	none := Keyslot{ID: -1}
+	if err := checkHeader(h); err != nil {
+		return none, nil, fmt.Errorf("add keyslot: %w", err)
+	}
 	if err := checkKey("authorising key", auth); err != nil {
-		return -1, fmt.Errorf("add keyslot: %w", err)
+		return none, nil, fmt.Errorf("add keyslot: %w", err)
 	}
 	if err := checkKey("new key", newKey); err != nil {
-		return -1, fmt.Errorf("add keyslot: %w", err)
+		return none, nil, fmt.Errorf("add keyslot: %w", err)
 	}
 	p := opts.PBKDF
 	if opts.MinimalPBKDF {
 		if p != nil {
-			return -1, errors.New("add keyslot: MinimalPBKDF and PBKDF are exclusive")
+			return none, nil, errors.New("add keyslot: MinimalPBKDF and PBKDF are exclusive")
 		}
 		if len(newKey) < minimalKeyLen {
-			return -1, fmt.Errorf("add keyslot: minimal pbkdf needs a random key of at least %d bytes, got %d", minimalKeyLen, len(newKey))
+			return none, nil, fmt.Errorf("add keyslot: minimal pbkdf needs a random key of at least %d bytes, got %d", minimalKeyLen, len(newKey))
 		}
 		mp := minimalPBKDF
 		p = &mp
 	}
-
-	before, err := v.Inspect(ctx)
-	if err != nil {
-		return -1, fmt.Errorf("add keyslot: %w", err)
-	}
 	args := []string{"--batch-mode", "--verbose", "--key-file=" + fdPath(firstInputFD)}
 	if p != nil {
-		pa, err := pbkdfArgs(p, before.Version)
+		pa, err := pbkdfArgs(p, h.Version)
 		if err != nil {
-			return -1, fmt.Errorf("add keyslot: %w", err)
+			return none, nil, fmt.Errorf("add keyslot: %w", err)
 		}
 		args = append(args, pa...)
 	}
+	newSlot := -1 // cryptsetup takes the first free keyslot
 	if opts.Slot != nil {
-		s := *opts.Slot
-		if err := checkSlot(before, s); err != nil {
-			return -1, fmt.Errorf("add keyslot: %w", err)
+		newSlot = *opts.Slot
+		if err := checkSlot(h, newSlot); err != nil {
+			return none, nil, fmt.Errorf("add keyslot: %w", err)
 		}
-		if before.InUse(s) {
-			return -1, fmt.Errorf("add keyslot %d: %w", s, ErrKeyslotInUse)
+		if h.InUse(newSlot) {
+			return none, nil, fmt.Errorf("add keyslot %d: %w", newSlot, ErrKeyslotInUse)
 		}
-		args = append(args, "--key-slot="+strconv.Itoa(s))
-	} else if len(before.FreeKeyslots()) == 0 {
-		return -1, fmt.Errorf("add keyslot: %w", ErrNoFreeKeyslot)
+	} else if len(h.FreeKeyslots()) == 0 {
+		return none, nil, fmt.Errorf("add keyslot: %w", ErrNoFreeKeyslot)
 	}
-	args = append(args, v.Path, fdPath(firstInputFD+1))
-
-	out, err := v.exec(ctx, run{op: "luksAddKey", args: args, inputs: [][]byte{auth, newKey}, write: true})
+	authSlot := -1
+	if opts.AuthSlot != nil {
+		authSlot = *opts.AuthSlot
+		if err := checkSlot(h, authSlot); err != nil {
+			return none, nil, fmt.Errorf("add keyslot: authorising keyslot: %w", err)
+		}
+		if !h.InUse(authSlot) {
+			return none, nil, fmt.Errorf("add keyslot: authorising keyslot %d: %w", authSlot, ErrKeyslotInactive)
+		}
+		if newSlot < 0 {
+			newSlot = h.FreeKeyslots()[0]
+		}
+	}
+	target := []string{v.Path, fdPath(firstInputFD + 1)}
+	add := func(slotArgs ...string) ([]byte, error) {
+		a := append(append(slices.Clone(args), slotArgs...), target...)
+		return v.exec(ctx, run{op: "luksAddKey", args: a, inputs: [][]byte{auth, newKey}, write: true})
+	}
+	var out []byte
+	var err error
+	switch {
+	case authSlot >= 0:
+		// Unlock with that keyslot alone (cryptsetup-luksAddKey(8),
+		// --key-slot with --new-key-slot): the key costs one PBKDF, on
+		// the keyslot it is meant for, instead of one for every keyslot
+		// tried before it.
+		out, err = add("--key-slot="+strconv.Itoa(authSlot), "--new-key-slot="+strconv.Itoa(newSlot))
+		if errors.Is(err, errUnknownOption) {
+			if err := v.TestKey(ctx, auth, authSlot); err != nil {
+				return none, nil, fmt.Errorf("add keyslot: authorising keyslot: %w", err)
+			}
+			out, err = add("--key-slot=" + strconv.Itoa(newSlot))
+		}
+	case newSlot >= 0:
+		out, err = add("--key-slot=" + strconv.Itoa(newSlot))
+	default:
+		out, err = add()
+	}
 	if err != nil {
-		return -1, fmt.Errorf("add keyslot: %w", err)
+		return none, nil, fmt.Errorf("add keyslot: %w", err)
 	}
 	m := createdRE.FindSubmatch(out)
 	if m == nil {
-		return -1, fmt.Errorf("add keyslot: cryptsetup did not say which keyslot it created")
+		return none, nil, fmt.Errorf("add keyslot: cryptsetup did not say which keyslot it created")
 	}
 	slot, _ := strconv.Atoi(string(m[1]))
-	after, err := v.reread(ctx, before)
+	added := Keyslot{ID: slot}
+	after, err := v.Inspect(ctx)
 	if err != nil {
-		return -1, fmt.Errorf("add keyslot %d: re-read header: %w", slot, err)
+		return added, nil, fmt.Errorf("add keyslot %d: re-read header: %w", slot, err)
 	}
-	if before.InUse(slot) || !after.InUse(slot) || (opts.Slot != nil && *opts.Slot != slot) {
-		return -1, fmt.Errorf("add keyslot: header does not show keyslot %d as newly added", slot)
+	if k := after.Keyslot(slot); k != nil {
+		added = *k
 	}
-	return slot, nil
+	if newSlot >= 0 && slot != newSlot {
+		return added, after, fmt.Errorf("add keyslot: cryptsetup created keyslot %d, not %d", slot, newSlot)
+	}
+	if d := keyslotChange(h, after, slot, -1); d != "" || h.InUse(slot) {
+		if d == "" {
+			d = fmt.Sprintf("keyslot %d was in use before", slot)
+		}
+		return added, after, fmt.Errorf("add keyslot %d: %w: %s", slot, ErrHeaderChanged, d)
+	}
+	return added, after, nil
 }
 
 // TestKey checks that key opens keyslot slot, without activating anything
-// (cryptsetup open --test-passphrase --key-slot). A key that opens no
-// keyslot, or another one, gives ErrWrongKey.
+// (cryptsetup open --test-passphrase --key-slot): one PBKDF, on that
+// keyslot alone. A key that opens no keyslot, or another one, gives
+// ErrWrongKey. It does not read the header.
 func (v *Volume) TestKey(ctx context.Context, key []byte, slot int) error {
 	if err := checkKey("key", key); err != nil {
 		return fmt.Errorf("test key: %w", err)
@@ -304,7 +434,9 @@ func (v *Volume) TestKey(ctx context.Context, key []byte, slot int) error {
 	return nil
 }
 
-// FindKeyslot returns the keyslot that key opens, or ErrWrongKey.
+// FindKeyslot returns the keyslot that key opens, or ErrWrongKey. It tries
+// the keyslots in cryptsetup's order, one PBKDF each until one opens, and
+// does not read the header.
 func (v *Volume) FindKeyslot(ctx context.Context, key []byte) (int, error) {
 	if err := checkKey("key", key); err != nil {
 		return -1, fmt.Errorf("find keyslot: %w", err)
@@ -324,65 +456,79 @@ func (v *Volume) FindKeyslot(ctx context.Context, key []byte) (int, error) {
 	return slot, nil
 }
 
-// KillKeyslot wipes keyslot slot. It refuses unless keep names another
-// keyslot in use that auth opens, checked with TestKey right before; it
-// refuses to kill the last keyslot (ErrLastKeyslot). Afterwards it re-reads
-// the header and checks that slot is gone and every other keyslot is still
-// there.
+// KillKeyslot wipes keyslot slot and returns the header after the change.
+//
+// h is the header read for this step. KillKeyslot refuses, on h, unless
+// keep names another keyslot in use (keep == slot gives
+// ErrAuthorisingKeyslot: the keyslot the authorising key opens is never
+// killed); it refuses to kill the last keyslot (ErrLastKeyslot) and a
+// keyslot that a token of another program is bound to
+// (ErrBoundToForeignToken: systemd-cryptenroll's TPM2 and FIDO2 keyslots
+// let a machine boot unattended). Then it checks with TestKey that auth
+// opens keep, right before luksKillSlot, and afterwards it reads the
+// header once and checks that slot is gone and every other keyslot of h is
+// still there with its salt (else ErrHeaderChanged).
+//
+// luksKillSlot runs in batch mode without a key (cryptsetup-luksKillSlot(8):
+// "Except running in batch-mode (-q) a remaining passphrase must be
+// supplied"): TestKey has proven the key on keep; cryptsetup would try it
+// again on every other keyslot in turn, one PBKDF each.
 //
 // To undo a keyslot just added (say, writing its token failed), kill it
 // with keep set to the keyslot the authorising key opened.
-func (v *Volume) KillKeyslot(ctx context.Context, slot, keep int, auth []byte) error {
+//
+// # Caveats
+//
+//   - Another process can change the header between the caller's read and
+//     the kill: the refusals above are decided on h. The keyslot killed is
+//     the one with number slot then, whatever it holds; a change shows
+//     afterwards as ErrHeaderChanged. Callers that must kill a particular
+//     key compare its salt in h right before (as escrow does).
+func (v *Volume) KillKeyslot(ctx context.Context, h *Header, slot, keep int, auth []byte) (*Header, error) {
+	if err := checkHeader(h); err != nil {
+		return nil, fmt.Errorf("kill keyslot %d: %w", slot, err)
+	}
 	if err := checkKey("authorising key", auth); err != nil {
-		return fmt.Errorf("kill keyslot %d: %w", slot, err)
+		return nil, fmt.Errorf("kill keyslot %d: %w", slot, err)
 	}
-	before, err := v.Inspect(ctx)
-	if err != nil {
-		return fmt.Errorf("kill keyslot %d: %w", slot, err)
+	if err := checkSlot(h, slot); err != nil {
+		return nil, fmt.Errorf("kill keyslot: %w", err)
 	}
-	if err := checkSlot(before, slot); err != nil {
-		return fmt.Errorf("kill keyslot: %w", err)
+	if !h.InUse(slot) {
+		return nil, fmt.Errorf("kill keyslot %d: %w", slot, ErrKeyslotInactive)
 	}
-	if !before.InUse(slot) {
-		return fmt.Errorf("kill keyslot %d: %w", slot, ErrKeyslotInactive)
-	}
-	if len(before.Keyslots) < 2 {
-		return fmt.Errorf("kill keyslot %d: %w", slot, ErrLastKeyslot)
+	if len(h.Keyslots) < 2 {
+		return nil, fmt.Errorf("kill keyslot %d: %w", slot, ErrLastKeyslot)
 	}
 	if keep == slot {
-		return fmt.Errorf("kill keyslot %d: the keyslot to keep must be another one", slot)
+		return nil, fmt.Errorf("kill keyslot %d: the keyslot to keep must be another one: %w", slot, ErrAuthorisingKeyslot)
 	}
-	if err := checkSlot(before, keep); err != nil {
-		return fmt.Errorf("kill keyslot %d: keyslot to keep: %w", slot, err)
+	if err := checkSlot(h, keep); err != nil {
+		return nil, fmt.Errorf("kill keyslot %d: keyslot to keep: %w", slot, err)
 	}
-	if !before.InUse(keep) {
-		return fmt.Errorf("kill keyslot %d: keyslot %d to keep: %w", slot, keep, ErrKeyslotInactive)
+	if !h.InUse(keep) {
+		return nil, fmt.Errorf("kill keyslot %d: keyslot %d to keep: %w", slot, keep, ErrKeyslotInactive)
 	}
-	if err := v.TestKey(ctx, auth, keep); err != nil {
-		return fmt.Errorf("kill keyslot %d: the key does not open keyslot %d to keep: %w", slot, keep, err)
-	}
-	_, err = v.exec(ctx, run{op: "luksKillSlot", args: []string{
-		"--batch-mode", "--key-file=" + fdPath(firstInputFD), v.Path, strconv.Itoa(slot),
-	}, inputs: [][]byte{auth}, write: true})
-	if err != nil {
-		return fmt.Errorf("kill keyslot %d: %w", slot, err)
-	}
-	after, err := v.reread(ctx, before)
-	if err != nil {
-		return fmt.Errorf("kill keyslot %d: re-read header: %w", slot, err)
-	}
-	var want []int
-	for _, k := range before.Keyslots {
-		if k.ID != slot {
-			want = append(want, k.ID)
+	for _, t := range h.Tokens {
+		if t.Type != TokenType && slices.Contains(t.Keyslots, slot) {
+			return nil, fmt.Errorf("kill keyslot %d: token %d of type %q: %w", slot, t.ID, clip(t.Type), ErrBoundToForeignToken)
 		}
 	}
-	var got []int
-	for _, k := range after.Keyslots {
-		got = append(got, k.ID)
+	if err := v.TestKey(ctx, auth, keep); err != nil {
+		return nil, fmt.Errorf("kill keyslot %d: the key does not open keyslot %d to keep: %w", slot, keep, err)
 	}
-	if !slices.Equal(got, want) {
-		return fmt.Errorf("kill keyslot %d: header shows keyslots %v afterwards, want %v", slot, got, want)
+	_, err := v.exec(ctx, run{op: "luksKillSlot", args: []string{
+		"--batch-mode", v.Path, strconv.Itoa(slot),
+	}, write: true})
+	if err != nil {
+		return nil, fmt.Errorf("kill keyslot %d: %w", slot, err)
 	}
-	return nil
+	after, err := v.Inspect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kill keyslot %d: re-read header: %w", slot, err)
+	}
+	if d := keyslotChange(h, after, -1, slot); d != "" {
+		return after, fmt.Errorf("kill keyslot %d: %w: %s", slot, ErrHeaderChanged, d)
+	}
+	return after, nil
 }
