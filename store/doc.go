@@ -14,11 +14,11 @@
 //	if err != nil { ... }
 //	defer l.Close()
 //	head, err := l.Update(func(tx *store.Tx) error {
-//		if _, err := tx.PutCeremony(operator, rec); err != nil { // rec.Status = store.StatusOpen
+//		if _, err := tx.PutCeremony(operator, store.StatusOpen, rec); err != nil { // rec *store.Record
 //			return err
 //		}
 //		if _, err := tx.Append(store.Event{Actor: custodian, Type: "enroll.share-sealed",
-//			Ceremony: rec.ID, Body: body}); err != nil {
+//			Ceremony: rec.IDString(), Body: body}); err != nil {
 //			return err
 //		}
 //		...
@@ -27,9 +27,10 @@
 //	// head.String() goes into the LUKS2 token, each card's certificate and
 //	// the transcript.
 //
-// Lookups: Ceremony, Volume, VolumeCeremony (the volume's newest active
-// ceremony), Card, CardByFingerprint, Events. Audit: Verify(anchors...),
-// ExportJSONL, Transcript.
+// Lookups: Ceremony (a CeremonyState: status, record, first and last
+// event), Volume, VolumeCeremonies, VolumeCeremony (the volume's newest
+// active ceremony), Card, CardByFingerprint, Events. Audit:
+// Verify(anchors...), CheckAnchor, ExportJSONL, Transcript.
 //
 // Every Update first checks the tail of the chain (the head record, the last
 // event and its link to the one before) and refuses to write to a broken
@@ -37,16 +38,15 @@
 //
 // # Only public data
 //
-// The API has no field for a secret: a CeremonyRecord holds the sealed
-// shares (ciphertext only the custodians' cards can open), the share
+// The API has no field for a secret: a Record holds the sealed shares (ciphertext only the custodians' cards can open), the share
 // commitments and a digest; cards are named by serial and public-key
 // fingerprint. A generic event's Body is the caller's JSON object: it must
 // hold public data only (never a recovery key, share, PIN or passphrase).
 //
 // # Events and indexes
 //
-// Events are numbered from 1 with no gaps. The types TypeCeremony (body: a
-// CeremonyRecord, the ceremony as it now stands), TypeCard (a
+// Events are numbered from 1 with no gaps. The types TypeCeremony (body:
+// {"status":S,"record":R}, the ceremony as it now stands), TypeCard (a
 // CardRegistration) and TypeRollcall (a Rollcall) are written by the typed
 // Tx methods and update the indexes: ceremonies by ID, volumes by LUKS UUID
 // (current ceremony and history), cards by serial and by key fingerprint
