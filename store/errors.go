@@ -51,6 +51,9 @@ type ChainError struct {
 	Seq     uint64
 	Problem string
 	Err     error // ErrBrokenChain, ErrAnchor or ErrIndex
+	// Cause is why the event does not apply to the events before it,
+	// when that is the problem: a *RuleError or a *FormatError.
+	Cause error
 }
 
 func (e *ChainError) Error() string {
@@ -60,7 +63,13 @@ func (e *ChainError) Error() string {
 	return fmt.Sprintf("event %d: %s", e.Seq, e.Problem)
 }
 
-func (e *ChainError) Unwrap() error { return e.Err }
+// Unwrap returns Err, and Cause when there is one.
+func (e *ChainError) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{e.Err, e.Cause}
+	}
+	return []error{e.Err}
+}
 
 // SchemaError is returned by Open for a file whose schema version this
 // custos cannot read.

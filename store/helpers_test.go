@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/ecdh"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -105,11 +106,12 @@ func testSealed(id, vol [16]byte, index, k, n int, recipient [32]byte) []byte {
 	b = append(b, vol[:]...)
 	b = append(b, byte(index), byte(k), byte(n))
 	b = append(b, recipient[:]...)
-	x := sha256.Sum256(append([]byte("ephemeral x"), b...))
-	y := sha256.Sum256(append([]byte("ephemeral y"), b...))
-	b = append(b, 4)
-	b = append(b, x[:]...)
-	b = append(b, y[:]...)
+	scalar := sha256.Sum256(append([]byte("ephemeral"), b...))
+	e, err := ecdh.P256().NewPrivateKey(scalar[:])
+	if err != nil {
+		panic(err) // a scalar of zero or beyond the order: never for these inputs
+	}
+	b = append(b, e.PublicKey().Bytes()...) // 0x04 || X || Y, a point on the curve
 	const c = 33 + 16
 	b = append(b, 0, c)
 	ct := sha256.Sum256(append([]byte("ciphertext"), b...))

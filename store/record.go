@@ -50,7 +50,7 @@ type SetRef struct {
 // RecordCard is one custodian's card in a ceremony.
 type RecordCard struct {
 	Index       int      // the share index, 1..N
-	Serial      string   // the card's serial number: decimal, no leading zero, at most 4294967295
+	Serial      string   // the card's serial number: decimal, 1 to 4294967295, no leading zero
 	Slot        uint8    // the PIV slot of the card key, 0x82-0x95
 	Custodian   string   // who holds the card (section 7's text rule); "" when unknown
 	Key         [32]byte // SHA-256 of the card key's DER SubjectPublicKeyInfo
@@ -351,10 +351,12 @@ func serialProblem(s []byte) string {
 		}
 		v = v*10 + uint64(c-'0')
 	}
-	if s[0] == '0' {
+	switch {
+	case len(s) == 1 && s[0] == '0':
+		return "serial 0, want 1 to 4294967295"
+	case s[0] == '0':
 		return "leading zero"
-	}
-	if v > maxSerial {
+	case v > maxSerial:
 		return "serial out of range"
 	}
 	return ""

@@ -161,7 +161,7 @@ func migrate2to3(btx *bolt.Tx) error {
 	ix := boltIndexes{btx}
 	return walkAll(btx, func(ev Event) error {
 		if err := apply(ix, ev); err != nil {
-			return &ChainError{Seq: ev.Seq, Problem: fmt.Sprintf("does not apply to the events before it: %v", err), Err: ErrBrokenChain}
+			return &ChainError{Seq: ev.Seq, Problem: fmt.Sprintf("does not apply to the events before it: %v", err), Err: ErrBrokenChain, Cause: err}
 		}
 		return nil
 	})
