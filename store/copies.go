@@ -37,6 +37,14 @@ var (
 // rec, bound to rec.Keyslot and anchored at anchor. rec holds no cards
 // (the ceremony is open) or all N. Errors are *FormatError.
 func EncodeToken(rec *Record, anchor Head) ([]byte, error) {
+	if rec == nil {
+		return nil, &FormatError{Copy: CopyToken, Path: "record", Problem: "no record"}
+	}
+	return encodeToken(rec, anchor, []int{rec.Keyslot})
+}
+
+// encodeToken writes a token bound to keyslots: none, or the record's.
+func encodeToken(rec *Record, anchor Head, keyslots []int) ([]byte, error) {
 	if err := rec.check(CopyToken, "record"); err != nil {
 		return nil, err
 	}
@@ -48,9 +56,16 @@ func EncodeToken(rec *Record, anchor Head) ([]byte, error) {
 	}
 	var w writer
 	w.b = make([]byte, 0, rec.size()+160)
-	w.raw(`{"type":"custos","keyslots":["`)
-	w.uint(uint64(rec.Keyslot))
-	w.raw(`"],"record":`)
+	w.raw(`{"type":"custos","keyslots":[`)
+	for i, k := range keyslots {
+		if i > 0 {
+			w.byte(',')
+		}
+		w.byte('"')
+		w.uint(uint64(k))
+		w.byte('"')
+	}
+	w.raw(`],"record":`)
 	rec.write(&w)
 	w.raw(`,"anchor":"`)
 	w.raw(anchor.String())

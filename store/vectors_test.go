@@ -884,8 +884,8 @@ func checkVectorFile(t *testing.T, data []byte) {
 }
 
 // replayChain checks event records as Verify does (links, then the log's
-// rules through fresh indexes) and returns the event that fails and the
-// rule it breaks ("chain" for a link or form).
+// rules through fresh indexes) and returns the line (from 1) that fails
+// and the rule it breaks ("chain" for a link or form).
 func replayChain(recs [][]byte) (uint64, string, error) {
 	w := newChainWalker(newMemIndexes())
 	for i, rec := range recs {
@@ -896,9 +896,9 @@ func replayChain(recs [][]byte) (uint64, string, error) {
 		if err := w.step(ev); err != nil {
 			var re *RuleError
 			if errors.As(err, &re) {
-				return ev.Seq, re.Rule, err
+				return uint64(i + 1), re.Rule, err
 			}
-			return ev.Seq, "chain", err
+			return uint64(i + 1), "chain", err
 		}
 	}
 	return 0, "", nil
