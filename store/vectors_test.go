@@ -313,7 +313,7 @@ func (g *vecGen) add(c vectorCase) {
 // per level, no space after the colon), at the depth of a token object.
 func luksDumpIndent(compact string) string {
 	var b strings.Builder
-	depth := 3
+	depth := 2
 	in := false
 	nl := func() {
 		b.WriteByte('\n')
