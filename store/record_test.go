@@ -314,3 +314,21 @@ func TestReadersRefuseHugeInput(t *testing.T) {
 		t.Errorf("token: %v", err)
 	}
 }
+
+func TestShowText(t *testing.T) {
+	for in, want := range map[string]string{
+		"Ada Lovelace":          "Ada Lovelace",
+		"Zoë 山田":                "Zoë 山田",
+		"a\u202eb":              "a?b",
+		"a\x1b[31mb":            "a?[31mb",
+		"a\xffb":                "a?b",
+		"a<b>&c":                "a?b??c",
+		strings.Repeat("x", 64): strings.Repeat("x", 64),
+		strings.Repeat("x", 65): strings.Repeat("x", 61) + "...",
+		strings.Repeat("é", 40): strings.Repeat("é", 30) + "...",
+	} {
+		if got := ShowText(in); got != want {
+			t.Errorf("ShowText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

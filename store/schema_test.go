@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -113,14 +114,24 @@ func TestMigrateV1(t *testing.T) {
 // no more version 1 ones.
 func TestFixtureLogReads(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "custos.db")
-	makeV1(t, path, 2)
+	v1Head := makeV1(t, path, 2)
 	l, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { checkConsistent(t, l) })
-	if _, err := l.Verify(); err != nil {
+	if _, err := l.Verify(v1Head); err != nil {
 		t.Fatal(err)
+	}
+	// The export holds the version 1 events as they were written.
+	var export bytes.Buffer
+	if err := l.ExportJSONL(&export, ""); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(export.String(), "\n"), "\n")
+	if len(lines) != fixtureEvents+1 || Hash(sha256.Sum256([]byte(lines[fixtureEvents-1]))) != v1Head.Hash ||
+		!strings.Contains(lines[1], `"body":{"id":"`+fixtureRetired+`"`) {
+		t.Errorf("export of the migrated log: %d lines", len(lines))
 	}
 	for _, c := range []struct {
 		id, status, replacedBy string
