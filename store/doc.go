@@ -1,6 +1,8 @@
-// Package store keeps the ceremony log: a tamper-evident record, in one
-// bbolt file, of every custody event of custos (cards registered,
-// ceremonies begun, completed, abandoned and rotated, rollcalls).
+// Package store keeps the ceremony log, a tamper-evident record in one
+// bbolt file of every custody event of custos (cards registered,
+// ceremonies begun, completed, abandoned and rotated, rollcalls), and owns
+// the one ceremony record and its codec that the log, the LUKS2 token and
+// each card's certificate carry (docs/FORMAT.md sections 7-13).
 //
 // The log is the record, not a dependency: recovery works from k cards and
 // the volume alone. Audits, rollcalls and rotations read it.
@@ -14,52 +16,114 @@
 //	if err != nil { ... }
 //	defer l.Close()
 //	head, err := l.Update(func(tx *store.Tx) error {
-//		if _, err := tx.PutCeremony(operator, rec); err != nil { // rec.Status = store.StatusOpen
+//		if _, err := tx.PutCeremony(operator, store.StatusOpen, rec); err != nil { // rec *store.Record
 //			return err
 //		}
 //		if _, err := tx.Append(store.Event{Actor: custodian, Type: "enroll.share-sealed",
-//			Ceremony: rec.ID, Body: body}); err != nil {
+//			Ceremony: rec.IDString(), Body: body}); err != nil {
 //			return err
 //		}
 //		...
 //		return nil // returning an error keeps nothing of the closure's writes
 //	})
-//	// head.String() goes into the LUKS2 token, each card's certificate and
-//	// the transcript.
+//	tok, err := store.EncodeToken(rec, head) // the LUKS2 token, anchored
 //
-// Lookups: Ceremony, Volume, VolumeCeremony (the volume's newest active
-// ceremony), Card, CardByFingerprint, Events. Audit: Verify(anchors...),
+// Lookups: Ceremony (a CeremonyState: status, record, the ceremony that
+// replaces it, its first and latest ceremony events), Volume,
+// VolumeCeremonies, VolumeCeremony (the volume's newest active ceremony),
+// Card, CardByFingerprint, Events. Audit: Verify(anchors...), CheckAnchor,
 // ExportJSONL, Transcript.
 //
 // Every Update first checks the tail of the chain (the head record, the last
 // event and its link to the one before) and refuses to write to a broken
 // chain with a *ChainError. Verify checks the whole log.
 //
+// # The ceremony record and its copies
+//
+// A Record is a ceremony's content (docs/FORMAT.md section 8): its ID, the
+// volume, k and n, the recovery keyslot and that keyslot's salt, the
+// secret digest, the ceremony it replaces, the custodian set, and a card
+// entry per share (serial, slot, custodian, key fingerprint, attestation,
+// commitment, sealed share). It has one encoding, the canonical JSON of
+// section 7, and three copies carry it:
+//
+//   - the LUKS2 token (EncodeToken, ParseToken; section 10), with the log's
+//     head as anchor;
+//   - each card's certificate extension (EncodeCardCopy, ParseCardCopy;
+//     section 12), the record with that card alone and an anchor;
+//   - the log's ceremony events (PutCeremony; ParseCeremonyEvent reads
+//     one), whose body is {"status":S,"record":R} (section 11).
+//
+// Record.Encode writes only the canonical form and checks every rule of
+// section 8 first; the readers accept only that form, so a record that
+// reads has exactly one encoding and every reader of the same bytes sees
+// the same values. Duplicate, unknown, case-variant and out-of-order
+// members, escapes, null, false, signed or non-canonical numbers,
+// upper-case hex, non-canonical base64url, invalid UTF-8, names outside
+// the text rule and trailing data are all refused with a *FormatError
+// naming the copy ("record", "token", "certificate", "event", "anchor")
+// and the path of the member at fault ("record.cards[2].sealed"), as
+// section 7 says where. A token may also be indented as cryptsetup
+// luksDump prints it: the whitespace outside strings is removed first.
+// testdata/format/records.json holds the vectors, made and checked by
+// TestRecordVectors.
+//
+// Version 1 copies (the appendix) still read: a token with
+// custos_version, and the ceremony events of logs written before schema
+// 3. They become a Record with Version 1 (AllowUnattested set, as
+// version 1 names no attestation; keyslot -1 and a zero digest possible in
+// an event). Encode writes version 2 whatever Version says.
+//
+// Two copies of a ceremony agree (Compare finds nothing) when their
+// frames — the record without its cards — are equal and every card both
+// hold is equal; a card only one holds is no difference, nor is a member a
+// version 1 copy leaves empty. CheckAnchor says whether a copy's anchor is
+// good (section 9): the log holds that event with that hash, and the
+// ceremony's latest record at or before it agrees with the copy.
+//
+// # The log's rules
+//
+// PutCeremony, and Verify for events written behind custos's back, refuse
+// what section 11 says the log refuses, with a *RuleError naming the rule:
+// a frame that changes (RuleFrame; a salt may be added once, and a record
+// of version 1 may gain in its first version 2 event the keyslot and
+// digest it lacked), a salt that changes (RuleSalt), a card changed,
+// removed or added before one already written (RuleCards), a status change
+// other than open to open, active or abandoned and active to active or
+// retired (RuleStatus), an active record without all n cards
+// (RuleComplete), a replaces the log does not hold or of another volume
+// (RuleReplaces), a first record neither open nor active (RuleFirst), an
+// event naming another ceremony than its record (RuleEvent), and a
+// version 1 body once the log is at schema 3 (RuleVersion). So a
+// ceremony's keyslot and salt never change once recorded.
+//
 // # Only public data
 //
-// The API has no field for a secret: a CeremonyRecord holds the sealed
-// shares (ciphertext only the custodians' cards can open), the share
-// commitments and a digest; cards are named by serial and public-key
-// fingerprint. A generic event's Body is the caller's JSON object: it must
-// hold public data only (never a recovery key, share, PIN or passphrase).
+// The API has no field for a secret: a Record holds the sealed shares
+// (ciphertext only the custodians' cards can open), the share commitments
+// and a digest; cards are named by serial and public-key fingerprint. A
+// generic event's Body is the caller's JSON object: it must hold public
+// data only (never a recovery key, share, PIN or passphrase).
 //
 // # Events and indexes
 //
-// Events are numbered from 1 with no gaps. The types TypeCeremony (body: a
-// CeremonyRecord, the ceremony as it now stands), TypeCard (a
+// Events are numbered from 1 with no gaps. The types TypeCeremony (body:
+// {"status":S,"record":R}, the ceremony as it now stands), TypeCard (a
 // CardRegistration) and TypeRollcall (a Rollcall) are written by the typed
-// Tx methods and update the indexes: ceremonies by ID, volumes by LUKS UUID
-// (current ceremony and history), cards by serial and by key fingerprint
-// (custodian, keys with attestations, ceremonies, last successful
-// rollcall). The indexes are derived from the events alone; Verify replays
-// the events and compares. "log.created" and "log.migrated" are the log's
-// own; any other type (lowercase letters, digits, '.', '-') is a step the
-// caller names, such as "enroll.keyslot-added".
+// Tx methods and update the indexes: ceremonies by ID (status, first and
+// latest event, latest body, the ceremonies that name it in replaces),
+// volumes by LUKS UUID (current ceremony and history), cards by serial and
+// by key fingerprint (custodian, keys with attestations, ceremonies, last
+// successful rollcall). The indexes are derived from the events alone;
+// Verify replays the events and compares. "log.created" and "log.migrated"
+// are the log's own; any other type (lowercase letters, digits, '.', '-')
+// is a step the caller names, such as "enroll.keyslot-added".
 //
 // # The hashed encoding (for auditors)
 //
 // An event's record is one line of JSON, exactly as Go's encoding/json
-// writes this object, with the keys in this order and no whitespace:
+// writes this object, with the keys in this order and no whitespace
+// (docs/FORMAT.md section 11):
 //
 //	{"seq":N,"time":"T","actor":"A","type":"Y","ceremony":"C","body":B,"prev":"P"}
 //
@@ -70,9 +134,11 @@
 //     long as needed (Go's time.RFC3339Nano), e.g. "2026-03-14T09:26:54.000000589Z".
 //   - actor, type: JSON strings; strings use encoding/json's escaping
 //     (including \u003c, \u003e and \u0026 for <, > and &).
-//   - ceremony: present only when the event belongs to a ceremony.
-//   - body: a JSON object, compact ({} when empty); byte strings inside it
-//     (sealed shares, commitments, attestations) are standard base64.
+//   - ceremony: present only when the event belongs to a ceremony: its ID
+//     in 32 hex digits.
+//   - body: a JSON object, compact ({} when empty). A ceremony body is the
+//     canonical form above, which encoding/json leaves as it is; byte
+//     strings in other bodies (attestations) are standard base64.
 //   - prev: the hash of event seq-1 as 64 lowercase hex digits; 64 zeros
 //     for event 1.
 //
@@ -96,17 +162,22 @@
 // # Anchors
 //
 // A chain that anyone could recompute is evidence only where its head is
-// kept out of an attacker's reach. After each ceremony, the head returned by
-// Update is written into the LUKS2 token, each card's certificate and the
-// printed transcript. Verify(anchor) says whether the log still contains
-// that event with that hash; a log rolled back to an older copy, truncated
-// or rewritten wholesale fails against any one anchor (errors.Is ErrAnchor).
+// kept out of an attacker's reach. The head returned by Update is written
+// into the LUKS2 token, each card's certificate and the printed transcript
+// (section 9 says which head each holds). Verify(anchor) says whether the
+// log still contains that event with that hash; CheckAnchor also checks
+// the copy's record against the log's. A log rolled back to an older copy,
+// truncated or rewritten wholesale fails against any one anchor
+// (errors.Is ErrAnchor).
 //
 // # Schema
 //
-// The file carries a schema version. A newer one is refused (*SchemaError);
-// an older one is migrated on Open, in one transaction that first checks
-// the whole chain and then appends a "log.migrated" event.
+// The file carries a schema version (3). A newer one is refused
+// (*SchemaError); an older one is migrated on Open, in one transaction
+// that first checks the whole chain, then rebuilds every index from the
+// events, and appends a "log.migrated" event, from which on the log takes
+// version 2 ceremony bodies only. testdata/v1 holds a log and tokens made
+// by custos before schema 3; they open, migrate, verify and read.
 //
 // # Caveats
 //
@@ -114,6 +185,33 @@
 //     wholesale (head record included) from a genuine shorter log: the chain
 //     protects the order and content of what is there, anchors protect
 //     against losing the end.
+//   - store checks a sealed share's length (156 to 410 bytes) and, in a
+//     copy, its base64url form, nothing more: whoever uses a record must
+//     parse each sealed share and check that its header names the record's
+//     id, volume, k, n and the card's index, and that its recipient is the
+//     card's key (section 8). The vectors mark those cases layer "use".
+//   - A certificate's anchor comes before its own card is logged, so
+//     CheckAnchor does not compare that card's entry: compare the card
+//     with the log's current record (Compare) where it is used.
+//   - Lookups (Ceremony, Volume...) read the indexes, and writes check only
+//     the tail of the chain: an event written behind custos's back that
+//     breaks a rule, with the indexes rewritten to match, is believed by
+//     lookups and refused by nothing but Verify, which replays the events.
+//   - Version 1 events that follow one another keep the rules of the custos
+//     that wrote them (id, volume, k, n, status). A version 1 record that
+//     Encode refuses (keyslot -1, no digest, a custodian outside the text
+//     rule, such as "Bob & Sons") cannot be carried on as version 2: such
+//     an open ceremony cannot be recorded as abandoned, and such an active
+//     one is rotated rather than rewritten (its cards cannot change).
+//   - ParseVolume accepts a UUID in upper case (cryptsetup prints a UUID as
+//     it was set); records hold and write lower case only, and the volume
+//     lookups take either.
+//   - The text rule follows Go's Unicode tables (Unicode 15.0.0 with Go
+//     1.26); a later Go with newer tables would accept characters assigned
+//     since, which an older reader refuses.
+//   - Names in a transcript pass through ShowText (section 13), so an actor
+//     such as "operator <ops@example.org>" prints as "operator
+//     ?ops@example.org?".
 //   - One process at a time: bbolt locks the file. Open waits
 //     Options.Timeout (DefaultTimeout when unset, never unbounded), then
 //     returns *InUseError naming the file.
@@ -134,7 +232,8 @@
 //     refused rather than followed. A log Open creates is 0600 in a
 //     directory it creates 0700; the modes of existing files and
 //     directories are left as they are.
-//   - Verify reads and decodes every event: expect tens of microseconds per
+//   - Verify reads and decodes every event, and parses each ceremony
+//     event's body and the one before it: expect tens of microseconds per
 //     event (a few seconds for 100,000), and one durable transaction per
 //     Update (a millisecond or so on an SSD, whatever its fsync costs).
 //   - A *Tx is valid only inside the Update

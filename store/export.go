@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -52,13 +54,15 @@ func walkEventsRaw(btx *bolt.Tx, ceremony string, fn func(rec []byte) error) err
 // volume, k and n, each card by serial and key fingerprint with its
 // custodian, each step with its time, the head hash after the ceremony's
 // last event (the anchor), and signature lines for each custodian and for
-// witnesses.
+// witnesses. Names from the log pass through the filter of
+// docs/FORMAT.md section 13 (ShowText) on the way.
 func (l *Log) Transcript(w io.Writer, ceremony string) error {
-	var rec CeremonyRecord
+	var st CeremonyState
 	var events []Event
 	var logHead Head
 	err := l.view(func(btx *bolt.Tx) error {
-		if err := readJSON(btx, bucketCeremonies, ceremony, "ceremony", &rec); err != nil {
+		var err error
+		if st, err = readCeremony(btx, ceremony); err != nil {
 			return err
 		}
 		var ok bool
@@ -74,7 +78,7 @@ func (l *Log) Transcript(w io.Writer, ceremony string) error {
 		return fmt.Errorf("transcript: %w", err)
 	}
 	var b bytes.Buffer
-	writeTranscript(&b, l.path, rec, events, logHead)
+	writeTranscript(&b, l.path, st, events, logHead)
 	if _, err := w.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("transcript: %w", err)
 	}
@@ -83,57 +87,75 @@ func (l *Log) Transcript(w io.Writer, ceremony string) error {
 
 const transcriptWidth = 78
 
-func writeTranscript(b *bytes.Buffer, path string, rec CeremonyRecord, events []Event, logHead Head) {
+func writeTranscript(b *bytes.Buffer, path string, st CeremonyState, events []Event, logHead Head) {
+	rec := st.Record
 	rule := strings.Repeat("=", transcriptWidth) + "\n"
 	section := func(title string) { fmt.Fprintf(b, "\n%s\n%s\n", title, strings.Repeat("-", len(title))) }
+	custodian := func(c *RecordCard) string {
+		if c.Custodian == "" {
+			return "(custodian not recorded)"
+		}
+		return ShowText(c.Custodian)
+	}
 
 	b.WriteString(rule)
 	b.WriteString("CUSTOS KEY CEREMONY TRANSCRIPT\n")
 	b.WriteString(rule)
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Ceremony\t%s\n", rec.ID)
-	fmt.Fprintf(tw, "Volume (LUKS UUID)\t%s\n", rec.VolumeUUID)
+	fmt.Fprintf(tw, "Ceremony\t%s\n", rec.IDString())
+	fmt.Fprintf(tw, "Volume (LUKS UUID)\t%s\n", rec.VolumeString())
 	fmt.Fprintf(tw, "Quorum\t%d of %d custodians (k=%d, n=%d)\n", rec.K, rec.N, rec.K, rec.N)
 	if rec.Keyslot >= 0 {
 		fmt.Fprintf(tw, "Recovery keyslot\t%d\n", rec.Keyslot)
 	} else {
 		fmt.Fprintf(tw, "Recovery keyslot\tnot yet added\n")
 	}
-	fmt.Fprintf(tw, "Status\t%s\n", rec.Status)
-	if rec.Replaces != "" {
-		fmt.Fprintf(tw, "Replaces\t%s\n", rec.Replaces)
+	fmt.Fprintf(tw, "Status\t%s\n", st.Status)
+	if r := rec.ReplacesString(); r != "" {
+		fmt.Fprintf(tw, "Replaces\t%s\n", r)
 	}
-	if rec.ReplacedBy != "" {
-		fmt.Fprintf(tw, "Replaced by\t%s\n", rec.ReplacedBy)
+	if st.ReplacedBy != "" {
+		fmt.Fprintf(tw, "Replaced by\t%s\n", st.ReplacedBy)
 	}
-	if len(rec.Digest) > 0 {
+	if rec.Set != nil {
+		fmt.Fprintf(tw, "Custodian set\t%s version %d\n", rec.Set.Name, rec.Set.Version)
 	}
+	if rec.AllowUnattested {
+		fmt.Fprintf(tw, "Attestation\tnot required (--allow-unattested or a version 1 record)\n")
+	}
+	fmt.Fprintf(tw, "Record version\t%d\n", rec.Version)
 	fmt.Fprintf(tw, "Log file\t%s\n", path)
 	tw.Flush()
-	if len(rec.Digest) > 0 {
-		field(b, 0, 20, "Digest", groups(hex.EncodeToString(rec.Digest)))
+	if rec.Salt != "" {
+		field(b, 0, 20, "Keyslot salt", groups(rec.Salt))
+	}
+	if rec.Digest != ([32]byte{}) {
+		field(b, 0, 20, "Digest", groups(hex.EncodeToString(rec.Digest[:])))
+	}
+	if rec.Set != nil {
+		field(b, 0, 20, "Set fingerprint", groups(hex.EncodeToString(rec.Set.Fingerprint[:])))
 	}
 
 	section("Cards")
 	if len(rec.Cards) == 0 {
 		b.WriteString("(none recorded)\n")
 	}
-	for _, c := range rec.Cards {
-		slot := c.Slot
-		if slot == "" {
-			slot = "-"
+	for i := range rec.Cards {
+		c := &rec.Cards[i]
+		fmt.Fprintf(b, "Share %d of %d: %s\n", c.Index, rec.N, custodian(c))
+		field(b, 2, 21, "Card serial", fmt.Sprintf("%s (slot %02x)", c.Serial, c.Slot))
+		field(b, 2, 21, "Key fingerprint", groups(hex.EncodeToString(c.Key[:])))
+		if c.Attestation != ([32]byte{}) {
+			field(b, 2, 21, "Attestation", groups(hex.EncodeToString(c.Attestation[:])))
 		}
-		fmt.Fprintf(b, "Share %d of %d: %s\n", c.Index, rec.N, c.Custodian)
-		field(b, 2, 21, "Card serial", c.Serial+" (slot "+slot+")")
-		field(b, 2, 21, "Key fingerprint", groups(c.Fingerprint))
-		if len(c.Commitment) > 0 {
-			field(b, 2, 21, "Share commitment", groups(hex.EncodeToString(c.Commitment)))
+		if c.Commitment != ([32]byte{}) {
+			field(b, 2, 21, "Share commitment", groups(hex.EncodeToString(c.Commitment[:])))
 		}
 	}
 
 	section("Steps (times in UTC)")
 	for _, ev := range events {
-		fmt.Fprintf(b, "%5d  %s  %s\n", ev.Seq, ev.Time.UTC().Format(time.DateTime), ev.Actor)
+		fmt.Fprintf(b, "%5d  %s  %s\n", ev.Seq, ev.Time.UTC().Format(time.DateTime), ShowText(ev.Actor))
 		for _, line := range wrap(describe(ev), transcriptWidth-7) {
 			fmt.Fprintf(b, "       %s\n", line)
 		}
@@ -154,8 +176,9 @@ func writeTranscript(b *bytes.Buffer, path string, rec CeremonyRecord, events []
 	section("Signatures")
 	b.WriteString("By signing, each person confirms the steps above took place as printed.\n\n")
 	b.WriteString("Custodians\n\n")
-	for _, c := range rec.Cards {
-		fmt.Fprintf(b, "  %s (card %s, share %d)\n\n", c.Custodian, c.Serial, c.Index)
+	for i := range rec.Cards {
+		c := &rec.Cards[i]
+		fmt.Fprintf(b, "  %s (card %s, share %d)\n\n", custodian(c), c.Serial, c.Index)
 		b.WriteString("  Signature ______________________________  Date ______________\n\n")
 	}
 	b.WriteString("Witnesses\n\n")
@@ -166,32 +189,88 @@ func writeTranscript(b *bytes.Buffer, path string, rec CeremonyRecord, events []
 	b.WriteString(rule)
 }
 
-// describe says in a few words what an event did.
+// describe says in a few words what an event did. Text from the event
+// passes through ShowText's character filter.
 func describe(ev Event) string {
 	switch ev.Type {
 	case TypeCeremony:
-		var rec CeremonyRecord
-		if json.Unmarshal(ev.Body, &rec) == nil {
-			return fmt.Sprintf("ceremony %s: %d of %d cards, keyslot %d", rec.Status, len(rec.Cards), rec.N, rec.Keyslot)
+		if status, rec, err := parseCeremonyBody(ev.Body); err == nil {
+			s := fmt.Sprintf("ceremony %s: %d of %d cards", status, len(rec.Cards), rec.N)
+			if rec.Keyslot >= 0 {
+				s += fmt.Sprintf(", keyslot %d", rec.Keyslot)
+			}
+			if rec.Salt != "" {
+				s += " (salt recorded)"
+			}
+			return s
 		}
 	case TypeCard:
 		var reg CardRegistration
 		if json.Unmarshal(ev.Body, &reg) == nil {
-			return fmt.Sprintf("card %s registered to %s, slot %s", reg.Serial, reg.Custodian, reg.Slot)
+			return fmt.Sprintf("card %s registered to %s, slot %s", ShowText(reg.Serial), ShowText(reg.Custodian), ShowText(reg.Slot))
 		}
 	case TypeRollcall:
 		var rc Rollcall
 		if json.Unmarshal(ev.Body, &rc) == nil {
 			if rc.OK {
-				return fmt.Sprintf("rollcall: card %s opened its share", rc.Serial)
+				return fmt.Sprintf("rollcall: card %s opened its share", ShowText(rc.Serial))
 			}
-			return fmt.Sprintf("rollcall: card %s failed: %s", rc.Serial, rc.Reason)
+			return fmt.Sprintf("rollcall: card %s failed: %s", ShowText(rc.Serial), ShowText(rc.Reason))
 		}
 	}
 	if string(ev.Body) == "{}" {
 		return ev.Type
 	}
-	return ev.Type + " " + string(ev.Body)
+	return ev.Type + " " + filterRunes(string(ev.Body), printableRune)
+}
+
+// ShowText is the filter of docs/FORMAT.md section 13, for a name or
+// label from any copy on its way to a terminal or a transcript: every
+// character outside section 7's text rule, and every byte of invalid
+// UTF-8, becomes '?'; text longer than 64 bytes is cut and ends in "...".
+func ShowText(s string) string {
+	s = filterRunes(s, textRune)
+	if len(s) > maxText {
+		cut := maxText - 3
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
+	}
+	return s
+}
+
+// printableRune allows what a JSON body may show: a space or any
+// character in L, M, N, P or S (no control, format or separator
+// characters).
+func printableRune(c rune) bool {
+	return c == ' ' || unicode.In(c, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S)
+}
+
+// filterRunes replaces every character allow refuses, and every byte of
+// invalid UTF-8, with '?'.
+func filterRunes(s string, allow func(rune) bool) string {
+	ok := true
+	for _, c := range s {
+		if c == utf8.RuneError || !allow(c) {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return s
+	}
+	var sb strings.Builder
+	for i := 0; i < len(s); {
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size <= 1 || !allow(c) {
+			sb.WriteByte('?')
+		} else {
+			sb.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return sb.String()
 }
 
 // field writes a label at column margin and a value at column indent,

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,11 +23,11 @@ func goldenLog(t *testing.T) *Log {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { checkConsistent(t, l) })
-	rec := sampleCeremony("enroll-2026-03-14-a", "5f2b7c1e-93a4-4d0b-8e6f-2c1a9b7d3e40", 2, 3)
+	rec := sampleCeremony("enroll-2026-03-14-a", "golden", 2, 3)
 	_, err = l.Update(func(tx *Tx) error {
-		for _, c := range rec.Cards {
-			if _, err := tx.RegisterCard("operator <ops@example.org>", rec.ID, CardRegistration{
-				Serial: c.Serial, Custodian: c.Custodian, Slot: c.Slot, Fingerprint: c.Fingerprint,
+		for _, c := range complete(rec).Cards {
+			if _, err := tx.RegisterCard("operator <ops@example.org>", rec.IDString(), CardRegistration{
+				Serial: c.Serial, Custodian: c.Custodian, Slot: fmt.Sprintf("%02x", c.Slot), Fingerprint: hex.EncodeToString(c.Key[:]),
 				Attestation: []byte("attestation of " + c.Serial)}); err != nil {
 				return err
 			}
@@ -37,10 +38,11 @@ func goldenLog(t *testing.T) *Log {
 		t.Fatal(err)
 	}
 	fillCeremony(t, l, rec)
-	if _, err := l.RecordRollcall("Ada Lovelace", Rollcall{Ceremony: rec.ID, Serial: rec.Cards[0].Serial, Fingerprint: rec.Cards[0].Fingerprint, OK: true}); err != nil {
+	c1, c2 := testCard(rec, 1), testCard(rec, 2)
+	if _, err := l.RecordRollcall("Ada Lovelace", Rollcall{Ceremony: rec.IDString(), Serial: c1.Serial, Fingerprint: hex.EncodeToString(c1.Key[:]), OK: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.RecordRollcall("Blaise Pascal", Rollcall{Ceremony: rec.ID, Serial: rec.Cards[1].Serial, Fingerprint: rec.Cards[1].Fingerprint, OK: false, Reason: "pin blocked"}); err != nil {
+	if _, err := l.RecordRollcall("Blaise Pascal", Rollcall{Ceremony: rec.IDString(), Serial: c2.Serial, Fingerprint: hex.EncodeToString(c2.Key[:]), OK: false, Reason: "pin blocked"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Append(Event{Actor: "auditor", Type: "audit.note", Body: []byte(`{"note":"unrelated to the ceremony"}`)}); err != nil {
@@ -72,7 +74,7 @@ func TestExportJSONLGolden(t *testing.T) {
 	if err := l.ExportJSONL(&all, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.ExportJSONL(&one, "enroll-2026-03-14-a"); err != nil {
+	if err := l.ExportJSONL(&one, idOf("enroll-2026-03-14-a")); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "events.jsonl", all.Bytes())
@@ -125,22 +127,24 @@ func TestAuditorRecomputesChain(t *testing.T) {
 func TestTranscriptGolden(t *testing.T) {
 	l := goldenLog(t)
 	var b bytes.Buffer
-	if err := l.Transcript(&b, "enroll-2026-03-14-a"); err != nil {
+	if err := l.Transcript(&b, idOf("enroll-2026-03-14-a")); err != nil {
 		t.Fatal(err)
 	}
 	got := strings.ReplaceAll(b.String(), l.path, DefaultPath)
 	golden(t, "transcript.txt", []byte(got))
 
-	rec, _ := l.Ceremony("enroll-2026-03-14-a")
+	st, _ := l.Ceremony(idOf("enroll-2026-03-14-a"))
+	rec := st.Record
 	var lastSeq Head
-	l.Events(rec.ID, func(ev Event) error { lastSeq = ev.Head(); return nil })
-	for _, want := range []string{rec.VolumeUUID, "2 of 3", lastSeq.String()[:10], "Witnesses"} {
+	l.Events(rec.IDString(), func(ev Event) error { lastSeq = ev.Head(); return nil })
+	for _, want := range []string{rec.VolumeString(), "2 of 3", lastSeq.String()[:10], "Witnesses", groups(rec.Salt)[:35]} {
 		if !strings.Contains(got, want) {
 			t.Errorf("transcript lacks %q", want)
 		}
 	}
 	for _, c := range rec.Cards {
-		for _, want := range []string{c.Serial, groups(c.Fingerprint)[:35], c.Custodian + " (card " + c.Serial} {
+		for _, want := range []string{c.Serial, groups(hex.EncodeToString(c.Key[:]))[:35], c.Custodian + " (card " + c.Serial,
+			groups(hex.EncodeToString(c.Attestation[:]))[:35]} {
 			if !strings.Contains(got, want) {
 				t.Errorf("transcript lacks %q", want)
 			}

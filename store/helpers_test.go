@@ -1,11 +1,15 @@
 package store
 
 import (
+	"crypto/ecdh"
 	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -71,59 +75,125 @@ func fp(s string) string {
 	return fmt.Sprintf("%x", h[:])
 }
 
-// sampleCeremony is an open ceremony on a volume with n cards (no shares yet).
-func sampleCeremony(id, volume string, k, n int) CeremonyRecord {
-	rec := CeremonyRecord{ID: id, VolumeUUID: volume, K: k, N: n, Keyslot: -1, Status: StatusOpen}
-	names := []string{"Ada Lovelace", "Blaise Pascal", "Carl Gauss", "Dorothy Vaughan", "Emmy Noether"}
-	for i := 1; i <= n; i++ {
-		rec.Cards = append(rec.Cards, CeremonyCard{
-			Index:       i,
-			Serial:      fmt.Sprintf("%d", 10000000+i),
-			Fingerprint: fp(fmt.Sprintf("%s key %d", id, i)),
-			Slot:        fmt.Sprintf("%x", 0x81+i),
-			Custodian:   names[(i-1)%len(names)],
-		})
-	}
-	return rec
+func key32(s string) [32]byte { return sha256.Sum256([]byte(s)) }
+
+// testID derives a ceremony ID from a name, so that tests can say "c1".
+func testID(name string) [16]byte {
+	h := sha256.Sum256([]byte("ceremony " + name))
+	return [16]byte(h[:16])
 }
 
-// activate fills in shares and commitments and marks the ceremony active.
-func activate(rec CeremonyRecord, keyslot int) CeremonyRecord {
-	rec.Status = StatusActive
-	rec.Keyslot = keyslot
-	cards := make([]CeremonyCard, len(rec.Cards))
-	copy(cards, rec.Cards)
-	for i := range cards {
-		c := sha256.Sum256([]byte(fmt.Sprintf("commit %s %d", rec.ID, cards[i].Index)))
-		s := sha256.Sum256([]byte(fmt.Sprintf("sealed %s %d", rec.ID, cards[i].Index)))
-		cards[i].Commitment = c[:]
-		cards[i].SealedShare = append(s[:], s[:]...)
-	}
-	rec.Cards = cards
-	rec.Digest = []byte("digest of " + rec.ID)
-	return rec
+// idOf is the text of testID(name).
+func idOf(name string) string {
+	id := testID(name)
+	return hex.EncodeToString(id[:])
 }
 
-// fillCeremony writes a whole enrolment: begin, a step per card, active.
-func fillCeremony(t testing.TB, l *Log, rec CeremonyRecord) Head {
-	t.Helper()
-	head, err := l.Update(func(tx *Tx) error {
-		if _, err := tx.PutCeremony("operator", rec); err != nil {
-			return err
-		}
-		for _, c := range rec.Cards {
-			if _, err := tx.Append(Event{Actor: c.Custodian, Type: "enroll.share-sealed", Ceremony: rec.ID,
-				Body: []byte(fmt.Sprintf(`{"index":%d,"serial":%q}`, c.Index, c.Serial))}); err != nil {
-				return err
-			}
-		}
-		_, err := tx.PutCeremony("operator", activate(rec, 1))
-		return err
-	})
+// testVolume derives a volume UUID from a name.
+func testVolume(name string) [16]byte {
+	h := sha256.Sum256([]byte("volume " + name))
+	return [16]byte(h[:16])
+}
+
+// volOf is the text of testVolume(name).
+func volOf(name string) string { return volumeText(testVolume(name)) }
+
+// testSealed builds a sealed share laid out as docs/FORMAT.md section 6
+// says (header naming the ceremony, recipient, ephemeral key, C and a
+// ciphertext of a 32-byte secret's share), with deterministic bytes.
+func testSealed(id, vol [16]byte, index, k, n int, recipient [32]byte) []byte {
+	b := append([]byte("CSS\x01"), id[:]...)
+	b = append(b, vol[:]...)
+	b = append(b, byte(index), byte(k), byte(n))
+	b = append(b, recipient[:]...)
+	scalar := sha256.Sum256(append([]byte("ephemeral"), b...))
+	e, err := ecdh.P256().NewPrivateKey(scalar[:])
 	if err != nil {
-		t.Fatalf("fill ceremony %s: %v", rec.ID, err)
+		panic(err) // a scalar of zero or beyond the order: never for these inputs
+	}
+	b = append(b, e.PublicKey().Bytes()...) // 0x04 || X || Y, a point on the curve
+	const c = 33 + 16
+	b = append(b, 0, c)
+	ct := sha256.Sum256(append([]byte("ciphertext"), b...))
+	ct2 := sha256.Sum256(ct[:])
+	return append(b, append(ct[:], ct2[:c-32]...)...)
+}
+
+var custodianNames = []string{"Ada Lovelace", "Blaise Pascal", "Carl Gauss", "Dorothy Vaughan", "Emmy Noether"}
+
+// sampleCeremony is a ceremony as enroll begins it: its frame with keyslot
+// 1 and a digest, no salt, no cards.
+func sampleCeremony(name, volume string, k, n int) *Record {
+	return &Record{Version: RecordVersion, ID: testID(name), Volume: testVolume(volume), K: k, N: n,
+		Keyslot: 1, Digest: key32("digest " + name)}
+}
+
+// testCard is card i of rec.
+func testCard(rec *Record, i int) RecordCard {
+	tag := fmt.Sprintf("%x/%d", rec.ID, i)
+	key := key32("key " + tag)
+	return RecordCard{
+		Index: i, Serial: strconv.Itoa(10000000 + i), Slot: uint8(MinSlot + (i-1)%20),
+		Custodian: custodianNames[(i-1)%len(custodianNames)], Key: key,
+		Attestation: key32("attestation " + tag), Commitment: key32("commitment " + tag),
+		Sealed: testSealed(rec.ID, rec.Volume, i, rec.K, rec.N, key),
+	}
+}
+
+// withSalt returns a copy of rec with its keyslot's salt recorded.
+func withSalt(rec *Record) *Record {
+	r := rec.Clone()
+	h := key32(fmt.Sprintf("salt %x", rec.ID))
+	r.Salt = hex.EncodeToString(h[:])
+	return r
+}
+
+// withCards returns a copy of rec holding cards 1..m.
+func withCards(rec *Record, m int) *Record {
+	r := rec.Clone()
+	r.Cards = nil
+	for i := 1; i <= m; i++ {
+		r.Cards = append(r.Cards, testCard(rec, i))
+	}
+	return r
+}
+
+// complete is rec with its salt and all n cards.
+func complete(rec *Record) *Record { return withCards(withSalt(rec), rec.N) }
+
+// fillCeremony writes a whole enrollment in one transaction: the open
+// record, its salt, each card (a step and the record with the card), and
+// the active record: 2n+3 events.
+func fillCeremony(t testing.TB, l *Log, rec *Record) Head {
+	t.Helper()
+	head, err := l.Update(func(tx *Tx) error { return fillCeremonyTx(tx, rec) })
+	if err != nil {
+		t.Fatalf("fill ceremony %x: %v", rec.ID, err)
 	}
 	return head
+}
+
+func fillCeremonyTx(tx *Tx, rec *Record) error {
+	if _, err := tx.PutCeremony("operator", StatusOpen, rec); err != nil {
+		return err
+	}
+	r := withSalt(rec)
+	if _, err := tx.PutCeremony("operator", StatusOpen, r); err != nil {
+		return err
+	}
+	for i := 1; i <= rec.N; i++ {
+		c := testCard(rec, i)
+		if _, err := tx.Append(Event{Actor: c.Custodian, Type: "enroll.share-sealed", Ceremony: rec.IDString(),
+			Body: []byte(fmt.Sprintf(`{"index":%d,"serial":%q}`, c.Index, c.Serial))}); err != nil {
+			return err
+		}
+		r = withCards(r, i)
+		if _, err := tx.PutCeremony("operator", StatusOpen, r); err != nil {
+			return err
+		}
+	}
+	_, err := tx.PutCeremony("operator", StatusActive, r)
+	return err
 }
 
 // appendN appends n generic events, one transaction each.
@@ -177,4 +247,75 @@ func checkFileStructureAtCleanup(t testing.TB, path string) {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
+}
+
+func copyFile(t testing.TB, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forgeEvent appends ev to the closed log file at path behind custos's
+// back, as an attacker holding the file would: well chained (its number,
+// time, previous hash, stored hash and the head record), and with the
+// indexes rewritten to say what the event says (the ceremony's entry and
+// the ceremony-events index), none of the log's rules applied. It returns
+// the event as stored.
+func forgeEvent(t testing.TB, path string, ev Event) Event {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: DefaultTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var stored Event
+	err = db.Update(func(btx *bolt.Tx) error {
+		head, _ := decodeHead(btx.Bucket(bucketMeta).Get(keyHead))
+		ev.Seq, ev.Prev = head.Seq+1, head.Hash
+		ev.Time = time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
+		rec, err := encodeRecord(ev)
+		if err != nil {
+			return err
+		}
+		if stored, err = decodeRecord(rec); err != nil {
+			return err
+		}
+		if err := btx.Bucket(bucketEvents).Put(seqKey(stored.Seq), storedValue(stored.Hash, rec)); err != nil {
+			return err
+		}
+		if err := btx.Bucket(bucketMeta).Put(keyHead, encodeHead(stored.Head())); err != nil {
+			return err
+		}
+		if ev.Ceremony != "" {
+			if err := btx.Bucket(bucketCeremonyEvents).Put(ceremonyEventKey(ev.Ceremony, stored.Seq), []byte{}); err != nil {
+				return err
+			}
+		}
+		if ev.Type == TypeCeremony {
+			var e ceremonyEntry
+			if raw := btx.Bucket(bucketCeremonies).Get([]byte(ev.Ceremony)); raw != nil {
+				if err := json.Unmarshal(raw, &e); err != nil {
+					return err
+				}
+			} else {
+				e.First = stored.Seq
+			}
+			status, rec, err := parseCeremonyBody(ev.Body)
+			if err != nil {
+				return err
+			}
+			e.Status, e.Last, e.Body, e.Volume = status, stored.Seq, ev.Body, rec.VolumeString()
+			return btx.Bucket(bucketCeremonies).Put([]byte(ev.Ceremony), mustJSON(e))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("forge: %v", err)
+	}
+	return stored
 }

@@ -13,7 +13,7 @@ import (
 // and they update the indexes. Append refuses them; use the typed Tx
 // methods. Types beginning with "log." are the log's own.
 const (
-	TypeCeremony = "ceremony" // body: CeremonyRecord, the ceremony as it now stands
+	TypeCeremony = "ceremony" // body: {"status":S,"record":R}, the ceremony as it now stands
 	TypeCard     = "card"     // body: CardRegistration
 	TypeRollcall = "rollcall" // body: Rollcall
 	TypeCreated  = "log.created"
@@ -27,38 +27,6 @@ const (
 	StatusAbandoned = "abandoned" // stopped; the volume was left as it was
 	StatusRetired   = "retired"   // replaced by a rotation; its keyslot killed
 )
-
-// CeremonyRecord is a ceremony as it stands: everything needed to recover
-// from k cards except the cards. Every field is public: the sealed shares
-// are ciphertext that only the custodians' cards can open.
-type CeremonyRecord struct {
-	ID         string `json:"id"`
-	VolumeUUID string `json:"volume_uuid"`
-	K          int    `json:"k"`
-	N          int    `json:"n"`
-	Keyslot    int    `json:"keyslot"` // the recovery key's LUKS keyslot; -1 until added
-	// KeyslotSalt is the recovery keyslot's PBKDF salt (lowercase hex) as
-	// read back once the keyslot was added: the keyslot's identity, so
-	// that a key added later under the same number is never taken for
-	// it. Empty until recorded, and in records from before it existed.
-	KeyslotSalt string         `json:"keyslot_salt,omitempty"`
-	Cards       []CeremonyCard `json:"cards"`
-	Digest      []byte         `json:"digest,omitempty"` // the envelope metadata digest, as escrow defines it
-	Status      string         `json:"status"`
-	Replaces    string         `json:"replaces,omitempty"`    // the ceremony this one rotates out
-	ReplacedBy  string         `json:"replaced_by,omitempty"` // the ceremony that rotated this one out
-}
-
-// CeremonyCard is one custodian's part in a ceremony.
-type CeremonyCard struct {
-	Index       int    `json:"index"` // share index, 1..n
-	Serial      string `json:"serial"`
-	Fingerprint string `json:"fingerprint"` // of the card key's public key
-	Slot        string `json:"slot"`        // PIV slot holding the key, e.g. "82"
-	Custodian   string `json:"custodian"`
-	Commitment  []byte `json:"commitment,omitempty"`   // commitment to the share
-	SealedShare []byte `json:"sealed_share,omitempty"` // the share sealed to the card key (ciphertext)
-}
 
 // CardRegistration records a card key made by card init.
 type CardRegistration struct {
@@ -106,15 +74,20 @@ type VolumeRecord struct {
 // Index buckets. Their contents are derived from the events alone, so
 // Verify rebuilds them and compares.
 var (
-	bucketCeremonies     = []byte("ceremonies")      // id -> CeremonyRecord
+	bucketCeremonies     = []byte("ceremonies")      // id -> ceremonyEntry (schema 3)
 	bucketVolumes        = []byte("volumes")         // uuid -> VolumeRecord
 	bucketCards          = []byte("cards")           // serial -> CardRecord
 	bucketFingerprints   = []byte("fingerprints")    // fingerprint -> serial
 	bucketCeremonyEvents = []byte("ceremony-events") // id 0x00 seq -> empty (schema 2)
+	bucketLogState       = []byte("log")             // keyRecordVersion -> "2" once the log takes only version 2 ceremony bodies (schema 3)
 )
 
+// keyRecordVersion, in bucketLogState, says which ceremony bodies the log
+// takes from here on.
+var keyRecordVersion = []byte("ceremony-records")
+
 // indexBuckets lists the index buckets of the current schema.
-var indexBuckets = [][]byte{bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents}
+var indexBuckets = [][]byte{bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents, bucketLogState}
 
 // indexes is where apply reads and writes: bbolt buckets in a write
 // transaction, or maps during Verify's replay. get returns a copy.
@@ -143,6 +116,8 @@ func apply(ix indexes, ev Event) error {
 		ws, err = planCard(ix, ev)
 	case TypeRollcall:
 		ws, err = planRollcall(ix, ev)
+	case TypeCreated, TypeMigrated:
+		ws, err = planLogEvent(ev)
 	}
 	if err != nil {
 		return err
@@ -199,20 +174,6 @@ func getJSON(ix indexes, bucket, key []byte, v any) (bool, error) {
 	return true, nil
 }
 
-// validSalt accepts a keyslot salt as luks.Keyslot gives it: an even
-// number (2 to 512) of lowercase hex digits.
-func validSalt(s string) bool {
-	if len(s) < 2 || len(s) > 512 || len(s)%2 != 0 {
-		return false
-	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // clipText shortens a value quoted in an error.
 func clipText(s string) string {
 	if len(s) > 64 {
@@ -223,66 +184,6 @@ func clipText(s string) string {
 
 func validStatus(s string) bool {
 	return s == StatusOpen || s == StatusActive || s == StatusAbandoned || s == StatusRetired
-}
-
-// checkCeremony validates a ceremony record on its own.
-func checkCeremony(rec CeremonyRecord) error {
-	if !validID(rec.ID) {
-		return fmt.Errorf("%w: ceremony id %q: want 1-%d of A-Z a-z 0-9 . _ : -", ErrInvalid, rec.ID, maxCeremonyLen)
-	}
-	if !validID(rec.VolumeUUID) {
-		return fmt.Errorf("%w: ceremony %s: volume uuid %q", ErrInvalid, rec.ID, rec.VolumeUUID)
-	}
-	if rec.K < 2 || rec.K > rec.N || rec.N > 255 {
-		return fmt.Errorf("%w: ceremony %s: k=%d n=%d: want 2 <= k <= n <= 255", ErrInvalid, rec.ID, rec.K, rec.N)
-	}
-	if rec.Keyslot < -1 || rec.Keyslot > 31 {
-		return fmt.Errorf("%w: ceremony %s: keyslot %d: want -1 or 0-31", ErrInvalid, rec.ID, rec.Keyslot)
-	}
-	if rec.KeyslotSalt != "" && !validSalt(rec.KeyslotSalt) {
-		return fmt.Errorf("%w: ceremony %s: keyslot salt %q: want 2-512 lowercase hex digits", ErrInvalid, rec.ID, clipText(rec.KeyslotSalt))
-	}
-	if rec.KeyslotSalt != "" && rec.Keyslot < 0 {
-		return fmt.Errorf("%w: ceremony %s: keyslot salt without a keyslot", ErrInvalid, rec.ID)
-	}
-	if !validStatus(rec.Status) {
-		return fmt.Errorf("%w: ceremony %s: unknown status %q", ErrInvalid, rec.ID, rec.Status)
-	}
-	if len(rec.Cards) > rec.N {
-		return fmt.Errorf("%w: ceremony %s: %d cards for n=%d", ErrInvalid, rec.ID, len(rec.Cards), rec.N)
-	}
-	for _, other := range []string{rec.Replaces, rec.ReplacedBy} {
-		if other != "" && (!validID(other) || other == rec.ID) {
-			return fmt.Errorf("%w: ceremony %s: bad linked ceremony id %q", ErrInvalid, rec.ID, other)
-		}
-	}
-	seenIndex := map[int]bool{}
-	seenFP := map[string]bool{}
-	seenSerial := map[string]bool{}
-	for _, c := range rec.Cards {
-		if c.Index < 1 || c.Index > rec.N || seenIndex[c.Index] {
-			return fmt.Errorf("%w: ceremony %s: card index %d missing, out of 1-%d or repeated", ErrInvalid, rec.ID, c.Index, rec.N)
-		}
-		seenIndex[c.Index] = true
-		if err := checkCardKey(c.Serial, c.Slot, c.Fingerprint, c.Custodian); err != nil {
-			return fmt.Errorf("ceremony %s card %d: %w", rec.ID, c.Index, err)
-		}
-		if seenFP[c.Fingerprint] {
-			return fmt.Errorf("%w: ceremony %s: card key %s used twice", ErrInvalid, rec.ID, c.Fingerprint)
-		}
-		seenFP[c.Fingerprint] = true
-		if seenSerial[c.Serial] {
-			return fmt.Errorf("%w: ceremony %s: card %s holds two shares", ErrInvalid, rec.ID, c.Serial)
-		}
-		seenSerial[c.Serial] = true
-		if rec.Status == StatusActive && (len(c.Commitment) == 0 || len(c.SealedShare) == 0) {
-			return fmt.Errorf("%w: ceremony %s: active but card %d has no sealed share or commitment", ErrInvalid, rec.ID, c.Index)
-		}
-	}
-	if rec.Status == StatusActive && len(rec.Cards) != rec.N {
-		return fmt.Errorf("%w: ceremony %s: active with %d of %d cards", ErrInvalid, rec.ID, len(rec.Cards), rec.N)
-	}
-	return nil
 }
 
 func checkCardKey(serial, slot, fingerprint, custodian string) error {
@@ -301,90 +202,6 @@ func checkCardKey(serial, slot, fingerprint, custodian string) error {
 		}
 	}
 	return nil
-}
-
-// transitions lists the statuses a ceremony may move to from each status.
-var transitions = map[string][]string{
-	StatusOpen:      {StatusOpen, StatusActive, StatusAbandoned},
-	StatusActive:    {StatusActive, StatusRetired},
-	StatusAbandoned: {},
-	StatusRetired:   {},
-}
-
-func planCeremony(ix indexes, ev Event) ([]write, error) {
-	var rec CeremonyRecord
-	if err := strictUnmarshal(ev.Body, &rec); err != nil {
-		return nil, fmt.Errorf("ceremony record: %w", err)
-	}
-	if err := checkCeremony(rec); err != nil {
-		return nil, err
-	}
-	if ev.Ceremony != rec.ID {
-		return nil, fmt.Errorf("%w: event names ceremony %q, record %q", ErrInvalid, ev.Ceremony, rec.ID)
-	}
-	var old CeremonyRecord
-	found, err := getJSON(ix, bucketCeremonies, []byte(rec.ID), &old)
-	if err != nil {
-		return nil, err
-	}
-	if found {
-		if old.VolumeUUID != rec.VolumeUUID || old.K != rec.K || old.N != rec.N {
-			return nil, fmt.Errorf("%w: ceremony %s: volume, k and n cannot change (was %s %d of %d)", ErrInvalid, rec.ID, old.VolumeUUID, old.K, old.N)
-		}
-		if !slices.Contains(transitions[old.Status], rec.Status) {
-			return nil, fmt.Errorf("%w: ceremony %s: status cannot go from %s to %s", ErrInvalid, rec.ID, old.Status, rec.Status)
-		}
-	} else if rec.Status != StatusOpen && rec.Status != StatusActive {
-		return nil, fmt.Errorf("%w: ceremony %s: first record must be open or active, not %s", ErrInvalid, rec.ID, rec.Status)
-	}
-	if rec.Replaces != "" {
-		var prior CeremonyRecord
-		ok, err := getJSON(ix, bucketCeremonies, []byte(rec.Replaces), &prior)
-		if err != nil {
-			return nil, err
-		}
-		if !ok || prior.VolumeUUID != rec.VolumeUUID {
-			return nil, fmt.Errorf("%w: ceremony %s replaces %s, which is not a ceremony of volume %s", ErrInvalid, rec.ID, rec.Replaces, rec.VolumeUUID)
-		}
-	}
-	ws := []write{{bucketCeremonies, []byte(rec.ID), mustJSON(rec)}}
-
-	// The volume: history, and the newest active ceremony as current.
-	var vol VolumeRecord
-	if _, err := getJSON(ix, bucketVolumes, []byte(rec.VolumeUUID), &vol); err != nil {
-		return nil, err
-	}
-	vol.UUID = rec.VolumeUUID
-	if !slices.Contains(vol.History, rec.ID) {
-		vol.History = append(vol.History, rec.ID)
-	}
-	vol.Current = ""
-	for i := len(vol.History) - 1; i >= 0; i-- {
-		id := vol.History[i]
-		status := rec.Status
-		if id != rec.ID {
-			var c CeremonyRecord
-			if _, err := getJSON(ix, bucketCeremonies, []byte(id), &c); err != nil {
-				return nil, err
-			}
-			status = c.Status
-		}
-		if status == StatusActive {
-			vol.Current = id
-			break
-		}
-	}
-	ws = append(ws, write{bucketVolumes, []byte(vol.UUID), mustJSON(vol)})
-
-	// The cards: each learns the ceremony and its key.
-	for _, c := range rec.Cards {
-		cw, err := planCardKey(ix, c.Serial, c.Custodian, CardKey{Slot: c.Slot, Fingerprint: c.Fingerprint}, rec.ID, false)
-		if err != nil {
-			return nil, err
-		}
-		ws = append(ws, cw...)
-	}
-	return ws, nil
 }
 
 func planCard(ix indexes, ev Event) ([]write, error) {

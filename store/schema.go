@@ -12,7 +12,11 @@ import (
 //	1  meta, events, ceremonies, volumes, cards, fingerprints
 //	2  adds ceremony-events (the events of each ceremony, for export and
 //	   transcripts), built from the events by migrate1to2
-const schemaVersion uint32 = 2
+//	3  ceremonies holds a ceremonyEntry (status, first and last event,
+//	   the latest body) for the version 2 record of docs/FORMAT.md; adds
+//	   log (from here on the log takes version 2 ceremony bodies only);
+//	   every index is rebuilt from the events by migrate2to3
+const schemaVersion uint32 = 3
 
 // migration upgrades a file from one schema version to the next, inside
 // the write transaction that also records it in the log.
@@ -25,12 +29,14 @@ type migration struct {
 // migrations[i] upgrades version i+1 to i+2.
 var migrations = []migration{
 	{from: 1, what: "index the events of each ceremony", run: migrate1to2},
+	{from: 2, what: "rebuild the indexes for version 2 ceremony records", run: migrate2to3},
 }
 
 // layouts lists the buckets of each schema version.
 var layouts = map[uint32][][]byte{
 	1: {bucketMeta, bucketEvents, bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints},
 	2: {bucketMeta, bucketEvents, bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents},
+	3: {bucketMeta, bucketEvents, bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents, bucketLogState},
 }
 
 // createLayout makes an empty log of the given schema version.
@@ -133,6 +139,31 @@ func migrate1to2(btx *bolt.Tx) error {
 			return nil
 		}
 		return b.Put(ceremonyEventKey(ev.Ceremony, ev.Seq), []byte{})
+	})
+}
+
+// migrate2to3 rebuilds every index from the events, as the events
+// themselves say (the ceremony index's entries change shape; the others
+// come out as they were). The version 1 ceremony bodies of the log are
+// read into version 1 records; the "log.migrated" event the migration then
+// appends closes the log to version 1 bodies.
+func migrate2to3(btx *bolt.Tx) error {
+	for _, name := range indexBuckets {
+		if btx.Bucket(name) != nil {
+			if err := btx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		if _, err := btx.CreateBucket(name); err != nil {
+			return err
+		}
+	}
+	ix := boltIndexes{btx}
+	return walkAll(btx, func(ev Event) error {
+		if err := apply(ix, ev); err != nil {
+			return &ChainError{Seq: ev.Seq, Problem: fmt.Sprintf("does not apply to the events before it: %v", err), Err: ErrBrokenChain, Cause: err}
+		}
+		return nil
 	})
 }
 

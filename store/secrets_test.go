@@ -93,7 +93,7 @@ func randomDigits(t *testing.T, n int) []byte {
 // the passphrase that unlocked the volume.
 type ceremonySecrets struct {
 	secrets map[string][]byte
-	record  CeremonyRecord
+	record  *Record // complete
 	regs    []CardRegistration
 }
 
@@ -103,67 +103,68 @@ func makeCeremonySecrets(t *testing.T, id string, k, n int) ceremonySecrets {
 		"passphrase":     []byte(base64.RawStdEncoding.EncodeToString(randomBytes(t, 18))),
 		"management key": randomBytes(t, 24),
 	}}
-	rec := sampleCeremony(id, "0d4e3a52-5b1f-4c3e-9a8d-"+hex.EncodeToString(randomBytes(t, 6)), k, n)
-	rec.Status, rec.Keyslot = StatusActive, 2
-	digest := sha256.Sum256(append([]byte("custos digest "), cs.secrets["recovery key"]...))
-	rec.Digest = digest[:]
+	rec := complete(sampleCeremony(id, hex.EncodeToString(randomBytes(t, 6)), k, n))
+	rec.Keyslot = 2
+	rec.Digest = sha256.Sum256(append([]byte("custos digest "), cs.secrets["recovery key"]...))
 	for i := range rec.Cards {
 		share := randomBytes(t, 33) // a Shamir share of the 32-byte key: 32 bytes and an x coordinate
 		cs.secrets[fmt.Sprintf("share %d", i+1)] = share
 		cs.secrets[fmt.Sprintf("pin %d", i+1)] = randomDigits(t, 8)
 		cs.secrets[fmt.Sprintf("puk %d", i+1)] = randomDigits(t, 8)
-		// Sealing as the shares package will: an AEAD under a key only the
-		// card can rederive. The ciphertext is public.
+		// Sealing as the shares package does: an AEAD under a key only the
+		// card can rederive, after the header. The ciphertext is public.
 		block, _ := aes.NewCipher(randomBytes(t, 32))
 		aead, _ := cipher.NewGCM(block)
 		nonce := randomBytes(t, aead.NonceSize())
-		commitment := sha256.Sum256(append([]byte(fmt.Sprintf("%s/%d/", id, i+1)), share...))
-		rec.Cards[i].SealedShare = aead.Seal(nonce, nonce, share, []byte(id))
-		rec.Cards[i].Commitment = commitment[:]
-		c := rec.Cards[i]
-		cs.regs = append(cs.regs, CardRegistration{Serial: c.Serial, Custodian: c.Custodian, Slot: c.Slot, Fingerprint: c.Fingerprint, Attestation: randomBytes(t, 600)})
+		ct := aead.Seal(nonce, nonce, share, []byte(id))
+		c := &rec.Cards[i]
+		sealed := append(bytes.Clone(c.Sealed[:136]), 0, byte(len(ct)))
+		c.Sealed = append(sealed, ct...)
+		c.Commitment = sha256.Sum256(append([]byte(fmt.Sprintf("%s/%d/", id, i+1)), share...))
+		cs.regs = append(cs.regs, CardRegistration{Serial: c.Serial, Custodian: c.Custodian, Slot: fmt.Sprintf("%02x", c.Slot),
+			Fingerprint: hex.EncodeToString(c.Key[:]), Attestation: randomBytes(t, 600)})
 	}
 	cs.record = rec
 	return cs
 }
 
 // writeCeremony runs a ceremony's worth of events through the public API:
-// card init, enroll with each step, rollcalls, a rotation's retirement.
+// card init, enroll with each step, rollcalls.
 func writeCeremony(t *testing.T, l *Log, cs ceremonySecrets) {
 	t.Helper()
-	open := cs.record
-	open.Status, open.Keyslot = StatusOpen, -1
-	open.Cards = nil
+	open := cs.record.Clone()
+	open.Cards, open.Salt = nil, ""
+	id := open.IDString()
 	_, err := l.Update(func(tx *Tx) error {
 		for _, r := range cs.regs {
-			if _, err := tx.RegisterCard("operator", open.ID, r); err != nil {
+			if _, err := tx.RegisterCard("operator", id, r); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.PutCeremony("operator", open); err != nil {
+		if _, err := tx.PutCeremony("operator", StatusOpen, open); err != nil {
 			return err
 		}
 		steps := []Event{
-			{Actor: "operator", Type: "enroll.volume-unlocked", Ceremony: open.ID, Body: []byte(`{"keyslot":0}`)},
-			{Actor: "operator", Type: "enroll.keyslot-added", Ceremony: open.ID, Body: []byte(`{"keyslot":2}`)},
+			{Actor: "operator", Type: "enroll.volume-unlocked", Ceremony: id, Body: []byte(`{"keyslot":0}`)},
+			{Actor: "operator", Type: "enroll.keyslot-added", Ceremony: id, Body: []byte(`{"keyslot":2}`)},
 		}
 		for _, c := range cs.record.Cards {
-			steps = append(steps, Event{Actor: c.Custodian, Type: "enroll.share-verified", Ceremony: open.ID,
-				Body: mustJSON(map[string]any{"index": c.Index, "serial": c.Serial, "commitment": c.Commitment})})
+			steps = append(steps, Event{Actor: c.Custodian, Type: "enroll.share-verified", Ceremony: id,
+				Body: mustJSON(map[string]any{"index": c.Index, "serial": c.Serial, "commitment": c.Commitment[:]})})
 		}
 		for _, ev := range steps {
 			if _, err := tx.Append(ev); err != nil {
 				return err
 			}
 		}
-		_, err := tx.PutCeremony("operator", cs.record)
+		_, err := tx.PutCeremony("operator", StatusActive, cs.record)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range cs.record.Cards {
-		if _, err := l.RecordRollcall(c.Custodian, Rollcall{Ceremony: cs.record.ID, Serial: c.Serial, Fingerprint: c.Fingerprint, OK: true}); err != nil {
+		if _, err := l.RecordRollcall(c.Custodian, Rollcall{Ceremony: id, Serial: c.Serial, Fingerprint: hex.EncodeToString(c.Key[:]), OK: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -177,7 +178,7 @@ func TestNoSecretsInTheDatabase(t *testing.T) {
 	if err := l.ExportJSONL(&export, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Transcript(&transcript, cs.record.ID); err != nil {
+	if err := l.Transcript(&transcript, cs.record.IDString()); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -193,16 +194,16 @@ func TestNoSecretsInTheDatabase(t *testing.T) {
 	// The scan is not blind: the public data is there, in the forms the
 	// scanner looks for.
 	public := map[string][]byte{
-		"commitment":   cs.record.Cards[0].Commitment,
-		"sealed share": cs.record.Cards[4].SealedShare,
-		"digest":       cs.record.Digest,
+		"commitment":   cs.record.Cards[0].Commitment[:],
+		"sealed share": cs.record.Cards[4].Sealed,
+		"digest":       cs.record.Digest[:],
 	}
 	for name, v := range public {
 		if found := findSecrets(raw, map[string][]byte{name: v}); len(found) == 0 {
 			t.Errorf("the scanner does not find the %s in the database: it would not find a secret either", name)
 		}
 	}
-	if found := findSecrets(transcript.Bytes(), map[string][]byte{"commitment": cs.record.Cards[0].Commitment}); len(found) == 0 {
+	if found := findSecrets(transcript.Bytes(), map[string][]byte{"commitment": cs.record.Cards[0].Commitment[:]}); len(found) == 0 {
 		t.Error("the scanner does not find the commitment (hex) in the transcript")
 	}
 }

@@ -306,15 +306,6 @@ func (t *Tx) Append(ev Event) (Event, error) {
 	return t.append(ev)
 }
 
-// PutCeremony records a ceremony as it now stands (begun, complete,
-// abandoned, retired) and updates the ceremony, volume and card indexes.
-func (t *Tx) PutCeremony(actor string, rec CeremonyRecord) (Event, error) {
-	if err := checkCeremony(rec); err != nil {
-		return Event{}, err
-	}
-	return t.append(Event{Actor: actor, Type: TypeCeremony, Ceremony: rec.ID, Body: mustJSON(rec)})
-}
-
 // RegisterCard records a card key made by card init, optionally as a step
 // of ceremony (or "").
 func (t *Tx) RegisterCard(actor, ceremony string, reg CardRegistration) (Event, error) {
@@ -325,15 +316,6 @@ func (t *Tx) RegisterCard(actor, ceremony string, reg CardRegistration) (Event, 
 // card's LastRollcall to the event's time.
 func (t *Tx) RecordRollcall(actor string, rc Rollcall) (Event, error) {
 	return t.append(Event{Actor: actor, Type: TypeRollcall, Ceremony: rc.Ceremony, Body: mustJSON(rc)})
-}
-
-// Ceremony reads a ceremony as it stands in this transaction.
-func (t *Tx) Ceremony(id string) (CeremonyRecord, error) {
-	if t.btx == nil {
-		return CeremonyRecord{}, ErrClosed
-	}
-	var rec CeremonyRecord
-	return rec, readJSON(t.btx, bucketCeremonies, id, "ceremony", &rec)
 }
 
 func (t *Tx) append(ev Event) (Event, error) {
@@ -492,34 +474,6 @@ func (l *Log) Head() (Head, error) {
 		return nil
 	})
 	return h, err
-}
-
-// Ceremony returns a ceremony by ID.
-func (l *Log) Ceremony(id string) (CeremonyRecord, error) {
-	var rec CeremonyRecord
-	return rec, l.view(func(btx *bolt.Tx) error { return readJSON(btx, bucketCeremonies, id, "ceremony", &rec) })
-}
-
-// Volume returns a volume's record: its current ceremony and history.
-func (l *Log) Volume(uuid string) (VolumeRecord, error) {
-	var rec VolumeRecord
-	return rec, l.view(func(btx *bolt.Tx) error { return readJSON(btx, bucketVolumes, uuid, "volume", &rec) })
-}
-
-// VolumeCeremony returns the current (newest active) ceremony of a volume.
-func (l *Log) VolumeCeremony(uuid string) (CeremonyRecord, error) {
-	var rec CeremonyRecord
-	err := l.view(func(btx *bolt.Tx) error {
-		var vol VolumeRecord
-		if err := readJSON(btx, bucketVolumes, uuid, "volume", &vol); err != nil {
-			return err
-		}
-		if vol.Current == "" {
-			return fmt.Errorf("volume %q has no active ceremony: %w", uuid, ErrNotFound)
-		}
-		return readJSON(btx, bucketCeremonies, vol.Current, "ceremony", &rec)
-	})
-	return rec, err
 }
 
 // Card returns a card by serial.

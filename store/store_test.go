@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,65 +86,81 @@ func TestOpenRefusesNonLogFiles(t *testing.T) {
 
 func TestCeremonyIndexes(t *testing.T) {
 	l := openTest(t)
-	const vol = "3f6c1c2e-8f0e-4a57-9d4a-0d8b7c5f1e21"
-	rec := sampleCeremony("c1", vol, 2, 3)
+	vol := volOf("v")
+	rec := sampleCeremony("c1", "v", 2, 3)
 	head := fillCeremony(t, l, rec)
 	if h, _ := l.Head(); h != head {
 		t.Fatalf("Update returned head %v, log head %v", head, h)
 	}
-	got, err := l.Ceremony("c1")
+	got, err := l.Ceremony(idOf("c1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := activate(rec, 1)
-	if gj, wj := mustJSON(got), mustJSON(want); !bytes.Equal(gj, wj) {
-		t.Errorf("Ceremony = %s\nwant %s", gj, wj)
+	want := complete(rec)
+	if d := Compare(got.Record, want); len(d) != 0 || len(got.Record.Cards) != 3 || got.Status != StatusActive || got.Record.Version != 2 {
+		t.Errorf("Ceremony = %s %+v, differs from the record written: %v", got.Status, got.Record, d)
+	}
+	if got.First != 2 || got.Last != head.Seq || got.ReplacedBy != "" {
+		t.Errorf("Ceremony: first %d last %d replaced by %q; want 2, %d, none", got.First, got.Last, got.ReplacedBy, head.Seq)
 	}
 	vc, err := l.VolumeCeremony(vol)
-	if err != nil || vc.ID != "c1" {
-		t.Errorf("VolumeCeremony = %v, %v", vc.ID, err)
+	if err != nil || vc.Record.IDString() != idOf("c1") {
+		t.Errorf("VolumeCeremony = %v, %v", vc.Record, err)
 	}
-	for _, c := range rec.Cards {
+	if vc, err := l.VolumeCeremony(strings.ToUpper(vol)); err != nil || vc.Record.IDString() != idOf("c1") {
+		t.Errorf("VolumeCeremony of the upper-case uuid = %v, %v", vc.Record, err)
+	}
+	for _, c := range want.Cards {
 		card, err := l.Card(c.Serial)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if card.Custodian != c.Custodian || len(card.Keys) != 1 || card.Keys[0].Fingerprint != c.Fingerprint || card.Ceremonies[0] != "c1" {
+		if card.Custodian != c.Custodian || len(card.Keys) != 1 || card.Keys[0].Fingerprint != hex.EncodeToString(c.Key[:]) ||
+			card.Keys[0].Slot != fmt.Sprintf("%02x", c.Slot) || card.Ceremonies[0] != idOf("c1") {
 			t.Errorf("Card(%s) = %+v", c.Serial, card)
 		}
-		byFP, err := l.CardByFingerprint(c.Fingerprint)
+		byFP, err := l.CardByFingerprint(hex.EncodeToString(c.Key[:]))
 		if err != nil || byFP.Serial != c.Serial {
-			t.Errorf("CardByFingerprint(%s) = %v, %v", c.Fingerprint, byFP.Serial, err)
+			t.Errorf("CardByFingerprint(%x) = %v, %v", c.Key, byFP.Serial, err)
 		}
 	}
 
 	// Rotation: c2 replaces c1; both active for a moment, then c1 retired.
-	rec2 := sampleCeremony("c2", vol, 3, 4)
-	rec2.Replaces = "c1"
+	rec2 := sampleCeremony("c2", "v", 3, 4)
+	rec2.Keyslot = 2
+	rec2.Replaces = rec.ID
 	fillCeremony(t, l, rec2)
-	if vc, _ := l.VolumeCeremony(vol); vc.ID != "c2" {
-		t.Errorf("after rotation current = %s, want c2", vc.ID)
+	if vc, _ := l.VolumeCeremony(vol); vc.Record.IDString() != idOf("c2") {
+		t.Errorf("after rotation current = %s, want c2", vc.Record.IDString())
 	}
-	retired := want
-	retired.Status, retired.ReplacedBy = StatusRetired, "c2"
-	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", retired); return err }); err != nil {
+	if st, _ := l.Ceremony(idOf("c1")); st.ReplacedBy != idOf("c2") {
+		t.Errorf("c1 replaced by %q, want c2", st.ReplacedBy)
+	}
+	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", StatusRetired, want); return err }); err != nil {
 		t.Fatal(err)
 	}
 	v, err := l.Volume(vol)
-	if err != nil || v.Current != "c2" || strings.Join(v.History, ",") != "c1,c2" {
+	if err != nil || v.Current != idOf("c2") || strings.Join(v.History, ",") != idOf("c1")+","+idOf("c2") {
 		t.Errorf("Volume = %+v, %v", v, err)
 	}
+	all, err := l.VolumeCeremonies(vol)
+	if err != nil || len(all) != 2 || all[0].Status != StatusRetired || all[1].Status != StatusActive ||
+		all[0].Record.IDString() != idOf("c1") || all[0].ReplacedBy != idOf("c2") || all[1].First <= all[0].First {
+		t.Errorf("VolumeCeremonies = %+v, %v", all, err)
+	}
 	// Retiring the current one too leaves no active ceremony.
-	r2 := activate(rec2, 1)
-	r2.Status = StatusRetired
-	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", r2); return err }); err != nil {
+	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", StatusRetired, complete(rec2)); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.VolumeCeremony(vol); !errors.Is(err, ErrNotFound) {
 		t.Errorf("VolumeCeremony with none active: %v, want ErrNotFound", err)
 	}
+	if got, err := l.VolumeCeremonies(volOf("unknown")); got != nil || err != nil {
+		t.Errorf("VolumeCeremonies of an unknown volume = %v, %v; want nil, nil", got, err)
+	}
 	for _, lookup := range []func() error{
 		func() error { _, err := l.Ceremony("nope"); return err },
+		func() error { _, err := l.Ceremony(idOf("nope")); return err },
 		func() error { _, err := l.Volume("nope"); return err },
 		func() error { _, err := l.Card("nope"); return err },
 		func() error { _, err := l.CardByFingerprint("nope"); return err },
@@ -155,13 +172,45 @@ func TestCeremonyIndexes(t *testing.T) {
 	}
 }
 
+// An abandoned rotation does not replace anything: ReplacedBy falls back
+// to the rotation that did.
+func TestReplacedByIgnoresAbandoned(t *testing.T) {
+	l := openTest(t)
+	old := sampleCeremony("old", "v", 2, 2)
+	fillCeremony(t, l, old)
+	r1 := sampleCeremony("r1", "v", 2, 2)
+	r1.Replaces, r1.Keyslot = old.ID, 2
+	r2 := sampleCeremony("r2", "v", 2, 2)
+	r2.Replaces, r2.Keyslot = old.ID, 3
+	_, err := l.Update(func(tx *Tx) error {
+		if _, err := tx.PutCeremony("op", StatusOpen, r1); err != nil {
+			return err
+		}
+		if st, err := tx.Ceremony(idOf("old")); err != nil || st.ReplacedBy != idOf("r1") {
+			return fmt.Errorf("inside the transaction: replaced by %q, %v", st.ReplacedBy, err)
+		}
+		if _, err := tx.PutCeremony("op", StatusOpen, r2); err != nil {
+			return err
+		}
+		_, err := tx.PutCeremony("op", StatusAbandoned, r2)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := l.Ceremony(idOf("old")); st.ReplacedBy != idOf("r1") {
+		t.Errorf("replaced by %q, want r1 (r2 was abandoned)", st.ReplacedBy)
+	}
+}
+
 func TestCardRegistrationAndRollcall(t *testing.T) {
 	l := openTest(t)
-	rec := sampleCeremony("c1", "vol-1", 2, 2)
-	card := rec.Cards[0]
+	rec := sampleCeremony("c1", "v", 2, 2)
+	card := testCard(rec, 1)
+	cardFP := hex.EncodeToString(card.Key[:])
 	att := []byte("attestation certificate DER")
 	if _, err := l.Update(func(tx *Tx) error {
-		_, err := tx.RegisterCard("operator", "", CardRegistration{Serial: card.Serial, Custodian: card.Custodian, Slot: card.Slot, Fingerprint: card.Fingerprint, Attestation: att})
+		_, err := tx.RegisterCard("operator", "", CardRegistration{Serial: card.Serial, Custodian: card.Custodian, Slot: "82", Fingerprint: cardFP, Attestation: att})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -172,32 +221,32 @@ func TestCardRegistrationAndRollcall(t *testing.T) {
 		t.Fatalf("Card = %+v, %v", c, err)
 	}
 	// A failed rollcall does not count; a good one sets the time.
-	if _, err := l.RecordRollcall("custodian", Rollcall{Ceremony: "c1", Serial: card.Serial, Fingerprint: card.Fingerprint, OK: false, Reason: "wrong pin"}); err != nil {
+	if _, err := l.RecordRollcall("custodian", Rollcall{Ceremony: idOf("c1"), Serial: card.Serial, Fingerprint: cardFP, OK: false, Reason: "wrong pin"}); err != nil {
 		t.Fatal(err)
 	}
 	if c, _ := l.Card(card.Serial); !c.LastRollcall.IsZero() {
 		t.Errorf("failed rollcall set LastRollcall %v", c.LastRollcall)
 	}
 	var evTime Head
-	evTime, err = l.RecordRollcall("custodian", Rollcall{Ceremony: "c1", Serial: card.Serial, Fingerprint: card.Fingerprint, OK: true})
+	evTime, err = l.RecordRollcall("custodian", Rollcall{Ceremony: idOf("c1"), Serial: card.Serial, Fingerprint: cardFP, OK: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var last Event
 	l.Events("", func(ev Event) error { last = ev; return nil })
 	c, _ = l.Card(card.Serial)
-	if last.Seq != evTime.Seq || !c.LastRollcall.Equal(last.Time) || c.LastRollcallCeremony != "c1" {
+	if last.Seq != evTime.Seq || !c.LastRollcall.Equal(last.Time) || c.LastRollcallCeremony != idOf("c1") {
 		t.Errorf("after rollcall: card %+v, event %+v", c, last)
 	}
 	// Re-keying the slot: the old fingerprint no longer finds the card.
 	newFP := fp("new key")
 	if _, err := l.Update(func(tx *Tx) error {
-		_, err := tx.RegisterCard("operator", "", CardRegistration{Serial: card.Serial, Custodian: "New Custodian", Slot: card.Slot, Fingerprint: newFP})
+		_, err := tx.RegisterCard("operator", "", CardRegistration{Serial: card.Serial, Custodian: "New Custodian", Slot: "82", Fingerprint: newFP})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.CardByFingerprint(card.Fingerprint); !errors.Is(err, ErrNotFound) {
+	if _, err := l.CardByFingerprint(cardFP); !errors.Is(err, ErrNotFound) {
 		t.Errorf("old fingerprint after re-key: %v, want ErrNotFound", err)
 	}
 	if c, err := l.CardByFingerprint(newFP); err != nil || c.Custodian != "New Custodian" || len(c.Keys) != 1 {
@@ -207,72 +256,53 @@ func TestCardRegistrationAndRollcall(t *testing.T) {
 
 func TestBadInputIsRefusedAndLosesNothing(t *testing.T) {
 	l := openTest(t)
-	fillCeremony(t, l, sampleCeremony("c1", "vol-1", 2, 3))
+	c1 := sampleCeremony("c1", "v", 2, 3)
+	fillCeremony(t, l, c1)
 	before, _ := l.Head()
 	var dump bytes.Buffer
 	l.ExportJSONL(&dump, "")
 
-	good := sampleCeremony("c2", "vol-1", 2, 3)
-	mod := func(f func(*CeremonyRecord)) CeremonyRecord {
-		r := sampleCeremony("c2", "vol-1", 2, 3)
-		f(&r)
+	good := sampleCeremony("c2", "v", 2, 3)
+	mod := func(f func(*Record)) *Record {
+		r := withCards(withSalt(sampleCeremony("c2", "v", 2, 3)), 2)
+		f(r)
 		return r
 	}
+	put := func(status string, rec *Record) func(tx *Tx) error {
+		return func(tx *Tx) error { _, err := tx.PutCeremony("op", status, rec); return err }
+	}
 	for name, write := range map[string]func(*Tx) error{
-		"k below 2": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.K = 1 }))
-			return err
-		},
-		"k above n": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.K = 4 }))
-			return err
-		},
-		"n above 255": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.N = 256 }))
-			return err
-		},
-		"bad id": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.ID = "a b" }))
-			return err
-		},
-		"unknown status": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.Status = "done" }))
-			return err
-		},
-		"duplicate index": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.Cards[1].Index = 1 }))
-			return err
-		},
-		"card twice": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.Cards[1].Serial = r.Cards[0].Serial }))
-			return err
-		},
-		"active without shares": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.Status = StatusActive }))
-			return err
-		},
-		"key of another card": func(tx *Tx) error {
-			c1, _ := l.Ceremony("c1")
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.Cards[0].Fingerprint = c1.Cards[1].Fingerprint }))
-			return err
-		},
-		"change k": func(tx *Tx) error {
-			r := activate(sampleCeremony("c1", "vol-1", 3, 3), 1)
-			_, err := tx.PutCeremony("op", r)
-			return err
-		},
-		"active back to open": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", sampleCeremony("c1", "vol-1", 2, 3))
-			return err
-		},
-		"replaces unknown": func(tx *Tx) error {
-			_, err := tx.PutCeremony("op", mod(func(r *CeremonyRecord) { r.Replaces = "nope" }))
-			return err
-		},
-		"empty actor":      func(tx *Tx) error { _, err := tx.PutCeremony("", good); return err },
-		"control in actor": func(tx *Tx) error { _, err := tx.PutCeremony("a\x1bb", good); return err },
+		"k below 2":            put(StatusOpen, mod(func(r *Record) { r.K = 1 })),
+		"k above n":            put(StatusOpen, mod(func(r *Record) { r.K = 4 })),
+		"n above 255":          put(StatusOpen, mod(func(r *Record) { r.N = 256 })),
+		"zero id":              put(StatusOpen, mod(func(r *Record) { r.ID = [16]byte{} })),
+		"keyslot 32":           put(StatusOpen, mod(func(r *Record) { r.Keyslot = 32 })),
+		"keyslot -1":           put(StatusOpen, mod(func(r *Record) { r.Keyslot = -1 })),
+		"no digest":            put(StatusOpen, mod(func(r *Record) { r.Digest = [32]byte{} })),
+		"unknown status":       put("done", good),
+		"no record":            put(StatusOpen, nil),
+		"duplicate index":      put(StatusOpen, mod(func(r *Record) { r.Cards[1].Index = 1 })),
+		"card twice":           put(StatusOpen, mod(func(r *Record) { r.Cards[1].Serial = r.Cards[0].Serial })),
+		"key twice":            put(StatusOpen, mod(func(r *Record) { r.Cards[1].Key = r.Cards[0].Key })),
+		"slot 0x9a":            put(StatusOpen, mod(func(r *Record) { r.Cards[1].Slot = 0x9a })),
+		"custodian control":    put(StatusOpen, mod(func(r *Record) { r.Cards[1].Custodian = "a\x1bb" })),
+		"custodian bidi":       put(StatusOpen, mod(func(r *Record) { r.Cards[1].Custodian = "a\u202eb" })),
+		"short sealed share":   put(StatusOpen, mod(func(r *Record) { r.Cards[1].Sealed = r.Cards[1].Sealed[:100] })),
+		"unattested":           put(StatusOpen, mod(func(r *Record) { r.Cards[1].Attestation = [32]byte{} })),
+		"active without cards": put(StatusActive, good),
+		"key of another card":  put(StatusOpen, mod(func(r *Record) { r.Cards[0].Key = testCard(c1, 2).Key })),
+		"change k": put(StatusActive, func() *Record {
+			r := complete(c1)
+			r.K = 3
+			return r
+		}()),
+		"active back to open": put(StatusOpen, complete(c1)),
+		"replaces unknown":    put(StatusOpen, mod(func(r *Record) { r.Replaces = testID("nope") })),
+		"replaces itself":     put(StatusOpen, mod(func(r *Record) { r.Replaces = r.ID })),
+		"empty actor":         func(tx *Tx) error { _, err := tx.PutCeremony("", StatusOpen, good); return err },
+		"control in actor":    func(tx *Tx) error { _, err := tx.PutCeremony("a\x1bb", StatusOpen, good); return err },
 		"reserved type": func(tx *Tx) error {
-			_, err := tx.Append(Event{Actor: "a", Type: TypeCeremony, Body: mustJSON(good)})
+			_, err := tx.Append(Event{Actor: "a", Type: TypeCeremony, Body: []byte(`{}`)})
 			return err
 		},
 		"log type":        func(tx *Tx) error { _, err := tx.Append(Event{Actor: "a", Type: "log.created"}); return err },
@@ -287,7 +317,7 @@ func TestBadInputIsRefusedAndLosesNothing(t *testing.T) {
 			if _, err := tx.RegisterCard("a", "", CardRegistration{Serial: "999", Custodian: "x", Slot: "82", Fingerprint: "f999"}); err != nil {
 				return fmt.Errorf("setup: %v", err) // not ErrInvalid: the check below fails
 			}
-			_, err := tx.RecordRollcall("a", Rollcall{Ceremony: "c1", Serial: "999", Fingerprint: "f999", OK: true})
+			_, err := tx.RecordRollcall("a", Rollcall{Ceremony: idOf("c1"), Serial: "999", Fingerprint: "f999", OK: true})
 			return err
 		},
 	} {
@@ -320,7 +350,9 @@ func TestUpdateRollsBackOnError(t *testing.T) {
 	var inside *Tx
 	_, err := l.Update(func(tx *Tx) error {
 		inside = tx
-		fillCeremonyTx(t, tx, sampleCeremony("c1", "vol", 2, 2))
+		if err := fillCeremonyTx(tx, sampleCeremony("c1", "vol", 2, 2)); err != nil {
+			t.Fatal(err)
+		}
 		return boom
 	})
 	if !errors.Is(err, boom) {
@@ -329,18 +361,11 @@ func TestUpdateRollsBackOnError(t *testing.T) {
 	if h, _ := l.Head(); h != before {
 		t.Errorf("head moved to %v after a failed update", h)
 	}
-	if _, err := l.Ceremony("c1"); !errors.Is(err, ErrNotFound) {
+	if _, err := l.Ceremony(idOf("c1")); !errors.Is(err, ErrNotFound) {
 		t.Errorf("ceremony of a failed update is visible: %v", err)
 	}
 	if _, err := inside.Append(Event{Actor: "a", Type: "late"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Tx used after Update: %v, want ErrClosed", err)
-	}
-}
-
-func fillCeremonyTx(t testing.TB, tx *Tx, rec CeremonyRecord) {
-	t.Helper()
-	if _, err := tx.PutCeremony("op", rec); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -359,8 +384,7 @@ func TestFailpointsAbortWithoutLoss(t *testing.T) {
 			}
 			defer func() { failpoint = nil }()
 			_, err := l.Update(func(tx *Tx) error {
-				rec := sampleCeremony("c2", "vol", 2, 2)
-				_, err := tx.PutCeremony("op", rec)
+				_, err := tx.PutCeremony("op", StatusOpen, sampleCeremony("c2", "vol", 2, 2))
 				return err
 			})
 			failpoint = nil
@@ -370,7 +394,7 @@ func TestFailpointsAbortWithoutLoss(t *testing.T) {
 			if h, _ := l.Head(); h != before {
 				t.Errorf("head moved %v -> %v", before, h)
 			}
-			if _, err := l.Ceremony("c2"); !errors.Is(err, ErrNotFound) {
+			if _, err := l.Ceremony(idOf("c2")); !errors.Is(err, ErrNotFound) {
 				t.Errorf("aborted ceremony visible: %v", err)
 			}
 			// The log still takes writes.
@@ -496,46 +520,5 @@ func TestEventsRoundTrip(t *testing.T) {
 	l.Events("c1", func(ev Event) error { c1 = append(c1, ev.Seq); return nil })
 	if len(c1) != 2 || c1[0] != appended[1].Seq || c1[1] != appended[3].Seq {
 		t.Errorf("events of c1 = %v", c1)
-	}
-}
-
-// TestCeremonyKeyslotSalt: the keyslot salt is kept as given, a record
-// without one encodes as records did before the field existed, and a
-// malformed salt is refused without writing anything.
-func TestCeremonyKeyslotSalt(t *testing.T) {
-	l := openTest(t)
-	const vol = "3f6c1c2e-8f0e-4a57-9d4a-0d8b7c5f1e21"
-	rec := sampleCeremony("c1", vol, 2, 3)
-	if b := mustJSON(rec); bytes.Contains(b, []byte("keyslot_salt")) {
-		t.Fatalf("a record without a salt encodes with one: %s", b)
-	}
-	rec.Keyslot, rec.KeyslotSalt = 1, "00ff"+strings.Repeat("ab", 30)
-	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", rec); return err }); err != nil {
-		t.Fatal(err)
-	}
-	got, err := l.Ceremony("c1")
-	if err != nil || got.KeyslotSalt != rec.KeyslotSalt {
-		t.Fatalf("Ceremony = %+v, %v; want salt %s", got, err, rec.KeyslotSalt)
-	}
-	head, _ := l.Head()
-	for name, salt := range map[string]string{
-		"upper case": "00FF", "odd": "00f", "not hex": "zz", "too long": strings.Repeat("ab", 257),
-	} {
-		bad := rec
-		bad.KeyslotSalt = salt
-		if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", bad); return err }); !errors.Is(err, ErrInvalid) {
-			t.Errorf("%s salt %q: %v, want ErrInvalid", name, salt, err)
-		}
-	}
-	noSlot := sampleCeremony("c2", vol, 2, 3)
-	noSlot.KeyslotSalt = "00ff"
-	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("operator", noSlot); return err }); !errors.Is(err, ErrInvalid) {
-		t.Errorf("salt without a keyslot: %v, want ErrInvalid", err)
-	}
-	if h, _ := l.Head(); h != head {
-		t.Errorf("refused records moved the head from %v to %v", head, h)
-	}
-	if _, err := l.Verify(); err != nil {
-		t.Errorf("Verify: %v", err)
 	}
 }

@@ -14,15 +14,15 @@ import (
 
 var errRollback = errors.New("roll back")
 
-// tamperLog builds a log of ten events: log.created, a ceremony of three
-// cards (events 2-6, event 6 the active record with sealed shares), and four
-// steps (7-10).
+// tamperLog builds a log of fourteen events: log.created, a ceremony of
+// three cards (events 2-10: the open record, its salt, a step and a record
+// per card, event 10 the active record), and four steps (11-14).
 func tamperLog(t *testing.T) (*Log, Head) {
 	l := openTest(t)
 	fillCeremony(t, l, sampleCeremony("c1", "vol-1", 2, 3))
 	head := appendN(t, l, 4)
-	if head.Seq != 10 {
-		t.Fatalf("head %v, want 10 events", head)
+	if head.Seq != 14 {
+		t.Fatalf("head %v, want 14 events", head)
 	}
 	return l, head
 }
@@ -42,7 +42,7 @@ func inRolledBack(t *testing.T, l *Log, fn func(btx *bolt.Tx)) {
 
 func TestTamperFlipEveryByte(t *testing.T) {
 	l, _ := tamperLog(t)
-	for _, target := range []uint64{5, 6, 10} {
+	for _, target := range []uint64{5, 10, 14} {
 		var orig []byte
 		l.db.View(func(btx *bolt.Tx) error {
 			orig = append([]byte{}, btx.Bucket(bucketEvents).Get(seqKey(target))...)
@@ -61,10 +61,10 @@ func TestTamperFlipEveryByte(t *testing.T) {
 					if got := chainErrorSeq(t, err, ErrBrokenChain); got != target {
 						t.Fatalf("event %d byte %d ^%#x: Verify names event %d: %v", target, i, mask, got, err)
 					}
-					if target == 10 {
+					if target == 14 {
 						if _, err := checkTail(btx); err == nil {
 							t.Fatalf("byte %d ^%#x of the last event: tail check passed", i, mask)
-						} else if got := chainErrorSeq(t, err, ErrBrokenChain); got != 10 {
+						} else if got := chainErrorSeq(t, err, ErrBrokenChain); got != 14 {
 							t.Fatalf("byte %d ^%#x: tail check names event %d", i, mask, got)
 						}
 					}
@@ -78,9 +78,9 @@ func TestTamperFlipEveryByte(t *testing.T) {
 	// End to end on the file: commit a flip, reopen, verify, refuse writes.
 	path := l.path
 	rawUpdate(t, l, func(ev *bolt.Bucket) error {
-		v := append([]byte{}, ev.Get(seqKey(10))...)
+		v := append([]byte{}, ev.Get(seqKey(14))...)
 		v[len(v)/2] ^= 0x01
-		return ev.Put(seqKey(10), v)
+		return ev.Put(seqKey(14), v)
 	})
 	l.Close()
 	l2, err := Open(path, nil)
@@ -89,24 +89,24 @@ func TestTamperFlipEveryByte(t *testing.T) {
 	}
 	t.Cleanup(func() { checkConsistent(t, l2) }) // after the bytes are put back below
 	_, err = l2.Verify()
-	if got := chainErrorSeq(t, err, ErrBrokenChain); got != 10 {
+	if got := chainErrorSeq(t, err, ErrBrokenChain); got != 14 {
 		t.Errorf("Verify names event %d: %v", got, err)
 	}
-	if !strings.Contains(err.Error(), "event 10") {
-		t.Errorf("message %q does not name event 10", err)
+	if !strings.Contains(err.Error(), "event 14") {
+		t.Errorf("message %q does not name event 14", err)
 	}
 	_, err = l2.Append(Event{Actor: "a", Type: "x"})
-	if got := chainErrorSeq(t, err, ErrBrokenChain); got != 10 || !strings.Contains(err.Error(), "refusing to write") {
+	if got := chainErrorSeq(t, err, ErrBrokenChain); got != 14 || !strings.Contains(err.Error(), "refusing to write") {
 		t.Errorf("Append after tampering: %v", err)
 	}
-	if err := l2.ExportJSONL(io.Discard, ""); chainErrorSeq(t, err, ErrBrokenChain) != 10 {
+	if err := l2.ExportJSONL(io.Discard, ""); chainErrorSeq(t, err, ErrBrokenChain) != 14 {
 		t.Errorf("export of a tampered log: %v", err)
 	}
 	// Put it back so the cleanup check passes.
 	rawUpdate(t, l2, func(ev *bolt.Bucket) error {
-		v := append([]byte{}, ev.Get(seqKey(10))...)
+		v := append([]byte{}, ev.Get(seqKey(14))...)
 		v[len(v)/2] ^= 0x01
-		return ev.Put(seqKey(10), v)
+		return ev.Put(seqKey(14), v)
 	})
 }
 
@@ -126,21 +126,21 @@ func TestTamperDeleteSwapTruncate(t *testing.T) {
 			return ev.Put(seqKey(7), a)
 		}, 3},
 		{"swap the last two", func(ev, _ *bolt.Bucket) error {
-			a, b := append([]byte{}, ev.Get(seqKey(9))...), append([]byte{}, ev.Get(seqKey(10))...)
-			ev.Put(seqKey(9), b)
-			return ev.Put(seqKey(10), a)
-		}, 9},
-		{"truncate after event 7", func(ev, _ *bolt.Bucket) error {
-			for s := uint64(8); s <= 10; s++ {
+			a, b := append([]byte{}, ev.Get(seqKey(13))...), append([]byte{}, ev.Get(seqKey(14))...)
+			ev.Put(seqKey(13), b)
+			return ev.Put(seqKey(14), a)
+		}, 13},
+		{"truncate after event 11", func(ev, _ *bolt.Bucket) error {
+			for s := uint64(12); s <= 14; s++ {
 				if err := ev.Delete(seqKey(s)); err != nil {
 					return err
 				}
 			}
 			return nil
-		}, 8},
+		}, 12},
 		{"append an event outside custos", func(ev, _ *bolt.Bucket) error {
-			return ev.Put(seqKey(11), append([]byte{}, ev.Get(seqKey(10))...))
-		}, 11},
+			return ev.Put(seqKey(15), append([]byte{}, ev.Get(seqKey(14))...))
+		}, 15},
 		{"re-number event 6 as 60", func(ev, _ *bolt.Bucket) error {
 			v := append([]byte{}, ev.Get(seqKey(6))...)
 			ev.Delete(seqKey(6))
@@ -161,7 +161,7 @@ func TestTamperDeleteSwapTruncate(t *testing.T) {
 			h, _ := decodeHead(meta.Get(keyHead))
 			h.Hash[0] ^= 1
 			return meta.Put(keyHead, encodeHead(h))
-		}, 10},
+		}, 14},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -187,18 +187,18 @@ func TestTamperCaughtByAnchor(t *testing.T) {
 		l, anchor := tamperLog(t)
 		inRolledBack(t, l, func(btx *bolt.Tx) {
 			ev := btx.Bucket(bucketEvents)
-			e7, _ := decodeStored(7, ev.Get(seqKey(7)))
-			for s := uint64(8); s <= 10; s++ {
+			e11, _ := decodeStored(11, ev.Get(seqKey(11)))
+			for s := uint64(12); s <= 14; s++ {
 				ev.Delete(seqKey(s))
 			}
-			btx.Bucket(bucketMeta).Put(keyHead, encodeHead(e7.Head()))
-			// The ceremony-events index is untouched by steps 8-10, so the
+			btx.Bucket(bucketMeta).Put(keyHead, encodeHead(e11.Head()))
+			// The ceremony-events index is untouched by steps 12-14, so the
 			// log is consistent in itself.
 			if _, err := verifyTx(btx, nil); err != nil {
 				t.Fatalf("without an anchor the cut log should verify: %v", err)
 			}
 			_, err := verifyTx(btx, []Head{anchor})
-			if got := chainErrorSeq(t, err, ErrAnchor); got != 10 {
+			if got := chainErrorSeq(t, err, ErrAnchor); got != 14 {
 				t.Errorf("anchor check names event %d: %v", got, err)
 			}
 		})
@@ -248,7 +248,7 @@ func TestTamperCaughtByAnchor(t *testing.T) {
 		// The forger builds a whole new log of the same length.
 		l2 := openTest(t)
 		fillCeremony(t, l2, sampleCeremony("c1", "vol-1", 2, 2))
-		h2 := appendN(t, l2, 5)
+		h2 := appendN(t, l2, 6)
 		if h2.Seq != anchor.Seq {
 			t.Fatalf("forgery has %d events, want %d", h2.Seq, anchor.Seq)
 		}
@@ -266,11 +266,11 @@ func TestTamperIndexes(t *testing.T) {
 	cases := map[string]func(btx *bolt.Tx) error{
 		"ceremony record altered": func(btx *bolt.Tx) error {
 			b := btx.Bucket(bucketCeremonies)
-			v := bytes.Replace(b.Get([]byte("c1")), []byte(`"k":2`), []byte(`"k":1`), 1)
-			return b.Put([]byte("c1"), v)
+			v := bytes.Replace(b.Get([]byte(idOf("c1"))), []byte(`"k":2`), []byte(`"k":1`), 1)
+			return b.Put([]byte(idOf("c1")), v)
 		},
 		"volume current changed": func(btx *bolt.Tx) error {
-			return btx.Bucket(bucketVolumes).Put([]byte("vol-1"), []byte(`{"uuid":"vol-1","history":["c1"]}`))
+			return btx.Bucket(bucketVolumes).Put([]byte(volOf("vol-1")), []byte(`{"uuid":"`+volOf("vol-1")+`","history":["`+idOf("c1")+`"]}`))
 		},
 		"card added": func(btx *bolt.Tx) error {
 			return btx.Bucket(bucketCards).Put([]byte("666"), []byte(`{"serial":"666"}`))
@@ -280,7 +280,7 @@ func TestTamperIndexes(t *testing.T) {
 			return btx.Bucket(bucketFingerprints).Delete(append([]byte{}, k...))
 		},
 		"ceremony event unlisted": func(btx *bolt.Tx) error {
-			return btx.Bucket(bucketCeremonyEvents).Delete(ceremonyEventKey("c1", 3))
+			return btx.Bucket(bucketCeremonyEvents).Delete(ceremonyEventKey(idOf("c1"), 3))
 		},
 	}
 	for name, tamper := range cases {

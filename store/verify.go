@@ -134,7 +134,7 @@ func (w *chainWalker) step(ev Event) error {
 	}
 	if w.ix != nil {
 		if err := apply(w.ix, ev); err != nil {
-			return &ChainError{Seq: ev.Seq, Problem: fmt.Sprintf("does not apply to the events before it: %v", err), Err: ErrBrokenChain}
+			return &ChainError{Seq: ev.Seq, Problem: fmt.Sprintf("does not apply to the events before it: %v", err), Err: ErrBrokenChain, Cause: err}
 		}
 	}
 	w.head = ev.Head()
