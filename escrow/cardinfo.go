@@ -49,9 +49,18 @@ func DescribeCard(env *Env, card Card) ([]SlotReport, error) {
 				sr.Ceremony, sr.Volume, sr.Index, sr.K, sr.N = rec.IDString(), rec.VolumeString(), e.Index, rec.K, rec.N
 				sr.Version, sr.Anchor = rec.Version, anchor
 				if env != nil && env.Log != nil && rec.Version >= 2 {
-					if _, err := env.Log.Ceremony(rec.IDString()); err == nil {
+					if st, err := env.Log.Ceremony(rec.IDString()); err == nil {
 						sr.AnchorChecked = true
-						if err := env.Log.CheckAnchor(anchor, rec); err != nil {
+						// The anchor covers the log up to the card's
+						// writing, not its own entry: compare that with
+						// the log's record.
+						err := env.Log.CheckAnchor(anchor, rec)
+						if err == nil {
+							if d := differences(rec, st.Record); len(d) > 0 {
+								err = fmt.Errorf("the certificate's %s differs from the log's record", d[0])
+							}
+						}
+						if err != nil {
 							sr.AnchorProblem = safeText(fmt.Sprint(err))
 						}
 					}

@@ -104,8 +104,8 @@ func (env *Env) need(what string, volume, cards, log, prompt bool) error {
 	return nil
 }
 
-func (env *Env) recoveryOptions(slot int) luks.AddOptions {
-	o := luks.AddOptions{Slot: &slot}
+func (env *Env) recoveryOptions(slot, authSlot int) luks.AddOptions {
+	o := luks.AddOptions{Slot: &slot, AuthSlot: &authSlot}
 	if env.RecoveryPBKDF != nil {
 		o.PBKDF = env.RecoveryPBKDF
 	} else {

@@ -190,7 +190,7 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 			err = undoFailed(env, err, uerr)
 		}
 	}()
-	if err := addRecoveryKeyslot(ctx, env, v, rec, auth, key); err != nil {
+	if err := addRecoveryKeyslot(ctx, env, v, rec, auth, authSlot, key); err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
 	added = true
@@ -215,8 +215,8 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 // addRecoveryKeyslot adds rec's keyslot with the recovery key and records
 // its salt — the keyslot's identity — in the log at once. v.h becomes the
 // header after the change.
-func addRecoveryKeyslot(ctx context.Context, env *Env, v *view, rec *Record, auth, key []byte) error {
-	ks, h, err := env.Volume.AddKeyslot(ctx, v.h, auth, key, env.recoveryOptions(rec.Keyslot))
+func addRecoveryKeyslot(ctx context.Context, env *Env, v *view, rec *Record, auth []byte, authSlot int, key []byte) error {
+	ks, h, err := env.Volume.AddKeyslot(ctx, v.h, auth, key, env.recoveryOptions(rec.Keyslot, authSlot))
 	if err != nil {
 		return err
 	}

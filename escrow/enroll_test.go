@@ -73,13 +73,14 @@ func TestEnrollThenRecover(t *testing.T) {
 	if got := r.vol.keyOf(rr.NewKeyslot); string(got) != "new passphrase" {
 		t.Fatalf("new keyslot holds %q", got)
 	}
-	// Token and log agree: no certificate is read, the key is tested once.
+	// Token and log agree: no certificate is read, and the recovered key
+	// is tried on a keyslot once (the new keyslot's authorisation).
 	for i, c := range r.cards {
 		if c.reads != 0 {
 			t.Errorf("card %d: %d certificate reads at recover, want 0", i, c.reads)
 		}
 	}
 	if r.vol.tests != 1 {
-		t.Errorf("recovered key tested %d times, want 1", r.vol.tests)
+		t.Errorf("recovered key tried %d times, want 1", r.vol.tests)
 	}
 }

@@ -110,6 +110,14 @@ func (v *fakeVolume) addKeyslot(auth, newKey []byte, opts luks.AddOptions) (int,
 	if v.failAdd != nil {
 		return -1, v.failAdd
 	}
+	if opts.AuthSlot != nil {
+		// cryptsetup tries the key on that keyslot alone: one PBKDF run,
+		// the same as TestKey.
+		v.tests++
+		if k, ok := v.slots[*opts.AuthSlot]; !ok || !bytes.Equal(k, auth) {
+			return -1, fmt.Errorf("add keyslot: %w", luks.ErrWrongKey)
+		}
+	}
 	if v.opens(auth) < 0 {
 		return -1, fmt.Errorf("add keyslot: %w", luks.ErrWrongKey)
 	}
@@ -170,12 +178,15 @@ func (v *fakeVolume) killKeyslot(slot, keep int, auth []byte) error {
 	if len(v.slots) < 2 {
 		return luks.ErrLastKeyslot
 	}
-	if k, ok := v.slots[keep]; keep == slot || !ok || !bytes.Equal(k, auth) {
+	if keep == slot {
+		return fmt.Errorf("kill keyslot %d: %w", slot, luks.ErrAuthorisingKeyslot)
+	}
+	if k, ok := v.slots[keep]; !ok || !bytes.Equal(k, auth) {
 		return fmt.Errorf("kill keyslot %d: keep %d: %w", slot, keep, luks.ErrWrongKey)
 	}
 	for _, t := range v.tokens {
 		if t.Type != luks.TokenType && slices.Contains(t.Keyslots, slot) {
-			return fmt.Errorf("kill keyslot %d: %w", slot, luks.ErrForeignToken)
+			return fmt.Errorf("kill keyslot %d: %w", slot, luks.ErrBoundToForeignToken)
 		}
 	}
 	delete(v.slots, slot)

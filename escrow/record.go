@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
+	"strings"
 
 	"custos.dev/custos/shares"
 	"custos.dev/custos/store"
@@ -118,3 +119,34 @@ func who(serial, custodian string) string {
 
 // fingerprintText is a card key's fingerprint as the log writes it.
 func fingerprintText(k [32]byte) string { return shares.Fingerprint(k).String() }
+
+// upgraded is a version 1 record as custos writes it in version 2 (rollcall
+// and rotate upgrade what they touch): the same ceremony, with each
+// custodian's name made to follow the text rule (docs/FORMAT.md section 7;
+// version 1 took any name) and, since version 1 recorded no attestation,
+// allow_unattested set. A version 1 record with no digest (an enrollment
+// that never split its key) cannot be upgraded.
+func upgraded(r *Record) (*Record, error) {
+	if r.Version >= 2 {
+		return r, nil
+	}
+	if r.Digest == ([32]byte{}) || r.Keyslot < 0 {
+		return nil, fmt.Errorf("ceremony %s: a version 1 record without a digest or keyslot cannot be written in version 2", idText(r.ID))
+	}
+	u := r.Clone()
+	u.Version, u.AllowUnattested = 2, true
+	for i := range u.Cards {
+		u.Cards[i].Custodian = textOf(u.Cards[i].Custodian)
+	}
+	return u, nil
+}
+
+// textOf makes any name follow the text rule: the characters it refuses
+// become "?", surrounding spaces go, and it is cut to 64 bytes.
+func textOf(s string) string {
+	s = strings.TrimSpace(store.ShowText(s))
+	if store.CheckText(s) != nil {
+		return ""
+	}
+	return s
+}

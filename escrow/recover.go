@@ -55,11 +55,14 @@ type unlocked struct {
 // unlock collects cards until one candidate ceremony (only, when given)
 // reconstructs a recovery key that opens a keyslot, and returns it. The
 // ceremony to recover is chosen by what the copies confirm and what each
-// card's certificate names; the recovered key settles it: when it does not
-// open the keyslot its copies name, the keyslot it does open (if any) is
-// taken and the copies named as suspect, else the candidate is given up
-// and the others are tried with more cards.
-func unlock(ctx context.Context, env *Env, v *view, only *[16]byte) (*unlocked, error) {
+// card's certificate names; the recovered key settles it. use makes the
+// key's first use on the keyslot its copies name (testing it, or adding the
+// operator's new keyslot with it — either way one PBKDF run) and must
+// wrap luks.ErrWrongKey when the key does not open that keyslot: the
+// keyslot it does open (if any) is then used and the copies named as
+// suspect, else the candidate is given up and the others are tried with
+// more cards.
+func unlock(ctx context.Context, env *Env, v *view, only *[16]byte, use func(key []byte, slot int) error) (*unlocked, error) {
 	cands, notes := v.candidates()
 	u := &unlocked{problems: notes}
 	for _, n := range notes {
@@ -111,7 +114,7 @@ func unlock(ctx context.Context, env *Env, v *view, only *[16]byte) (*unlocked, 
 		}
 		key := shares.EncodeRecoveryKey(secret)
 		shares.Wipe(secret)
-		slot, err := proveKey(ctx, env, key, cand.rec.Keyslot)
+		slot, err := proveKey(ctx, env, key, cand.rec.Keyslot, use)
 		if err != nil {
 			shares.Wipe(key)
 			if errors.Is(err, ErrKeyslotMismatch) {
@@ -132,10 +135,16 @@ func unlock(ctx context.Context, env *Env, v *view, only *[16]byte) (*unlocked, 
 	}
 }
 
-// proveKey tests a recovered key on the keyslot its copies name — one
-// test — and, when it does not open it, finds the keyslot it opens.
-func proveKey(ctx context.Context, env *Env, key []byte, slot int) (int, error) {
-	err := env.Volume.TestKey(ctx, key, slot)
+// testKey is the use of a recovered key that only proves it.
+func testKey(ctx context.Context, env *Env) func(key []byte, slot int) error {
+	return func(key []byte, slot int) error { return env.Volume.TestKey(ctx, key, slot) }
+}
+
+// proveKey makes a recovered key's first use on the keyslot its copies
+// name and, when it does not open it, finds the keyslot it opens and uses
+// the key there.
+func proveKey(ctx context.Context, env *Env, key []byte, slot int, use func(key []byte, slot int) error) (int, error) {
+	err := use(key, slot)
 	if err == nil {
 		return slot, nil
 	}
@@ -143,13 +152,16 @@ func proveKey(ctx context.Context, env *Env, key []byte, slot int) (int, error) 
 		return -1, err
 	}
 	found, ferr := env.Volume.FindKeyslot(ctx, key)
-	if ferr == nil {
-		return found, nil
-	}
-	if errors.Is(ferr, luks.ErrWrongKey) {
+	switch {
+	case errors.Is(ferr, luks.ErrWrongKey):
 		return -1, fmt.Errorf("keyslot %d: %w", slot, ErrKeyslotMismatch)
+	case ferr != nil:
+		return -1, ferr
 	}
-	return -1, ferr
+	if err := use(key, found); err != nil {
+		return -1, err
+	}
+	return found, nil
 }
 
 // Recover collects K good shares from the custodians' cards, one card at a
@@ -171,29 +183,38 @@ func Recover(ctx context.Context, env *Env, opts RecoverOptions) (*RecoverResult
 		env.say("warning: the ceremony log is unreadable (%v): using the token and the cards", v.logErr)
 	}
 	res := &RecoverResult{NewKeyslot: -1, Keyslot: -1}
-	u, err := unlock(ctx, env, v, nil)
+	newKey := opts.NewKey
+	var added luks.Keyslot
+	// The recovered key's first use adds the operator's new keyslot,
+	// authorised on the keyslot its copies name: one PBKDF run proves the
+	// key and adds the keyslot.
+	add := func(key []byte, slot int) error {
+		if newKey == nil {
+			var err error
+			if newKey, err = askTwice(env.Prompt, "new passphrase for "+env.device()); err != nil {
+				return err
+			}
+		}
+		ks, h, err := env.Volume.AddKeyslot(ctx, v.h, key, newKey, luks.AddOptions{PBKDF: env.PBKDF, AuthSlot: &slot})
+		if err != nil {
+			return err
+		}
+		added, v.h = ks, h
+		return nil
+	}
+	u, err := unlock(ctx, env, v, nil, add)
+	if opts.NewKey == nil && newKey != nil {
+		defer shares.Wipe(newKey)
+	}
 	res.Cards, res.Problems = u.outcomes, u.problems
 	if err != nil {
 		return res, fmt.Errorf("recover: %w", err)
 	}
 	defer shares.Wipe(u.key)
 	res.Ceremony, res.Source, res.Keyslot = u.rec, u.source, u.slot
-	env.say("the recovery key opens keyslot %d", u.slot)
-
-	newKey := opts.NewKey
-	if newKey == nil {
-		if newKey, err = askTwice(env.Prompt, "new passphrase for "+env.device()); err != nil {
-			return res, fmt.Errorf("recover: %w", err)
-		}
-		defer shares.Wipe(newKey)
-	}
-	ks, _, err := env.Volume.AddKeyslot(ctx, v.h, u.key, newKey, luks.AddOptions{PBKDF: env.PBKDF})
-	if err != nil {
-		return res, fmt.Errorf("recover: %w", err)
-	}
-	slot := ks.ID
+	slot := added.ID
 	res.NewKeyslot = slot
-	env.say("added keyslot %d with the new key", slot)
+	env.say("the recovery key opens keyslot %d; added keyslot %d with the new key", u.slot, slot)
 
 	if env.Log != nil && v.logErr == nil {
 		h, err := logRecovery(env, u, res)

@@ -81,11 +81,15 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 	col.only, col.readCerts = &rec.ID, true
 	if inLog && cur.confirmed {
 		col.upgrade = func(cand *candidate, e RecordCard) ([]byte, error) {
+			up, err := upgraded(withCard(cand.rec, e))
+			if err != nil {
+				return nil, err
+			}
 			head, err := env.Log.Head()
 			if err != nil {
 				return nil, err
 			}
-			return store.EncodeCardCopy(withCard(cand.rec, e), head)
+			return store.EncodeCardCopy(up, head)
 		}
 	}
 	defer col.wipe()
@@ -135,7 +139,11 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 	anchorErrs = append(anchorErrs, col.anchorErrs...)
 
 	if t := cur.claim.token; t != nil && cur.confirmed && inLog && t.tok.Record.Version < 2 && v.h.Version == 2 {
-		if _, err := writeToken(ctx, env, v, rec); err != nil {
+		up, err := upgraded(rec)
+		if err == nil {
+			_, err = writeToken(ctx, env, v, up)
+		}
+		if err != nil {
 			res.Problems = append(res.Problems, fmt.Sprintf("upgrading %s: %v", t.name(), err))
 		} else {
 			res.Upgraded = append(res.Upgraded, t.name())

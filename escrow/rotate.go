@@ -168,7 +168,7 @@ func authorise(ctx context.Context, env *Env, v *view, key []byte, res *RotateRe
 		return &authority{key: key, slot: slot}, nil
 	}
 	env.say("authorise with the cards of the current ceremony")
-	u, err := unlock(ctx, env, v, nil)
+	u, err := unlock(ctx, env, v, nil, testKey(ctx, env))
 	if u != nil {
 		res.Cards = u.outcomes
 		res.Problems = append(res.Problems, u.problems...)
@@ -250,7 +250,7 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 			err = withHint(fmt.Errorf("%w; undoing it failed too: %v", err, uerr), "run custos status %s, then rerun custos rotate %s", env.device(), env.device())
 		}
 	}()
-	if err := addRecoveryKeyslot(ctx, env, v, rec, auth.key, key); err != nil {
+	if err := addRecoveryKeyslot(ctx, env, v, rec, auth.key, auth.slot, key); err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	if err := step(fpRotateKeyslot); err != nil {
@@ -413,7 +413,7 @@ func finishKey(ctx context.Context, env *Env, v *view, rec *Record, opts RotateO
 	}
 	env.say("to kill the old keyslot, the new recovery key is needed: insert the new cards")
 	id := rec.ID
-	u, err := unlock(ctx, env, v, &id)
+	u, err := unlock(ctx, env, v, &id, testKey(ctx, env))
 	if u != nil {
 		res.Problems = append(res.Problems, u.problems...)
 	}
