@@ -20,8 +20,8 @@
 //	yk, err := piv.Open(in.Reader())           // "Virtual PCD 00 00"
 //	...
 //	yk.Close()
-//	err = in.Remove()                          // returns once pcscd lost it
-//	in, err = other.Insert(ctx, vcard.Port0)   // swap: another card, same reader
+//	next, err := other.Insert(ctx, vcard.Port1) // swap: the next card into the other reader,
+//	err = in.Remove()                           // then the old one out (returns once pcscd lost it)
 //
 // LoadCard reopens a card from its state file. Card.Counts reports the
 // APDUs received (in all and by instruction byte) and the touches

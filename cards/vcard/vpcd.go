@@ -113,6 +113,9 @@ func (c *Card) Insert(ctx context.Context, port int) (*Inserted, error) {
 // Reader is the PC/SC name of the reader the card is in.
 func (in *Inserted) Reader() string { return in.reader }
 
+// Port is the vpcd port of the reader the card is in.
+func (in *Inserted) Port() int { return in.port }
+
 // Card is the inserted card.
 func (in *Inserted) Card() *Card { return in.card }
 
