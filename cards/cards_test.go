@@ -480,3 +480,41 @@ func TestReadersAndEvents(t *testing.T) {
 		t.Errorf("WaitRemoved(unknown reader) = %v, want nil (its card is gone)", err)
 	}
 }
+
+// TestWaitNewCard: a card seen is ignored while it stays in its reader, a
+// card in another reader is not, and the same card pulled out and put back
+// in the same reader is a new stay, however fast the swap.
+func TestWaitNewCard(t *testing.T) {
+	lock(t)
+	vcA := newVCard(t, 4000091, "")
+	vcB := newVCard(t, 4000092, "")
+	inA := insert(t, vcA, vcard.Port0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := WaitNewCard(ctx, nil, nil)
+	if err != nil || first.Reader != inA.Reader() {
+		t.Fatalf("WaitNewCard = %+v, %v; want %q", first, err, inA.Reader())
+	}
+	seen := map[Insertion]bool{first: true}
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	if in, err := WaitNewCard(short, nil, seen); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitNewCard with the card seen still in = %+v, %v; want the deadline", in, err)
+	}
+	cancelShort()
+
+	inB := insert(t, vcB, vcard.Port1)
+	if in, err := WaitNewCard(ctx, nil, seen); err != nil || in.Reader != inB.Reader() {
+		t.Errorf("WaitNewCard with a card in the other reader = %+v, %v; want %q", in, err, inB.Reader())
+	}
+
+	// Out and back in before anyone looked: the reader's count moved on.
+	if err := inA.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, vcA, vcard.Port0)
+	skip := map[string]bool{inB.Reader(): true}
+	again, err := WaitNewCard(ctx, skip, seen)
+	if err != nil || again.Reader != inA.Reader() || again == first {
+		t.Errorf("WaitNewCard after the card came back = %+v, %v; want a new stay in %q (first %+v)", again, err, inA.Reader(), first)
+	}
+}

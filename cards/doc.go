@@ -8,6 +8,7 @@
 //	readers, err := cards.Readers(ctx)         // what is in each reader
 //	reader, err := cards.WaitInserted(ctx, nil) // block until a card is in
 //	err = cards.WaitRemoved(ctx, reader)        // block until it is out
+//	in, err := cards.WaitNewCard(ctx, nil, seen) // a card not among those seen
 //
 // # A custody card
 //
@@ -95,6 +96,10 @@
 // unexplained transport error the reader is watched for up to a second, so
 // that a card pcscd has not yet seen leave is still reported as removed.
 //
-// WaitInserted and WaitRemoved poll SCardGetStatusChange with a one-second
-// timeout and retry while pcscd is not answering, until the context ends.
+// WaitInserted, WaitNewCard and WaitRemoved poll SCardGetStatusChange with a
+// one-second timeout and retry while pcscd is not answering, until the
+// context ends. WaitNewCard tells a card's stays in a reader apart by
+// pcsc-lite's count of the reader's insertions and removals, so a card
+// swapped out and back in is new even when nobody watched the reader
+// meanwhile.
 package cards

@@ -80,19 +80,49 @@ func Readers(ctx context.Context) ([]ReaderInfo, error) {
 // plugged in while it waits are watched too; when pcscd stops or restarts it
 // waits for it to come back. It returns ctx.Err() when ctx ends first.
 func WaitInserted(ctx context.Context, skip map[string]bool) (reader string, err error) {
-	err = watch(ctx, func(states []scard.ReaderState) bool {
+	in, err := WaitNewCard(ctx, skip, nil)
+	return in.Reader, err
+}
+
+// Insertion is one stay of a card in a reader. pcscd counts the card
+// insertions and removals of each reader (the upper 16 bits of
+// SCARD_READERSTATE's dwEventState); the reader's name and its count while
+// the card is in tell this stay from any other, however quickly one card
+// was swapped for another.
+type Insertion struct {
+	Reader string
+	Events uint16
+}
+
+// WaitNewCard is WaitInserted for a card that is not one of seen: it
+// returns a card's stay in a reader not named in skip, at once when a
+// reader already holds a card not seen, else when one is inserted. A card
+// seen goes on being ignored while it stays in its reader, and counts as
+// new once it was removed and inserted again.
+//
+// # Caveats
+//
+// When pcscd restarts, or a reader is unplugged and plugged in again, its
+// count starts over: a card seen before may then count as new, as it would
+// had it been removed.
+func WaitNewCard(ctx context.Context, skip map[string]bool, seen map[Insertion]bool) (Insertion, error) {
+	var in Insertion
+	err := watch(ctx, func(states []scard.ReaderState) bool {
 		for _, st := range states {
 			if st.Reader == pnpReader || skip[st.Reader] {
 				continue
 			}
 			if st.EventState&scard.StatePresent != 0 && st.EventState&scard.StateMute == 0 {
-				reader = st.Reader
-				return true
+				i := Insertion{Reader: st.Reader, Events: uint16(uint32(st.EventState) >> 16)}
+				if !seen[i] {
+					in = i
+					return true
+				}
 			}
 		}
 		return false
 	})
-	return reader, err
+	return in, err
 }
 
 // WaitRemoved returns once reader holds no card, or is gone. It returns

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -13,7 +14,13 @@ import (
 
 // ReaderSource is the CardSource over pcscd: it hands over each card
 // inserted into any reader (or only the readers named), one at a time. A
-// card handed over is not offered again until it has left its reader.
+// card handed over is not offered again until it has left its reader and
+// come back; a card already in another reader is offered at once.
+//
+// It tells one stay of a card in a reader from the next by pcscd's count
+// of the reader's insertions and removals (cards.Insertion), so a card
+// swapped for another in the same reader faster than anyone watched is
+// still seen as new.
 type ReaderSource struct {
 	// Readers, if not empty, are the only readers watched.
 	Readers []string
@@ -22,25 +29,22 @@ type ReaderSource struct {
 	OnSkip func(reader string, err error)
 
 	mu     sync.Mutex
-	handed map[string]bool // readers whose card was handed over and not yet removed
-	bg     context.Context
-	stop   context.CancelFunc
+	handed map[cards.Insertion]bool // cards handed over (or skipped), by their stay in a reader
 }
 
 // NewReaderSource returns a ReaderSource watching the readers named, or
 // every reader when none is. Close it when the ceremony is over.
 func NewReaderSource(readers ...string) *ReaderSource {
-	bg, stop := context.WithCancel(context.Background())
-	return &ReaderSource{Readers: readers, handed: map[string]bool{}, bg: bg, stop: stop}
+	return &ReaderSource{Readers: readers, handed: map[cards.Insertion]bool{}}
 }
 
-// Close stops watching for the removal of the cards handed over.
+// Close releases the source; there is nothing left to watch.
 func (s *ReaderSource) Close() error {
-	s.stop()
 	return nil
 }
 
-// poll bounds one wait, so that readers freed meanwhile are seen.
+// poll bounds one wait, so that readers plugged in meanwhile are checked
+// against Readers.
 const poll = 300 * time.Millisecond
 
 // Next implements CardSource.
@@ -51,7 +55,7 @@ func (s *ReaderSource) Next(ctx context.Context) (Card, error) {
 			return nil, err
 		}
 		wctx, cancel := context.WithTimeout(ctx, poll)
-		reader, err := cards.WaitInserted(wctx, skip)
+		in, err := cards.WaitNewCard(wctx, skip, s.seen())
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -62,78 +66,47 @@ func (s *ReaderSource) Next(ctx context.Context) (Card, error) {
 			}
 			return nil, fmt.Errorf("wait for a card: %w", err)
 		}
-		s.mark(reader)
-		c, err := cards.Open(reader)
+		s.mark(in)
+		c, err := cards.Open(in.Reader)
 		if err != nil {
 			if s.OnSkip != nil {
-				s.OnSkip(reader, err)
+				s.OnSkip(in.Reader, err)
 			}
-			s.release(reader)
 			continue
 		}
-		return &handedCard{Card: c, src: s, reader: reader}, nil
+		return c, nil
 	}
 }
 
-// skip lists the readers not to wait on: those whose card was handed over
-// and has not left, and those not named in Readers.
+// skip lists the readers not named in Readers.
 func (s *ReaderSource) skip(ctx context.Context) (map[string]bool, error) {
-	s.mu.Lock()
-	skip := map[string]bool{}
-	for r, h := range s.handed {
-		skip[r] = h
+	if len(s.Readers) == 0 {
+		return nil, nil
 	}
-	s.mu.Unlock()
-	if len(s.Readers) > 0 {
-		all, err := cards.Readers(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range all {
-			if !slices.Contains(s.Readers, r.Name) {
-				skip[r.Name] = true
-			}
+	all, err := cards.Readers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	skip := map[string]bool{}
+	for _, r := range all {
+		if !slices.Contains(s.Readers, r.Name) {
+			skip[r.Name] = true
 		}
 	}
 	return skip, nil
 }
 
-func (s *ReaderSource) mark(reader string) {
+func (s *ReaderSource) seen() map[cards.Insertion]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.handed)
+}
+
+func (s *ReaderSource) mark(in cards.Insertion) {
 	s.mu.Lock()
 	if s.handed == nil {
-		s.handed = map[string]bool{}
+		s.handed = map[cards.Insertion]bool{}
 	}
-	s.handed[reader] = true
+	s.handed[in] = true
 	s.mu.Unlock()
-}
-
-// release forgets a reader's card once it has left the reader.
-func (s *ReaderSource) release(reader string) {
-	bg := s.bg
-	if bg == nil {
-		bg = context.Background()
-	}
-	go func() {
-		if err := cards.WaitRemoved(bg, reader); err != nil && bg.Err() != nil {
-			return
-		}
-		s.mu.Lock()
-		delete(s.handed, reader)
-		s.mu.Unlock()
-	}()
-}
-
-// handedCard is a card a ReaderSource handed over.
-type handedCard struct {
-	*cards.Card
-	src    *ReaderSource
-	reader string
-	once   sync.Once
-}
-
-// Close closes the card and watches for it to leave its reader.
-func (c *handedCard) Close() error {
-	err := c.Card.Close()
-	c.once.Do(func() { c.src.release(c.reader) })
-	return err
 }

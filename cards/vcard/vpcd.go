@@ -87,6 +87,9 @@ func (c *Card) Insert(ctx context.Context, port int) (*Inserted, error) {
 		return fail(fmt.Errorf("%w: %v", ErrNoReader, err))
 	}
 	in.conn = conn
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true) // Go's default: each answer leaves in one segment
+	}
 	go in.serve()
 
 	// vpcd accepts one card per reader; a connection it has not taken
@@ -109,6 +112,9 @@ func (c *Card) Insert(ctx context.Context, port int) (*Inserted, error) {
 
 // Reader is the PC/SC name of the reader the card is in.
 func (in *Inserted) Reader() string { return in.reader }
+
+// Port is the vpcd port of the reader the card is in.
+func (in *Inserted) Port() int { return in.port }
 
 // Card is the inserted card.
 func (in *Inserted) Card() *Card { return in.card }
@@ -141,10 +147,10 @@ func (in *Inserted) stop() {
 
 // serve answers vpcd: each message is a 2-byte big-endian length and a
 // payload; a 1-byte payload is a control message, a longer one a command
-// APDU answered by its response APDU.
+// APDU answered by its response APDU. Each answer goes out in one write.
 func (in *Inserted) serve() {
 	defer close(in.done)
-	r := bufio.NewReader(in.conn)
+	r := bufio.NewReader(quickAckReader{in.conn})
 	var hdr [2]byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -182,6 +188,27 @@ func (in *Inserted) serve() {
 	}
 }
 
+// quickAckReader acknowledges at once every segment it reads from vpcd.
+//
+// vpcd (virtualsmartcard 0.8, in Debian 12's vsmartcard 3.3; 0.9 sends
+// both at once) sends a message in two send() calls, the length and then
+// the payload, on a socket with Nagle's algorithm on: the payload leaves
+// only once the length is acknowledged. Linux delays that ACK by up to
+// 40 ms on a connection it sees as request-response, so every APDU cost
+// ~45 ms. TCP_QUICKACK sends the pending ACK at once and leaves
+// delayed-ACK mode, but Linux falls back to it after each answer we send:
+// so it is set again around every read.
+type quickAckReader struct{ conn net.Conn }
+
+func (q quickAckReader) Read(p []byte) (int, error) {
+	quickAck(q.conn)
+	n, err := q.conn.Read(p)
+	if n > 0 {
+		quickAck(q.conn)
+	}
+	return n, err
+}
+
 func (in *Inserted) finish(err error) {
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 		err = nil
@@ -189,13 +216,15 @@ func (in *Inserted) finish(err error) {
 	in.err = err
 }
 
-// waitReader polls pcscd until the reader reports a card (present true)
-// or none.
+// waitReader waits until pcscd reports a card in the reader (present
+// true) or none. It blocks in SCardGetStatusChange, so it returns at the
+// poll where pcscd sees the change, and asks again shortly when pcscd
+// fails (restarting, the reader not yet listed).
 func waitReader(ctx context.Context, reader string, present bool) error {
 	var last error
 	for {
-		ok, err := readerHasCard(reader)
-		if err == nil && ok == present {
+		ok, err := watchReader(ctx, reader, present)
+		if ok {
 			return nil
 		}
 		last = err
@@ -209,33 +238,61 @@ func waitReader(ctx context.Context, reader string, present bool) error {
 				state = "absent"
 			}
 			return fmt.Errorf("%w: pcscd did not report the card %s in %s", ErrNoReader, state, reader)
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(retryPCSC(err)):
 		}
 	}
 }
 
-func readerHasCard(reader string) (bool, error) {
-	ctx, err := scard.EstablishContext()
+// retryPCSC is how long waitReader pauses before watching again: not at
+// all after a wait that only timed out, 50 ms after pcscd failed.
+func retryPCSC(err error) time.Duration {
+	if err == nil {
+		return 0
+	}
+	return 50 * time.Millisecond
+}
+
+// watchReader watches every reader pcscd lists (so that a change anywhere
+// ends the call and frees pcsc.GetStatusChange's lock for others in this
+// process) until the reader's card is present as wanted, or ctx ends
+// (false, nil).
+func watchReader(ctx context.Context, reader string, present bool) (bool, error) {
+	sc, err := scard.EstablishContext()
 	if err != nil {
 		return false, fmt.Errorf("connect to pcscd: %w", err)
 	}
-	defer ctx.Release()
-	readers, err := ctx.ListReaders()
+	defer sc.Release()
+	readers, err := sc.ListReaders()
 	if err != nil {
 		return false, fmt.Errorf("list readers: %w", err)
 	}
+	states := make([]scard.ReaderState, len(readers))
 	found := false
-	for _, r := range readers {
-		if strings.EqualFold(r, reader) {
-			found = true
-		}
+	for i, r := range readers {
+		states[i] = scard.ReaderState{Reader: r, CurrentState: scard.StateUnaware}
+		found = found || strings.EqualFold(r, reader)
 	}
 	if !found {
 		return false, fmt.Errorf("pcscd has no reader %q (readers: %q)", reader, readers)
 	}
-	rs := []scard.ReaderState{{Reader: reader, CurrentState: scard.StateUnaware}}
-	if err := pcsc.GetStatusChange(ctx, rs, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
-		return false, fmt.Errorf("reader status: %w", err)
+	var timeout time.Duration // the first call only reads the states
+	for {
+		if err := pcsc.GetStatusChange(sc, states, timeout); err != nil && !errors.Is(err, scard.ErrTimeout) {
+			return false, fmt.Errorf("reader status: %w", err)
+		}
+		for i := range states {
+			st := &states[i]
+			if strings.EqualFold(st.Reader, reader) && st.EventState&scard.StatePresent != 0 == present {
+				return true, nil
+			}
+			st.CurrentState = st.EventState &^ scard.StateChanged
+		}
+		timeout = pcsc.MaxWait
+		if deadline, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(deadline))
+		}
+		if ctx.Err() != nil || timeout <= 0 {
+			return false, nil
+		}
 	}
-	return rs[0].EventState&scard.StatePresent != 0, nil
 }

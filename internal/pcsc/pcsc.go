@@ -15,7 +15,6 @@
 package pcsc
 
 import (
-	"sync"
 	"time"
 
 	"github.com/ebfe/scard"
@@ -25,16 +24,24 @@ import (
 // loop on scard.ErrTimeout as they would for their own timeout.
 const MaxWait = 250 * time.Millisecond
 
-var mu sync.Mutex
+// sem is the lock. A channel, not a sync.Mutex: a channel hands itself to
+// the goroutine that has waited longest, whereas a mutex mostly goes back
+// to the goroutine that just let go of it, and a watcher looping on
+// GetStatusChange would keep another waiting a whole MaxWait after the
+// change both wait for.
+var sem = make(chan struct{}, 1)
+
+func lock()   { sem <- struct{}{} }
+func unlock() { <-sem }
 
 // GetStatusChange is scard's (*Context).GetStatusChange, serialised
-// process-wide, with the timeout capped at MaxWait (a negative timeout,
-// scard's "infinite", is capped too).
+// process-wide, first come first served, with the timeout capped at
+// MaxWait (a negative timeout, scard's "infinite", is capped too).
 func GetStatusChange(c *scard.Context, states []scard.ReaderState, timeout time.Duration) error {
 	if timeout < 0 || timeout > MaxWait {
 		timeout = MaxWait
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	lock()
+	defer unlock()
 	return c.GetStatusChange(states, timeout)
 }

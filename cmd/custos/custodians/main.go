@@ -1,7 +1,9 @@
 // Command custodians plays the custodians of a rehearsal (scripts/rehearse):
-// it runs a custos command and, each time custos asks for a card, takes the
-// card out of the vpcd reader and inserts the next virtual card of its list,
-// as the next custodian in line would. Everything custos says is shown on
+// it runs a custos command and, each time custos asks for a card, inserts
+// the next virtual card of its list into a vpcd reader and takes the last
+// one out, as the next custodian in line would (the cards alternate between
+// the two readers, so that custos need not wait for pcscd to see a card
+// leave before it sees the next). Everything custos says is shown on
 // standard error, with the card swaps marked "»". Standard input goes to
 // custos untouched: PINs and passphrases one line per prompt.
 //
@@ -26,7 +28,7 @@ import (
 
 func main() {
 	fs := flag.NewFlagSet("custodians", flag.ContinueOnError)
-	port := fs.Int("port", vcard.Port0, "vpcd port of the reader")
+	port := fs.Int("port", vcard.Port0, "vpcd port of the reader the first card goes into")
 	first := fs.Bool("first", false, "insert the first card before the command starts")
 	list := fs.String("cards", "", "comma-separated state files of the virtual cards, in the order they are inserted")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -47,12 +49,12 @@ func main() {
 	}
 	ctx := context.Background()
 	if *first {
-		c, err := deck.Insert(ctx)
+		in, err := deck.Insert(ctx)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "custodians: %v\n", err)
 			os.Exit(1)
 		}
-		fmt.Fprintf(os.Stderr, "» card %d inserted into %s\n", c.Serial(), vcard.ReaderName(*port))
+		fmt.Fprintf(os.Stderr, "» card %d inserted into %s\n", in.Card().Serial(), in.Reader())
 	}
 	cmd := exec.Command(fs.Arg(0), fs.Args()[1:]...)
 	cmd.Stdin, cmd.Stdout = os.Stdin, os.Stdout
