@@ -315,18 +315,20 @@ func (v *fakeVolume) custosToken(t *testing.T) (int, *store.Token) {
 
 // fakeCard is an in-memory custody card.
 type fakeCard struct {
-	mu       sync.Mutex
-	serial   uint32
-	pin      []byte
-	retries  int
-	slots    map[uint8]*fakeSlot
-	reader   string
-	attest   attestMode
-	// failWrite makes WriteShare fail.
-	failWrite error
-	opened    int // ECDHs that reached the key
-	verifies  int // PIN verifications
-	reads     int // certificate reads
+	mu      sync.Mutex
+	serial  uint32
+	pin     []byte
+	retries int
+	slots   map[uint8]*fakeSlot
+	reader  string
+	attest  attestMode
+	// failWrite makes WriteShare fail; corruptRead makes it return
+	// another share than the one sealed (a card that reads back wrong).
+	failWrite   error
+	corruptRead bool
+	opened      int // ECDHs that reached the key
+	verifies    int // PIN verifications
+	reads       int // certificate reads
 }
 
 // attestMode is how a fake card answers an attestation.
@@ -465,6 +467,9 @@ func (c *fakeCard) WriteShare(slot uint8, pin []byte, sealed *shares.SealedShare
 	sh, err := c.open(fs, sealed)
 	if err != nil {
 		return nil, err
+	}
+	if c.corruptRead {
+		sh.Value[0] ^= 1
 	}
 	fs.cert = &cards.SlotCert{Payload: bytes.Clone(payload), Key: sealed.Recipient}
 	return sh, nil
