@@ -694,6 +694,9 @@ func (c *collector) gather(ctx context.Context) ([]byte, *candidate, error) {
 			continue
 		}
 		if len(c.live()) == 0 && !c.learn {
+			if err := c.givenUp(); err != nil {
+				return nil, nil, err
+			}
 			return nil, nil, c.quorumError(errors.New("no ceremony is left to try"))
 		}
 		good, need := c.best()
@@ -733,6 +736,24 @@ func describe(err error) string {
 		return s[i+2:]
 	}
 	return s
+}
+
+// givenUp is the error for a collection whose every candidate was given
+// up because its recovered key opened no keyslot: the quorum was reached,
+// what failed is the verification (exit 4). It is nil when no candidate
+// was given up.
+func (c *collector) givenUp() error {
+	var dead []error
+	for _, cand := range c.cands {
+		if cand.dead != nil {
+			dead = append(dead, fmt.Errorf("%s: %w", cand.name(), cand.dead))
+		}
+	}
+	if len(dead) == 0 {
+		return nil
+	}
+	return withHint(fmt.Errorf("no ceremony is left to try: %w", errors.Join(dead...)),
+		"the keyslot the copies name holds another key: run custos status %s", c.env.device())
 }
 
 // quorumError is the error for running out of cards (or time) before K
