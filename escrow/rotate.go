@@ -114,7 +114,10 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 			return res, finishRotate(ctx, env, v, old.Record, o, nil, opts, res)
 		}
 		env.say("undoing unfinished rotation %s", idText(o.ID))
-		if auth, err = authorise(ctx, env, v, opts.AuthKey, res); err != nil {
+		// Only the ceremony the rotation replaces may authorise its undo:
+		// the rotation's own key would protect its keyslot from the kill
+		// and then be taken for the ceremony to replace.
+		if auth, err = authorise(ctx, env, v, opts.AuthKey, res, &o.Replaces); err != nil {
 			return res, fmt.Errorf("rotate: undo %s: %w", idText(o.ID), err)
 		}
 		if err := undo(ctx, env, v, o, auth.slot, auth.key, nil, "interrupted rotation"); err != nil {
@@ -127,7 +130,7 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 	}
 
 	if auth == nil {
-		if auth, err = authorise(ctx, env, v, opts.AuthKey, res); err != nil {
+		if auth, err = authorise(ctx, env, v, opts.AuthKey, res, nil); err != nil {
 			return res, fmt.Errorf("rotate: %w", err)
 		}
 	}
@@ -158,8 +161,9 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 }
 
 // authorise obtains a key that opens a keyslot: key (the operator's), or
-// the recovery key of the current ceremony from K of its cards.
-func authorise(ctx context.Context, env *Env, v *view, key []byte, res *RotateResult) (*authority, error) {
+// the recovery key of the current ceremony (only, when given) from K of
+// its cards.
+func authorise(ctx context.Context, env *Env, v *view, key []byte, res *RotateResult, only *[16]byte) (*authority, error) {
 	if key != nil {
 		slot, err := env.Volume.FindKeyslot(ctx, key)
 		if err != nil {
@@ -167,8 +171,12 @@ func authorise(ctx context.Context, env *Env, v *view, key []byte, res *RotateRe
 		}
 		return &authority{key: key, slot: slot}, nil
 	}
-	env.say("authorise with the cards of the current ceremony")
-	u, err := unlock(ctx, env, v, nil, testKey(ctx, env))
+	if only != nil {
+		env.say("authorise with the cards of ceremony %s", idText(*only))
+	} else {
+		env.say("authorise with the cards of the current ceremony")
+	}
+	u, err := unlock(ctx, env, v, only, testKey(ctx, env))
 	if u != nil {
 		res.Cards = u.outcomes
 		res.Problems = append(res.Problems, u.problems...)
