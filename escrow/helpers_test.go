@@ -520,3 +520,16 @@ func (r *rig) killCount() int {
 	defer r.vol.mu.Unlock()
 	return len(r.vol.killed)
 }
+
+// String summarises a status report for a test's failure message.
+func (st *StatusReport) String() string {
+	if st == nil {
+		return "<nil>"
+	}
+	id := "none"
+	if st.Ceremony != nil {
+		id = idText(st.Ceremony.ID)
+	}
+	return fmt.Sprintf("ceremony %s from %q confirmed %v keyslot in use %v live %d margin %d unfinished %+v problems %q notes %q",
+		id, st.Source, st.Confirmed, st.KeyslotInUse, st.Live, st.Margin, st.Unfinished, st.Problems, st.Notes)
+}
