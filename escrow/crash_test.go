@@ -333,3 +333,106 @@ func TestRotateCrashLUKS1AfterOldKilled(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyAddedAfterCrashIsNeverKilled: after a crash at any step, the
+// operator adds a key of their own with plain luksAddKey (it lands in the
+// first free keyslot, maybe under a number the log remembers: reserved for
+// the interrupted ceremony, or the old recovery keyslot already killed).
+// Whatever the rerun does, that key and the operator's survive.
+func TestKeyAddedAfterCrashIsNeverKilled(t *testing.T) {
+	for _, version := range []int{1, 2} {
+		for _, p := range enrollCrashes {
+			t.Run(fmt.Sprintf("luks%d/%s#%d", version, p.name, p.nth), func(t *testing.T) {
+				_, finishes, _ := enrollAfterCrash(version, p)
+				r := newRig(t, version, 3)
+				crashAt(t, p.name, p.nth)
+				r.insert(0, 1, 2)
+				if _, err := Enroll(context.Background(), r.env, EnrollOptions{K: 2, N: 3, AuthKey: []byte(operatorKey)}); !crashed(err) {
+					t.Fatalf("no crash: %v", err)
+				}
+				failpoint = nil
+				var reserved = -1
+				if st := r.status(); st.Unfinished != nil {
+					reserved = r.openRecord().Keyslot
+				}
+				own := r.addKey(ownKey)
+				r.reset()
+				r.insert(0, 1, 2)
+				res, err := Enroll(context.Background(), r.env, EnrollOptions{K: 2, N: 3, AuthKey: []byte(operatorKey)})
+				switch {
+				case p.name == fpEnrollLogged:
+					if !errors.Is(err, ErrAlreadyEnrolled) {
+						t.Fatalf("rerun after the end: %v", err)
+					}
+				case err != nil:
+					t.Fatalf("rerun: %v\n%s", err, r.p.transcript())
+				case finishes != (res.Resumed == "finished"):
+					t.Fatalf("resumed %q", res.Resumed)
+				case own == reserved && !strings.Contains(r.p.transcript(), fmt.Sprintf("cryptsetup luksKillSlot /dev/test %d", own)):
+					t.Fatalf("keyslot %d left without a word:\n%s", own, r.p.transcript())
+				}
+				r.opensWith(ownKey, own)
+				r.opensWithOperatorKey()
+			})
+		}
+		for _, p := range rotateCrashes {
+			t.Run(fmt.Sprintf("luks%d/%s#%d", version, p.name, p.nth), func(t *testing.T) {
+				done, finishes, _, stuck := rotateAfterCrash(version, p)
+				r := newRig(t, version, 4)
+				old := r.enroll(2, 3).Ceremony
+				crashAt(t, p.name, p.nth)
+				if _, err := r.rotateRun(RotateOptions{}); !crashed(err) {
+					t.Fatalf("no crash: %v", err)
+				}
+				failpoint = nil
+				reserved := -1
+				if !done {
+					reserved = r.openRecord().Keyslot
+				}
+				oldFree := !r.vol.inUse(old.Keyslot)
+				own := r.addKey(ownKey)
+				r.reset()
+				opts := RotateOptions{}
+				switch {
+				case done || finishes && oldFree:
+				case finishes:
+					r.insert(3, 1)
+				case stuck:
+					r.insert(0, 1)
+				default:
+					r.insert(0, 1, 1, 2, 3, 0)
+					opts.WipeWait = time.Second
+				}
+				if done {
+					// Nothing to rerun: a new rotation would begin.
+					r.opensWith(ownKey, own)
+					r.opensWithOperatorKey()
+					return
+				}
+				res, err := Rotate(context.Background(), r.env, opts)
+				switch {
+				case own == old.Keyslot && finishes:
+					// The old keyslot was killed before the crash; the key
+					// now under its number is not proven the old one: it is
+					// left, named, and the finished rotation says so (exit 4).
+					if !errors.Is(err, ErrUnconfirmed) || res.Resumed != "finished" || !strings.Contains(err.Error(), fmt.Sprintf("keyslot %d", own)) ||
+						r.logState(res.New.ID).Status != StatusActive {
+						t.Fatalf("rerun: %v %+v\n%s", err, res, r.p.transcript())
+					}
+				case stuck:
+					if err == nil {
+						t.Fatal("rerun went on in the luks1 window")
+					}
+				case err != nil:
+					t.Fatalf("rerun: %v\n%s", err, r.p.transcript())
+				case finishes != (res.Resumed == "finished"):
+					t.Fatalf("resumed %q", res.Resumed)
+				case own == reserved && !strings.Contains(r.p.transcript(), fmt.Sprintf("cryptsetup luksKillSlot /dev/test %d", own)):
+					t.Fatalf("keyslot %d left without a word:\n%s", own, r.p.transcript())
+				}
+				r.opensWith(ownKey, own)
+				r.opensWithOperatorKey()
+			})
+		}
+	}
+}
