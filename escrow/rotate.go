@@ -372,8 +372,19 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *
 	if err := step(fpRotateOldTokenRm); err != nil {
 		return err
 	}
+	var differs []store.Difference
 	head, err := env.Log.Update(func(tx *store.Tx) error {
-		if _, err := tx.PutCeremony(env.actor(), StatusRetired, old); err != nil {
+		retire := old
+		if st, err := tx.Ceremony(idText(old.ID)); err == nil {
+			// The log's record of the old ceremony may differ from the one
+			// its recovered key proved (a forged log): the log takes the
+			// status change on its own record, which it would refuse to
+			// see changed.
+			if differs = store.Compare(st.Record, old); len(differs) > 0 {
+				retire = st.Record
+			}
+		}
+		if _, err := tx.PutCeremony(env.actor(), StatusRetired, retire); err != nil {
 			return err
 		}
 		_, err := tx.PutCeremony(env.actor(), StatusActive, rec)
@@ -381,6 +392,12 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *
 	})
 	if err != nil {
 		return fail(fmt.Errorf("log the rotation: %w", err))
+	}
+	if len(differs) > 0 {
+		msg := fmt.Sprintf("the log's record of the retired ceremony %s differs from the one its recovered key proved (%v): the log is suspect; run custos log verify",
+			idText(old.ID), differs)
+		res.Problems = append(res.Problems, msg)
+		env.say("warning: %s", msg)
 	}
 	res.Anchor = head
 	if err := step(fpRotateLogged); err != nil {
