@@ -502,7 +502,11 @@ func (c *collector) speaksFor(cc *certCopy) (*candidate, RecordCard, error) {
 		if st, ok := c.known[rec.ID]; ok && st != StatusActive && st != StatusOpen {
 			return nil, RecordCard{}, fmt.Errorf("card %s: %w (%s, %s)", cc.serial, ErrOtherCeremony, idText(rec.ID), st)
 		}
-		if c.learn && (c.only == nil || *c.only == rec.ID) && c.v.h.InUse(rec.Keyslot) {
+		// A ceremony no token or log in play holds — the real one, when
+		// a forged token took the real one's place — is learnt from the
+		// cards that name it: k of them recover the volume alone.
+		given := slices.ContainsFunc(c.cands, func(k *candidate) bool { return k.rec.ID == rec.ID })
+		if !given && (c.only == nil || *c.only == rec.ID) && c.v.h.InUse(rec.Keyslot) {
 			cand := newCandidate(frameOf(rec), []string{cc.name()}, false)
 			cand.fromCards = true
 			c.cands = append(c.cands, cand)
