@@ -1,0 +1,323 @@
+package escrow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"custos.dev/custos/shares"
+	"custos.dev/custos/store"
+)
+
+// The attacks of issue 10 ("Trust at the point of use") and others like
+// them, each against the fakes and a real bbolt log. Every copy may be
+// forged by someone holding fewer than k cards: the log by whoever can
+// write its file, the token by whoever holds the disk, a certificate by its
+// own custodian. None of them alone may make custos kill a keyslot, keep a
+// revoked one alive, or recover from the wrong ceremony.
+
+const (
+	colleagueKey = "a colleague's passphrase"
+	tpmKey       = "the key systemd-cryptenroll sealed to the tpm"
+)
+
+// victim is a volume with a 2-of-3 ceremony (cards 0-2, card 3 spare for
+// rotations), a colleague's passphrase added after it, and a TPM2 keyslot
+// of systemd-cryptenroll (bound to its token of type systemd-tpm2) that
+// lets the server boot unattended.
+type victim struct {
+	*rig
+	rec                  *Record
+	recoveryKey          []byte
+	colleague, tpm       int
+	colleagueSalt, tpmSa string
+}
+
+func newVictim(t *testing.T, version int) *victim {
+	r := newRig(t, version, 4)
+	v := &victim{rig: r, rec: r.enroll(2, 3).Ceremony}
+	v.recoveryKey = r.vol.keyOf(v.rec.Keyslot)
+	v.colleague = r.addKey(colleagueKey)
+	v.tpm = r.addKey(tpmKey)
+	if version == 2 {
+		r.vol.setToken(7, "systemd-tpm2", []int{v.tpm}, []byte(fmt.Sprintf(`{"type":"systemd-tpm2","keyslots":["%d"],"tpm2-blob":"AAAA"}`, v.tpm)))
+	}
+	h := r.header()
+	v.colleagueSalt, v.tpmSa = h.Keyslot(v.colleague).Salt, h.Keyslot(v.tpm).Salt
+	r.p.said, r.p.prompts = nil, nil
+	return v
+}
+
+// safe checks what every attack must leave: the operator's key, the
+// colleague's and the TPM's keyslots open, and none of them was killed.
+func (v *victim) safe() {
+	v.t.Helper()
+	v.opensWithOperatorKey()
+	v.opensWith(colleagueKey, v.colleague)
+	v.opensWith(tpmKey, v.tpm)
+	v.vol.mu.Lock()
+	defer v.vol.mu.Unlock()
+	for _, k := range v.vol.killed {
+		if k == 0 || k == v.colleague || k == v.tpm {
+			v.t.Fatalf("keyslot %d killed\n%s", k, v.p.transcript())
+		}
+	}
+}
+
+// rotateWithKey runs rotate --key-file with new cards 1, 2, 3 queued.
+func (v *victim) rotateWithKey() (*RotateResult, error) {
+	v.insert(1, 2, 3)
+	return Rotate(context.Background(), v.env, RotateOptions{AuthKey: []byte(operatorKey)})
+}
+
+// moved is the victim's ceremony moved onto keyslot slot, whose (public)
+// salt it copies.
+func (v *victim) moved(slot int, salt string) *Record {
+	m := v.rec.Clone()
+	m.Keyslot, m.Salt = slot, salt
+	return m
+}
+
+// Attack 1. The log decides which keyslot rotate kills: one well-chained
+// event moves the active ceremony onto another keyslot — a colleague's
+// passphrase, the TPM2 keyslot, the operator's own — copying that
+// keyslot's salt. The store refuses such an event through its API, so the
+// attacker writes it into the file; log verify names it. The old custos
+// then killed the keyslot the log named with rotate --key-file, left the
+// real recovery keyslot alive and called it retired. Now the token and the
+// log disagree, rotate --key-file refuses before changing anything (exit
+// 4), and a card-authorised rotate kills the keyslot the recovered key
+// opens, and only that one.
+func TestAttackLogMovesTheCeremony(t *testing.T) {
+	for _, target := range []string{"colleague", "tpm2", "operator"} {
+		t.Run(target, func(t *testing.T) {
+			v := newVictim(t, 2)
+			var forged *Record
+			switch target {
+			case "colleague":
+				forged = v.moved(v.colleague, v.colleagueSalt)
+			case "tpm2":
+				forged = v.moved(v.tpm, v.tpmSa)
+			default:
+				forged = v.moved(0, v.header().Keyslot(0).Salt)
+			}
+			// The store's API refuses the event.
+			_, err := v.log.Update(func(tx *store.Tx) error {
+				_, err := tx.PutCeremony("mallory", StatusActive, forged)
+				return err
+			})
+			var re *store.RuleError
+			if !errors.As(err, &re) || re.Rule != store.RuleFrame {
+				t.Fatalf("the store took the forged event: %v", err)
+			}
+			head := v.forgeCeremony(StatusActive, forged)
+			if st := v.logState(v.rec.ID); st.Record.Keyslot != forged.Keyslot || st.Last != head.Seq {
+				t.Fatalf("the forgery does not show: %+v", st)
+			}
+			if _, err := v.log.Verify(); !errors.As(err, &re) {
+				t.Fatalf("log verify: %v", err)
+			}
+
+			adds, kills, taken := v.vol.adds, v.killCount(), v.src.taken
+			_, err = v.rotateWithKey()
+			if !errors.Is(err, ErrUnconfirmed) || ExitCode(err) != ExitVerification || !strings.Contains(err.Error(), "keyslot differs between token 0 and the log") {
+				t.Fatalf("rotate --key-file: %v\n%s", err, v.p.transcript())
+			}
+			if v.vol.adds != adds || v.src.taken != taken {
+				t.Fatal("the refused rotation changed something")
+			}
+			v.killedNothing(kills)
+			st, err := Status(context.Background(), v.env)
+			if ExitCode(err) != ExitVerification || st.Confirmed || !strings.Contains(err.Error(), "log") {
+				t.Fatalf("status: %v %v", err, st)
+			}
+			v.safe()
+
+			// Authorised by cards, the rotation follows the ceremony the
+			// cards' certificates name (the token's, which the recovered
+			// key proves) and kills the real recovery keyslot.
+			v.reset()
+			v.insert(0, 1, 1, 2, 3)
+			res, err := Rotate(context.Background(), v.env, RotateOptions{})
+			if err != nil || !res.OldKilled || res.Old.Keyslot != v.rec.Keyslot ||
+				!strings.Contains(v.p.transcript(), fmt.Sprintf("the recovery key of ceremony %s opens keyslot %d", idText(v.rec.ID), v.rec.Keyslot)) {
+				t.Fatalf("card-authorised rotate: %v %+v\n%s", err, res, v.p.transcript())
+			}
+			// The log takes the retirement on its own (forged) record, and
+			// the rotation says the log is suspect.
+			if v.logState(v.rec.ID).Status != StatusRetired || v.logState(res.New.ID).Status != StatusActive ||
+				!strings.Contains(strings.Join(res.Problems, "\n"), "the log is suspect") {
+				t.Fatalf("log after the rotation; problems %q", res.Problems)
+			}
+			v.safe()
+			v.opensNothing("the revoked recovery key", v.recoveryKey)
+		})
+	}
+}
+
+// Attack 1, second form: a forged open rotation naming a keyslot (the
+// store takes it: an open record may name any keyslot and salt). The old
+// custos "undid" it, killing that keyslot. Now the log alone names it: the
+// undo leaves it in place and names it; the rotation then goes on and
+// kills only the real recovery keyslot.
+func TestAttackForgedOpenRotation(t *testing.T) {
+	for _, auth := range []string{"cards", "key file"} {
+		for _, target := range []string{"colleague", "tpm2", "operator"} {
+			t.Run(auth+"/"+target, func(t *testing.T) {
+				v := newVictim(t, 2)
+				slot, salt := v.colleague, v.colleagueSalt
+				switch target {
+				case "tpm2":
+					slot, salt = v.tpm, v.tpmSa
+				case "operator":
+					slot, salt = 0, v.header().Keyslot(0).Salt
+				}
+				f := &Record{Version: 2, ID: [16]byte(shares.NewCeremonyID()), Volume: v.rec.Volume, K: 2, N: 3, Keyslot: slot, Salt: salt,
+					Digest: v.rec.Digest, Replaces: v.rec.ID}
+				if _, err := v.log.Update(func(tx *store.Tx) error {
+					_, err := tx.PutCeremony("mallory", StatusOpen, f)
+					return err
+				}); err != nil {
+					t.Fatalf("the store refused an open rotation: %v", err)
+				}
+				opts := RotateOptions{WipeWait: time.Millisecond}
+				if auth == "cards" {
+					v.insert(0, 1)
+				} else {
+					opts.AuthKey = []byte(operatorKey)
+				}
+				v.insert(1, 2, 3)
+				res, err := Rotate(context.Background(), v.env, opts)
+				if err != nil || res.Resumed != "undone" || !res.OldKilled {
+					t.Fatalf("rotate: %v %+v\n%s", err, res, v.p.transcript())
+				}
+				if !strings.Contains(v.p.transcript(), fmt.Sprintf("keyslot %d of interrupted rotation %s left in place", slot, idText(f.ID))) {
+					t.Fatalf("the named keyslot not reported:\n%s", v.p.transcript())
+				}
+				if v.logState(f.ID).Status != StatusAbandoned {
+					t.Fatal("the forged rotation is not abandoned")
+				}
+				v.safe()
+				v.opensNothing("the revoked recovery key", v.recoveryKey)
+			})
+		}
+	}
+}
+
+// Attack 2. A forged token for a fake ceremony that "replaces" the real
+// one, reusing the real serials, slots and keys, with junk shares sealed to
+// the cards' public keys. The old custos tried the fake first: every
+// custodian typed a PIN, every share "matched its commitment", and it
+// ended with a hint that the keyslot changed. Now the real ceremony, which
+// two copies confirm, comes first, and each card speaks for the ceremony
+// its own certificate names: the fake gets no card, no PIN, no ECDH.
+func TestAttackForgedTokenReplacesTheCeremony(t *testing.T) {
+	for _, variant := range []string{"beside the real token", "real token removed", "real token removed, no log", "no log"} {
+		t.Run(variant, func(t *testing.T) {
+			v := newVictim(t, 2)
+			fake := &Record{Version: 2, ID: [16]byte(shares.NewCeremonyID()), Volume: v.rec.Volume, K: 2, N: 3,
+				Keyslot: v.rec.Keyslot, Salt: v.rec.Salt, Replaces: v.rec.ID}
+			v.junkShares(fake, v.rec)
+			_, tok := v.vol.custosToken(t)
+			if strings.Contains(variant, "removed") {
+				v.removeTokens()
+			}
+			v.plantToken(fake, tok.Anchor)
+			if strings.Contains(variant, "no log") {
+				v.env.Log = nil
+			}
+			for _, c := range v.cards {
+				c.opened, c.verifies = 0, 0
+			}
+			rr, err := v.recover("new passphrase", 0, 1)
+			if err != nil {
+				t.Fatalf("recover: %v\n%s", err, v.p.transcript())
+			}
+			if rr.Ceremony.ID != v.rec.ID || rr.Keyslot != v.rec.Keyslot {
+				t.Fatalf("recovered %s from %s", idText(rr.Ceremony.ID), rr.Source)
+			}
+			for i, c := range v.cards[:2] {
+				if c.opened != 1 || c.verifies != 1 {
+					t.Errorf("card %d: %d ecdh, %d pin verifications: the fake was tried", i, c.opened, c.verifies)
+				}
+			}
+			if len(v.p.prompts) != 2 {
+				t.Errorf("prompts %q", v.p.prompts)
+			}
+			v.opensWith("new passphrase", rr.NewKeyslot)
+			v.safe()
+		})
+	}
+}
+
+// Attack 3. Cards-only recovery and one bad custodian: they rewrite their
+// own certificate (their PIN unlocks the management key) with a junk
+// share and a matching commitment. The old custos ended "digest mismatch",
+// named no card and never asked for card k+1. Now the k shares that do not
+// combine make custos ask for one more card, and the combination that
+// reproduces the digest names the share that does not fit.
+func TestAttackBadCustodianCardsOnly(t *testing.T) {
+	for _, frame := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forged frame %v", frame), func(t *testing.T) {
+			v := newVictim(t, 1)
+			v.env.Log = nil
+			bad := v.cards[1]
+			cp := bad.copyOf(t, 0x82)
+			// The custodian opens their real share with their PIN and
+			// changes it: same index and x coordinate, other bytes.
+			sealed, _ := shares.ParseSealedShare(cp.Record.Cards[0].Sealed)
+			bad.mu.Lock()
+			sh, err := bad.open(bad.slots[0x82], sealed)
+			bad.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sh.Value[0] ^= 0x5a
+			pub, _ := bad.slots[0x82].priv.PublicKey.ECDH()
+			resealed, err := shares.Seal(sh, pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &cp.Record.Cards[0]
+			e.Sealed, _ = resealed.MarshalBinary()
+			e.Commitment = [32]byte(shares.Commit(sh.Ceremony, sh.Index, sh.Value))
+			if frame {
+				// The bad custodian also rewrites the ceremony's digest to
+				// the one their share would give.
+				cp.Record.Digest[0] ^= 1
+			}
+			payload, err := store.EncodeCardCopy(cp.Record, cp.Anchor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad.setPayload(0x82, payload)
+
+			rr, err := v.recover("new passphrase", 1, 0, 2)
+			if err != nil {
+				t.Fatalf("recover: %v\n%s", err, v.p.transcript())
+			}
+			if rr.Ceremony.ID != v.rec.ID || rr.Source != "cards" || !rr.Cards[1].OK() || !rr.Cards[2].OK() {
+				t.Fatalf("result %+v", rr)
+			}
+			tr := v.p.transcript()
+			if frame {
+				// The bad certificate disagrees with the others about the
+				// ceremony: it becomes a candidate of its own, which one
+				// card cannot complete.
+				if !strings.Contains(tr, "card 1000's certificate disagrees with the other cards about the ceremony; trying both") {
+					t.Fatalf("disagreement not said:\n%s", tr)
+				}
+			} else {
+				if !errors.Is(rr.Cards[0].Err, shares.ErrInconsistentShare) || !strings.Contains(tr, "insert one more card to find it") ||
+					!strings.Contains(tr, "card 1001 (custodian bob): share 2 set aside") {
+					t.Fatalf("bad share not named: %v\n%s", rr.Cards[0].Err, tr)
+				}
+			}
+			v.opensWith("new passphrase", rr.NewKeyslot)
+			v.safe()
+		})
+	}
+}
