@@ -57,6 +57,19 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 	}
 	cur := v.current()
 	if cur == nil {
+		// A token whose anchor fails may be why the log shows no current
+		// ceremony (rolled back to before it was complete): that is the
+		// verdict, not "enroll first".
+		var anchorErrs []error
+		for _, t := range v.tokens {
+			if t.anchorErr != nil {
+				anchorErrs = append(anchorErrs, fmt.Errorf("%s: %w", t.name(), t.anchorErr))
+			}
+		}
+		if len(anchorErrs) > 0 {
+			return nil, withHint(fmt.Errorf("rollcall: %w: %w", ErrNoCeremony, errors.Join(anchorErrs...)),
+				"the log is not the one the named copies were written against: run custos log verify and custos status %s", env.device())
+		}
 		return nil, withHint(fmt.Errorf("rollcall: %w", ErrNoCeremony), "run custos enroll %s first", env.device())
 	}
 	rec := cur.rec
