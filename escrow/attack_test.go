@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -319,5 +321,140 @@ func TestAttackBadCustodianCardsOnly(t *testing.T) {
 			v.opensWith("new passphrase", rr.NewKeyslot)
 			v.safe()
 		})
+	}
+}
+
+// rollback enrolls 2 of 3 with a snapshot of the log taken after the
+// second card, then puts the snapshot back: the log rolled back to before
+// the token and the third card's certificate were anchored.
+func rollback(t *testing.T, version int) *victim {
+	r := newRig(t, version, 4)
+	var snap []byte
+	failpoint = func(name string) error {
+		if name == fpEnrollCard && snap == nil && r.openRecord() != nil && len(r.openRecord().Cards) == 2 {
+			var err error
+			if snap, err = os.ReadFile(r.dbPath); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	t.Cleanup(func() { failpoint = nil })
+	v := &victim{rig: r, rec: r.enroll(2, 3).Ceremony}
+	failpoint = nil
+	v.recoveryKey = r.vol.keyOf(v.rec.Keyslot)
+	r.replaceLog(snap)
+	r.p.said, r.p.prompts = nil, nil
+	return v
+}
+
+// rewrite replaces the log by a new one holding the same ceremony record
+// (the attacker copies it from the token or the cards) after pad other
+// events: a log rewritten wholesale, whose chain is sound.
+func rewrite(t *testing.T, version, pad int) *victim {
+	r := newRig(t, version, 4)
+	v := &victim{rig: r, rec: r.enroll(2, 3).Ceremony}
+	v.recoveryKey = r.vol.keyOf(v.rec.Keyslot)
+	r.freshLog()
+	for i := range pad {
+		if _, err := r.log.Append(store.Event{Actor: "mallory", Type: "audit.note", Body: []byte(fmt.Sprintf(`{"n":%d}`, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.log.Update(func(tx *store.Tx) error {
+		_, err := tx.PutCeremony("mallory", StatusActive, v.rec)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.p.said, r.p.prompts = nil, nil
+	return v
+}
+
+// Attack 4. Anchors were written, never read. Now status, recover and
+// rollcall check every anchor they read — the token's, each inserted
+// card's — against the log; a missing or forked anchor is exit 4 naming
+// the copy. A log whose anchors fail is not written back into the cards.
+func TestAttackLogRolledBackOrRewritten(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		make    func(t *testing.T) *victim
+		problem string
+	}{
+		{"rolled back", func(t *testing.T) *victim { return rollback(t, 2) }, "rolled back or truncated"},
+		{"rewritten, shorter", func(t *testing.T) *victim { return rewrite(t, 2, 0) }, "rolled back or truncated"},
+		{"rewritten, forked", func(t *testing.T) *victim { return rewrite(t, 2, 30) }, "the log was rewritten"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := c.make(t)
+			st, err := Status(context.Background(), v.env)
+			if ExitCode(err) != ExitVerification || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "token 0") ||
+				!strings.Contains(err.Error(), c.problem) {
+				t.Fatalf("status: %v\n%v", err, st)
+			}
+			if st.Confirmed || st.Copies[0].Copy != "token 0" || !strings.HasPrefix(st.Copies[0].Problem, "anchor") {
+				t.Fatalf("status %v copies %+v", st, st.Copies)
+			}
+
+			before := make([][]byte, 3)
+			for i := range before {
+				before[i] = v.cards[i].slots[0x82].cert.Payload
+			}
+			v.insert(0, 1, 2)
+			rc, err := Rollcall(context.Background(), v.env, RollcallOptions{})
+			if ExitCode(err) != ExitVerification || !strings.Contains(err.Error(), "token 0") {
+				t.Fatalf("rollcall: %v %+v\n%s", err, rc, v.p.transcript())
+			}
+			if c.name != "rolled back" && !strings.Contains(err.Error(), "card 1000's certificate") {
+				t.Fatalf("rollcall does not name the cards' anchors: %v", err)
+			}
+			for i := range before {
+				if !slices.Equal(before[i], v.cards[i].slots[0x82].cert.Payload) {
+					t.Fatalf("card %d's certificate was rewritten against a log whose anchors fail", i)
+				}
+			}
+
+			v.reset()
+			rr, err := v.recover("new passphrase", 0, 1)
+			if ExitCode(err) != ExitVerification || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "token 0") {
+				t.Fatalf("recover: %v\n%s", err, v.p.transcript())
+			}
+			// The volume opens with the new key all the same.
+			v.opensWith("new passphrase", rr.NewKeyslot)
+		})
+	}
+}
+
+// On LUKS1 the cards' certificates are the copies with anchors: recovery
+// reads them (the log alone names the ceremony) and names each one whose
+// anchor fails.
+func TestAttackLogRewrittenLUKS1(t *testing.T) {
+	v := rewrite(t, 1, 30)
+	rr, err := v.recover("new passphrase", 0, 1)
+	// The first card's certificate is read (and its anchor checked); it
+	// confirms the log's record, so the second card is matched without
+	// reading its own.
+	if ExitCode(err) != ExitVerification || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "card 1000's certificate") {
+		t.Fatalf("recover: %v\n%s", err, v.p.transcript())
+	}
+	v.opensWith("new passphrase", rr.NewKeyslot)
+	v.reset()
+	v.insert(0, 1, 2)
+	if _, err := Rollcall(context.Background(), v.env, RollcallOptions{}); ExitCode(err) != ExitVerification || !strings.Contains(err.Error(), "card 1002's certificate") {
+		t.Fatalf("rollcall: %v", err)
+	}
+}
+
+// A new, empty log knows nothing of the volume: no anchor can be checked
+// against it (it may be another machine's log as well as a rewritten
+// one), so status says the ceremony is not confirmed and no more. Whether
+// that should be exit 4 is a design question.
+func TestAnchorsAgainstAnEmptyLog(t *testing.T) {
+	r := newRig(t, 2, 3)
+	r.enroll(2, 3)
+	r.freshLog()
+	st, err := Status(context.Background(), r.env)
+	if err != nil || st.Confirmed || !strings.Contains(strings.Join(st.Problems, "\n"), "only token 0 holds it: the log does not") {
+		t.Fatalf("status: %v %v", err, st)
 	}
 }
