@@ -2,6 +2,7 @@ package escrow
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -457,4 +458,124 @@ func TestAnchorsAgainstAnEmptyLog(t *testing.T) {
 	if err != nil || st.Confirmed || !strings.Contains(strings.Join(st.Problems, "\n"), "only token 0 holds it: the log does not") {
 		t.Fatalf("status: %v %v", err, st)
 	}
+}
+
+// v1Token writes rec as a version 1 token (docs/FORMAT.md, appendix), the
+// custodian of card 1 replaced by name1 (raw JSON string content), without
+// an anchor.
+func v1Token(rec *Record, name1 string) []byte {
+	var cs []string
+	for _, c := range rec.Cards {
+		name := c.Custodian
+		if c.Index == 1 {
+			name = name1
+		}
+		cs = append(cs, fmt.Sprintf(`{"index":%d,"serial":"%s","slot":"%02x","fingerprint":"%x","custodian":"%s","commitment":"%x","sealed":"%s"}`,
+			c.Index, c.Serial, c.Slot, c.Key, name, c.Commitment, base64.StdEncoding.EncodeToString(c.Sealed)))
+	}
+	return []byte(fmt.Sprintf(`{"type":"custos","keyslots":["%d"],"custos_version":1,"ceremony":"%x","volume":"%s","k":%d,"n":%d,"keyslot":%d,"digest":"%x","status":"active","cards":[%s]}`,
+		rec.Keyslot, rec.ID, rec.VolumeString(), rec.K, rec.N, rec.Keyslot, rec.Digest, strings.Join(cs, ",")))
+}
+
+// Attack 5. Names from a token reached the terminal raw: escape sequences
+// in a custodian's name could spoof prompts. A version 2 token with such a
+// name does not decode (section 7 admits no control or format character),
+// and a version 1 token, whose reader lets a format character through an
+// escape, has its names filtered (section 13) wherever they are shown.
+// Whatever custos says, asks or returns stays clean.
+func TestAttackNamesFromATokenReachTheTerminal(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		v1        bool
+		custodian string
+		readable  bool
+	}{
+		{"v2 escape sequence", false, "al\x1b[2J\x1b[Hpin for card 1001 (custodian bob)", false},
+		{"v2 bidi override", false, "al\u202ecod.exe", false},
+		{"v2 zero width", false, "al\u200bice", false},
+		{"v2 newline", false, "al\nice", false},
+		{"v1 escaped escape", true, `al\u001b[2Jice`, false},
+		{"v1 escaped bidi override", true, `al\u202ecod.exe`, true},
+		{"v1 escaped zero width", true, `al\u200bice`, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, 2, 3)
+			rec := r.enroll(2, 3).Ceremony
+			id, _ := r.vol.custosToken(t)
+			raw := v1Token(rec, c.custodian)
+			if !c.v1 {
+				r.vol.mu.Lock()
+				raw = []byte(strings.Replace(string(r.vol.tokens[id].JSON), `"custodian":"alice"`, `"custodian":"`+c.custodian+`"`, 1))
+				r.vol.mu.Unlock()
+			}
+			r.vol.setToken(id, "custos", []int{rec.Keyslot}, raw)
+			r.p.said, r.p.prompts = nil, nil
+
+			st, serr := Status(context.Background(), r.env)
+			r.env.Log = nil // the token is then the copy recovery follows
+			r.insert(0, 1)
+			rr, err := Recover(context.Background(), r.env, RecoverOptions{NewKey: []byte("new passphrase")})
+			if err != nil {
+				t.Fatalf("recover: %v\n%s", err, r.p.transcript())
+			}
+			if c.readable == strings.HasPrefix(st.Copies[0].Problem, "unreadable") {
+				t.Fatalf("token readable %v: %+v", c.readable, st.Copies[0])
+			}
+			// Readable, the token is the copy followed (its names
+			// filtered); unreadable, the cards alone recover.
+			if c.readable && (rr.Ceremony.Version != 1 || !strings.Contains(r.p.transcript(), "pin for card 1000 (custodian al?")) ||
+				!c.readable && rr.Source != "cards" {
+				t.Fatalf("recovered from %q (version %d)\n%s", rr.Source, rr.Ceremony.Version, r.p.transcript())
+			}
+			clean(t, "the transcript", r.p.transcript())
+			for _, s := range append(st.Problems, st.Notes...) {
+				clean(t, "a status problem", s)
+			}
+			for _, cp := range st.Copies {
+				clean(t, "a status copy", cp.Problem)
+			}
+			for _, e := range []error{serr, err} {
+				if e != nil {
+					clean(t, "an error", e.Error())
+					clean(t, "a hint", Hint(e))
+				}
+			}
+			if rr != nil {
+				for _, p := range rr.Problems {
+					clean(t, "a recovery problem", p)
+				}
+				for _, o := range rr.Cards {
+					clean(t, "a card outcome", SafeText(o.Custodian))
+				}
+			}
+		})
+	}
+}
+
+// A custodian name registered in the log (by card init, or by whoever can
+// write the log) with a format character does not become a ceremony's
+// name, and never reaches a prompt.
+func TestAttackNameFromTheLogRegistry(t *testing.T) {
+	r := newRig(t, 2, 2)
+	for i, c := range r.cards[:2] {
+		fp, _ := shares.FingerprintOf(&c.slots[0x82].priv.PublicKey)
+		if _, err := r.log.Update(func(tx *store.Tx) error {
+			_, err := tx.RegisterCard("mallory", "", store.CardRegistration{Serial: fmt.Sprint(c.serial), Custodian: fmt.Sprintf("bob\u202e%d", i),
+				Slot: "82", Fingerprint: fp.String()})
+			return err
+		}); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+	}
+	r.insert(0, 1)
+	res, err := Enroll(context.Background(), r.env, EnrollOptions{K: 2, N: 2, AuthKey: []byte(operatorKey)})
+	if err != nil {
+		t.Fatalf("enroll: %v\n%s", err, r.p.transcript())
+	}
+	for _, c := range res.Ceremony.Cards {
+		if c.Custodian != "" {
+			t.Fatalf("custodian %q taken from the registry", c.Custodian)
+		}
+	}
+	clean(t, "the transcript", r.p.transcript())
 }

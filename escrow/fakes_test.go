@@ -682,6 +682,13 @@ func newRig(t *testing.T, version, ncards int) *rig {
 	r.dbPath = filepath.Join(t.TempDir(), "custos.db")
 	r.openLog()
 	r.env = &Env{Volume: r.vol, Device: "/dev/test", Cards: r.src, Log: r.log, Prompt: r.p, Actor: "tester"}
+	// Whatever a test forged, nothing custos says or asks may carry a
+	// character that moves a terminal's cursor or reorders what it shows.
+	t.Cleanup(func() {
+		if bad := unclean(r.p.transcript()); bad != "" {
+			t.Errorf("the transcript carries %s", bad)
+		}
+	})
 	return r
 }
 

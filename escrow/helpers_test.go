@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -495,14 +496,23 @@ func (r *rig) freshLog() {
 // cursor, change its colours or reorder what it shows.
 func clean(t *testing.T, what, text string) {
 	t.Helper()
+	if bad := unclean(text); bad != "" {
+		t.Fatalf("%s carries %s", what, bad)
+	}
+}
+
+// unclean describes the first character of text (lines apart) that a
+// terminal would act on, "" when there is none.
+func unclean(text string) string {
 	for i, c := range text {
 		if c == '\n' {
 			continue
 		}
-		if c == 0x1b || unicode.IsControl(c) || unicode.Is(unicode.Cf, c) || unicode.In(c, unicode.Zl, unicode.Zp) {
-			t.Fatalf("%s carries %U at byte %d: %q", what, c, i, text)
+		if unicode.IsControl(c) || unicode.Is(unicode.Cf, c) || unicode.In(c, unicode.Zl, unicode.Zp) || c == utf8.RuneError {
+			return fmt.Sprintf("%U at byte %d: %q", c, i, text)
 		}
 	}
+	return ""
 }
 
 // killedNothing checks that no keyslot was killed since the count n.
