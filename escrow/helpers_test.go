@@ -326,7 +326,35 @@ func (r *rig) forgeCeremony(status string, rec *Record) store.Head {
 	if err != nil {
 		r.t.Fatalf("encode forged record: %v", err)
 	}
-	body := json.RawMessage(`{"status":"` + status + `","record":` + string(enc) + `}`)
+	return r.forgeBody(status, rec, json.RawMessage(`{"status":"`+status+`","record":`+string(enc)+`}`))
+}
+
+// forgeV1Salt appends to the log's file a copy of the latest (version 1)
+// ceremony event of rec's ceremony with its keyslot salt replaced by
+// rec.Salt.
+func (r *rig) forgeV1Salt(rec *Record) store.Head {
+	r.t.Helper()
+	st := r.logState(rec.ID)
+	var body []byte
+	if err := r.log.Events(rec.IDString(), func(ev store.Event) error {
+		if ev.Seq == st.Last {
+			body = ev.Body
+		}
+		return nil
+	}); err != nil || body == nil {
+		r.t.Fatalf("latest event of %s: %v", rec.IDString(), err)
+	}
+	forged := strings.Replace(string(body), `"keyslot_salt":"`+st.Record.Salt+`"`, `"keyslot_salt":"`+rec.Salt+`"`, 1)
+	if forged == string(body) {
+		r.t.Fatal("no keyslot_salt in the version 1 body")
+	}
+	return r.forgeBody(st.Status, rec, json.RawMessage(forged))
+}
+
+// forgeBody appends a ceremony event with this body for rec (whose ID,
+// volume, replaces and cards the indexes take), bypassing the store.
+func (r *rig) forgeBody(status string, rec *Record, body json.RawMessage) store.Head {
+	r.t.Helper()
 	id := rec.IDString()
 	if err := r.log.Close(); err != nil {
 		r.t.Fatal(err)
