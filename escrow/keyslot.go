@@ -62,6 +62,8 @@ func mayKill(ctx context.Context, env *Env, v *view, rec *Record, protect []int,
 		return killVerdict{why: fmt.Sprintf("the token and the log disagree about ceremony %s", idText(rec.ID))}, nil
 	case c.token.anchorErr != nil:
 		return killVerdict{why: fmt.Sprintf("%s's anchor fails against the log: %v", c.token.name(), c.token.anchorErr)}, nil
+	case !v1Vouches(c.token, slot):
+		return killVerdict{why: fmt.Sprintf("%s is of version 1 (it holds no salt) and is no longer bound to keyslot %d: the log alone names the keyslot's salt", c.token.name(), slot)}, nil
 	case c.log.Record.Keyslot != slot || c.log.Record.Salt == "":
 		return killVerdict{why: fmt.Sprintf("the copies of ceremony %s record no salt for keyslot %d", idText(rec.ID), slot)}, nil
 	case ks.Salt != c.log.Record.Salt:
@@ -93,4 +95,14 @@ func killRecovery(ctx context.Context, env *Env, v *view, rec *Record, keep int,
 	v.h = h
 	env.say("killed keyslot %d of %s %s (%s)", rec.Keyslot, what, idText(rec.ID), kv.why)
 	return true, nil
+}
+
+// v1Vouches tells whether a token still speaks for keyslot slot's salt. A
+// version 2 token holds the salt itself. A version 1 token holds none: all
+// it can say is that it is still bound to the keyslot — cryptsetup unbinds
+// a token from a keyslot it kills, so a key added later under the number
+// finds it unbound. Without that, the salt the log recorded is one copy's
+// word.
+func v1Vouches(t *tokenCopy, slot int) bool {
+	return t.tok.Record.Version >= 2 || slices.Contains(t.tok.Keyslots, slot)
 }
