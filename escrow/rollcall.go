@@ -153,6 +153,11 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 
 	if t := cur.claim.token; t != nil && cur.confirmed && inLog && t.tok.Record.Version < 2 && v.h.Version == 2 {
 		up, err := upgraded(rec)
+		if ks := v.h.Keyslot(rec.Keyslot); err == nil && rec.Salt != "" && (!v1Vouches(t, rec.Keyslot) || ks == nil || ks.Salt != rec.Salt) {
+			// The version 2 token would carry the log's salt: one copy's
+			// word would then look like two, and prove a keyslot to kill.
+			err = fmt.Errorf("the log's salt for keyslot %d is not the keyslot's, or the token is no longer bound to it", rec.Keyslot)
+		}
 		if err == nil {
 			_, err = writeToken(ctx, env, v, up)
 		}
