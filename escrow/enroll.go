@@ -66,11 +66,15 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 	if v.logErr != nil {
 		return nil, fmt.Errorf("enroll: %w", v.logErr)
 	}
-	if cur := v.current(); cur != nil {
-		return nil, withHint(fmt.Errorf("enroll: %w: ceremony %s (%d of %d)", ErrAlreadyEnrolled, idText(cur.rec.ID), cur.rec.K, cur.rec.N),
+	cur := v.current()
+	enrolled := func() error {
+		return withHint(fmt.Errorf("enroll: %w: ceremony %s (%d of %d)", ErrAlreadyEnrolled, idText(cur.rec.ID), cur.rec.K, cur.rec.N),
 			"run custos rotate %s to replace it", env.device())
 	}
 	open := v.openLog()
+	if cur != nil && (open == nil || open.Record.Replaces != ([16]byte{})) {
+		return nil, enrolled()
+	}
 	if open != nil && open.Record.Replaces != ([16]byte{}) {
 		return nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, idText(open.Record.ID)), "run custos rotate %s to finish it", env.device())
 	}
@@ -89,7 +93,10 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 
 	res := &EnrollResult{TokenID: -1}
 	if open != nil {
-		if finishable(v, open.Record) {
+		// Beside an active ceremony an open enrollment is never finished
+		// (two would be active); it is undone, so that rotate, which
+		// refuses while it stands, can go on.
+		if cur == nil && finishable(v, open.Record) {
 			env.say("finishing enrollment %s: every share was written and verified", idText(open.Record.ID))
 			res.Resumed = "finished"
 			return res, finishEnroll(ctx, env, v, open.Record, res)
@@ -99,6 +106,9 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 			return nil, fmt.Errorf("enroll: undo %s: %w", idText(open.Record.ID), err)
 		}
 		res.Resumed = "undone"
+		if cur != nil {
+			return res, enrolled()
+		}
 		if v, err = look(ctx, env); err != nil {
 			return nil, fmt.Errorf("enroll: %w", err)
 		}
