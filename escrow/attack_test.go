@@ -579,3 +579,148 @@ func TestAttackNameFromTheLogRegistry(t *testing.T) {
 	}
 	clean(t, "the transcript", r.p.transcript())
 }
+
+// The token and the log agree on the ceremony's keyslot and salt, but the
+// keyslot now has another salt: its key was killed and another added
+// under its number (by hand, or by an attacker who can write the header
+// and has a key). No copy proves the key there is the ceremony's: it is
+// left in place and named, and the rotation says so (exit 4).
+func TestAttackKeyslotSaltChanged(t *testing.T) {
+	v := newVictim(t, 2)
+	v.vol.mu.Lock()
+	v.vol.slots[v.rec.Keyslot], v.vol.salts[v.rec.Keyslot] = []byte(ownKey), newSalt()
+	v.vol.mu.Unlock()
+	res, err := v.rotateWithKey()
+	if !errors.Is(err, ErrUnconfirmed) || res.OldKilled || !strings.Contains(err.Error(), "no longer holds the key of ceremony") ||
+		!strings.Contains(Hint(err), fmt.Sprintf("cryptsetup luksKillSlot /dev/test %d", v.rec.Keyslot)) {
+		t.Fatalf("rotate: %v (%s)", err, Hint(err))
+	}
+	v.opensWith(ownKey, v.rec.Keyslot)
+	v.safe()
+	st := v.status()
+	if st.Ceremony.ID != res.New.ID {
+		t.Fatalf("status %v", st)
+	}
+}
+
+// A forged open enrollment in the log naming a colleague's keyslot (the
+// store takes it): on a volume without a ceremony, enroll undoes it and
+// leaves the keyslot, named; with a ceremony, neither enroll nor rotate
+// kills it.
+func TestAttackForgedOpenEnrollment(t *testing.T) {
+	r := newRig(t, 2, 3)
+	colleague := r.addKey(colleagueKey)
+	vid, _ := shares.ParseVolumeID(r.vol.uuid)
+	e := &Record{Version: 2, ID: [16]byte(shares.NewCeremonyID()), Volume: [16]byte(vid), K: 2, N: 3, Keyslot: colleague,
+		Salt: r.header().Keyslot(colleague).Salt, Digest: [32]byte{1}}
+	if _, err := r.log.Update(func(tx *store.Tx) error {
+		_, err := tx.PutCeremony("mallory", StatusOpen, e)
+		return err
+	}); err != nil {
+		t.Fatalf("the store refused an open enrollment: %v", err)
+	}
+	st := r.status()
+	if st.Unfinished == nil || !strings.Contains(st.Unfinished.Step, "a rerun undoes it") {
+		t.Fatalf("status %v", st)
+	}
+	res := r.enroll(2, 3)
+	if res.Resumed != "undone" || !strings.Contains(r.p.transcript(), fmt.Sprintf("keyslot %d of interrupted enrollment %s left in place", colleague, idText(e.ID))) {
+		t.Fatalf("enroll: %+v\n%s", res, r.p.transcript())
+	}
+	r.opensWith(colleagueKey, colleague)
+	r.opensWithOperatorKey()
+}
+
+// A token bound to another keyslot than the one its record names (a
+// colleague's) is no copy of anything: it is reported unreadable, so the
+// log alone names the ceremony, rotate --key-file refuses, and recovery
+// goes on from the log and the cards.
+func TestAttackTokenBoundElsewhere(t *testing.T) {
+	v := newVictim(t, 2)
+	id, _ := v.vol.custosToken(t)
+	v.vol.mu.Lock()
+	tk := v.vol.tokens[id]
+	tk.Keyslots = []int{v.colleague}
+	tk.JSON = []byte(strings.Replace(string(tk.JSON), fmt.Sprintf(`"keyslots":["%d"]`, v.rec.Keyslot), fmt.Sprintf(`"keyslots":["%d"]`, v.colleague), 1))
+	v.vol.tokens[id] = tk
+	v.vol.mu.Unlock()
+	kills := v.killCount()
+	if _, err := v.rotateWithKey(); !errors.Is(err, ErrUnconfirmed) {
+		t.Fatalf("rotate --key-file: %v", err)
+	}
+	v.killedNothing(kills)
+	st, _ := Status(context.Background(), v.env)
+	if st.Confirmed || !strings.HasPrefix(st.Copies[0].Problem, "unreadable") {
+		t.Fatalf("status %v copies %+v", st, st.Copies)
+	}
+	v.reset()
+	rr, err := v.recover("new passphrase", 0, 1)
+	if err != nil || rr.Ceremony.ID != v.rec.ID || !strings.HasPrefix(rr.Source, "log+card ") {
+		t.Fatalf("recover: %v %+v", err, rr)
+	}
+	v.safe()
+}
+
+// A custodian's card that holds a share of another volume in one slot and
+// of this one in another: cards alone, the other volume's certificate is
+// passed over and the card speaks for this volume. A card holding only
+// another volume's share is no custodian of this one.
+func TestCardCertificateOfAnotherVolume(t *testing.T) {
+	other := newRig(t, 1, 3)
+	other.enroll(2, 3)
+	r := newRig(t, 1, 3)
+	r.cards = other.cards // the same cards, slot 82 holding the other volume's shares
+	for _, c := range r.cards {
+		c.newKey(t, 0x83)
+	}
+	rec := r.enroll(2, 3).Ceremony
+	for i, c := range r.cards {
+		if cp := c.copyOf(t, 0x83); cp == nil || cp.Record.ID != rec.ID || c.copyOf(t, 0x82).Record.Volume == rec.Volume {
+			t.Fatalf("card %d: shares not in the slots expected", i)
+		}
+	}
+	r.env.Log = nil
+	stranger := newFakeCard(t, 4242, "pin4242")
+	stranger.slots[0x82].cert = other.cards[0].slots[0x82].cert // a copy of another volume's certificate
+	r.src.insert(stranger)
+	rr, err := r.recover("new passphrase", 2, 1)
+	if err != nil || rr.Source != "cards" || rr.Ceremony.ID != rec.ID {
+		t.Fatalf("recover: %v %+v\n%s", err, rr, r.p.transcript())
+	}
+	if !errors.Is(rr.Cards[0].Err, ErrNotCustodian) {
+		t.Fatalf("stranger with another volume's certificate: %v", rr.Cards[0].Err)
+	}
+}
+
+// The same forged open enrollment beside an active ceremony: rotate
+// refuses while it stands ("run custos enroll") and enroll used to refuse
+// because a ceremony is active ("run custos rotate"), so one event the
+// store takes blocked every rotation. Now enroll undoes it — never
+// finishing it beside the active ceremony, leaving the keyslot it names —
+// and says to rotate, which then goes on.
+func TestAttackForgedOpenEnrollmentBesideACeremony(t *testing.T) {
+	v := newVictim(t, 2)
+	e := &Record{Version: 2, ID: [16]byte(shares.NewCeremonyID()), Volume: v.rec.Volume, K: 2, N: 3, Keyslot: v.colleague,
+		Salt: v.colleagueSalt, Digest: [32]byte{1}}
+	if _, err := v.log.Update(func(tx *store.Tx) error {
+		_, err := tx.PutCeremony("mallory", StatusOpen, e)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.rotateWithKey(); !errors.Is(err, ErrUnfinished) || !strings.Contains(Hint(err), "custos enroll") {
+		t.Fatalf("rotate: %v", err)
+	}
+	v.reset()
+	res, err := Enroll(context.Background(), v.env, EnrollOptions{K: 2, N: 3, AuthKey: []byte(operatorKey)})
+	if !errors.Is(err, ErrAlreadyEnrolled) || res == nil || res.Resumed != "undone" || v.logState(e.ID).Status != StatusAbandoned {
+		t.Fatalf("enroll: %v %+v", err, res)
+	}
+	v.reset()
+	rot, err := v.rotateWithKey()
+	if err != nil || !rot.OldKilled {
+		t.Fatalf("rotate after: %v\n%s", err, v.p.transcript())
+	}
+	v.safe()
+	v.opensNothing("the revoked recovery key", v.recoveryKey)
+}
