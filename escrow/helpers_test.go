@@ -322,11 +322,7 @@ type forgedEntry struct {
 // them, so that every reader of the log sees it. It returns the new head.
 func (r *rig) forgeCeremony(status string, rec *Record) store.Head {
 	r.t.Helper()
-	enc, err := rec.Encode()
-	if err != nil {
-		r.t.Fatalf("encode forged record: %v", err)
-	}
-	return r.forgeBody(status, rec, json.RawMessage(`{"status":"`+status+`","record":`+string(enc)+`}`))
+	return r.forgeBody(status, rec, forgeRecord(r.t, status, rec))
 }
 
 // forgeV1Salt appends to the log's file a copy of the latest (version 1)
@@ -355,13 +351,32 @@ func (r *rig) forgeV1Salt(rec *Record) store.Head {
 // volume, replaces and cards the indexes take), bypassing the store.
 func (r *rig) forgeBody(status string, rec *Record, body json.RawMessage) store.Head {
 	r.t.Helper()
-	id := rec.IDString()
 	if err := r.log.Close(); err != nil {
 		r.t.Fatal(err)
 	}
-	db, err := bolt.Open(r.dbPath, 0o600, &bolt.Options{Timeout: time.Second})
+	h := forgeFile(r.t, r.dbPath, status, rec, body)
+	r.openLog()
+	return h
+}
+
+// forgeRecord is the body of a ceremony event recording rec with status.
+func forgeRecord(t testing.TB, status string, rec *Record) json.RawMessage {
+	t.Helper()
+	enc, err := rec.Encode()
 	if err != nil {
-		r.t.Fatal(err)
+		t.Fatalf("encode forged record: %v", err)
+	}
+	return json.RawMessage(`{"status":"` + status + `","record":` + string(enc) + `}`)
+}
+
+// forgeFile appends the event to the closed log file at path, chained to
+// its head, and updates the index buckets as store keeps them.
+func forgeFile(t testing.TB, path, status string, rec *Record, body json.RawMessage) store.Head {
+	t.Helper()
+	id := rec.IDString()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
 	}
 	var head store.Head
 	err = db.Update(func(btx *bolt.Tx) error {
@@ -468,9 +483,8 @@ func (r *rig) forgeBody(status string, rec *Record, body json.RawMessage) store.
 		err = cerr
 	}
 	if err != nil {
-		r.t.Fatalf("forge the log: %v", err)
+		t.Fatalf("forge the log: %v", err)
 	}
-	r.openLog()
 	return head
 }
 
