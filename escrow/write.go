@@ -90,7 +90,7 @@ func logCard(env *Env, rec *Record, entry *RecordCard, att *cards.Attestation) e
 				Fingerprint: shares.Fingerprint(entry.Key).String()}
 			reg.Attestation = append(append(reg.Attestation, att.Cert.Raw...), att.Intermediate.Raw...)
 			if reg.Custodian == "" {
-				reg.Custodian = "unnamed"
+				reg.Custodian = unnamed
 			}
 			if _, err := tx.RegisterCard(env.actor(), idText(rec.ID), reg); err != nil {
 				return err
@@ -232,8 +232,13 @@ func custodianOf(env *Env, serial string) string {
 		return ""
 	}
 	cr, err := env.Log.Card(serial)
-	if err != nil || store.CheckText(cr.Custodian) != nil {
+	if err != nil || cr.Custodian == unnamed || store.CheckText(cr.Custodian) != nil {
 		return ""
 	}
 	return cr.Custodian
 }
+
+// unnamed stands in the log's registry for a card enrolled without a
+// custodian's name (the registry wants one); it is no name to carry into
+// a ceremony.
+const unnamed = "unnamed"
