@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,14 @@ func TestRotate(t *testing.T) {
 			}
 			if st.Ceremony.ID != res.New.ID || len(st.Problems) != problems || st.Unfinished != nil || st.Confirmed != (version == 2) {
 				t.Fatalf("status: %+v", st)
+			}
+			// One pin per old card until k shares are good, one per new
+			// card, one per old card presented for wiping.
+			want := []string{"pin for card 1000 (custodian alice)", "pin for card 1001 (custodian bob)",
+				"pin for card 1001 (custodian bob)", "pin for card 1002 (custodian carol)", "pin for card 1003",
+				"pin for card 1000 (custodian alice)"}
+			if got := r.p.prompts[3:]; !slices.Equal(got, want) {
+				t.Fatalf("prompts %q", got)
 			}
 			rr, err := r.recover("after rotate", 3, 1)
 			if err != nil || rr.Ceremony.ID != res.New.ID {
@@ -275,5 +284,29 @@ func TestRollcallBlockedCard(t *testing.T) {
 	}
 	if st.Cards[1].LastOK || !strings.Contains(st.Cards[1].Reason, "blocked") {
 		t.Fatalf("card 2 status %+v", st.Cards[1])
+	}
+}
+
+// A card enrolled without a custodian's name is registered in the log as
+// "unnamed" (the registry wants a name); a later ceremony does not take
+// that placeholder for the custodian's name.
+func TestUnnamedCustodianStaysUnnamed(t *testing.T) {
+	r := newRig(t, 2, 2)
+	r.insert(0, 1)
+	if _, err := Enroll(context.Background(), r.env, EnrollOptions{K: 2, N: 2, AuthKey: []byte(operatorKey)}); err != nil {
+		t.Fatal(err)
+	}
+	r.insert(0, 1)
+	res, err := Rotate(context.Background(), r.env, RotateOptions{AuthKey: []byte(operatorKey)})
+	if err != nil {
+		t.Fatalf("rotate: %v\n%s", err, r.p.transcript())
+	}
+	for _, c := range res.New.Cards {
+		if c.Custodian != "" {
+			t.Fatalf("card %s's custodian %q", c.Serial, c.Custodian)
+		}
+	}
+	if strings.Contains(r.p.transcript(), "unnamed") {
+		t.Fatalf("transcript:\n%s", r.p.transcript())
 	}
 }
