@@ -20,12 +20,12 @@ var failpoint func(name string) error
 
 // The steps of Enroll and Rotate where a crash test stops.
 const (
-	fpEnrollBegun      = "enroll.begun"         // open record with the chosen keyslot logged
-	fpEnrollKeyslot    = "enroll.keyslot-added" // recovery keyslot added and its salt logged
+	fpEnrollBegun      = "enroll.begun"              // open record with the chosen keyslot logged
+	fpEnrollKeyslot    = "enroll.keyslot-added"      // recovery keyslot added and its salt logged
 	fpEnrollOpenToken  = "enroll.open-token-written" // the open ceremony's token written (luks2)
-	fpEnrollCard       = "enroll.card-written"  // one card's share written, verified and logged
-	fpEnrollToken      = "enroll.token-written" // LUKS2 token written
-	fpEnrollLogged     = "enroll.logged"        // ceremony marked active
+	fpEnrollCard       = "enroll.card-written"       // one card's share written, verified and logged
+	fpEnrollToken      = "enroll.token-written"      // LUKS2 token written
+	fpEnrollLogged     = "enroll.logged"             // ceremony marked active
 	fpRotateBegun      = "rotate.begun"
 	fpRotateKeyslot    = "rotate.keyslot-added"
 	fpRotateOpenToken  = "rotate.open-token-written"

@@ -133,7 +133,7 @@ func (v *view) tokenOf(id [16]byte) *tokenCopy {
 // claim is one ceremony of the volume as the token and the log tell it.
 type claim struct {
 	id    [16]byte
-	token *tokenCopy          // nil when no token holds it
+	token *tokenCopy           // nil when no token holds it
 	log   *store.CeremonyState // nil when the log does not
 	// diffs are the differences between the token's and the log's
 	// records (both present).
