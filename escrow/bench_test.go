@@ -19,6 +19,10 @@ import (
 // pcscd are.
 //
 //	go test ./escrow -run '^$' -bench . -benchtime 3x
+//
+// On the 2-CPU development machine (virtual cards, -benchtime 2x): Enroll
+// n=5 15.1 s, Recover k=3 2.0 s, bare luksAddKey 38 ms: recover costs
+// about 54 bare luksAddKeys, nearly all of it the cards.
 
 // BenchmarkRealEnroll5 enrolls 3-of-5 on a fresh copy of an image, with a
 // fresh log each time.
