@@ -36,7 +36,10 @@ var (
 	realCADir  string
 )
 
+// TestMain makes the virtual cards' CA (realCA) before the tests run; the
+// tests take it from virtualCA.
 func TestMain(m *testing.M) {
+	openCA()
 	code := m.Run()
 	if realCADir != "" {
 		os.RemoveAll(realCADir)
@@ -44,13 +47,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func virtualCA(t testing.TB) *vcard.CA {
-	t.Helper()
+func openCA() {
 	realCAOnce.Do(func() {
 		if realCADir, realCAErr = os.MkdirTemp("", "escrow-ca"); realCAErr == nil {
 			realCA, realCAErr = vcard.OpenCA(filepath.Join(realCADir, "ca"))
 		}
 	})
+}
+
+func virtualCA(t testing.TB) *vcard.CA {
+	t.Helper()
+	openCA()
 	if realCAErr != nil {
 		t.Fatalf("virtual CA: %v", realCAErr)
 	}
