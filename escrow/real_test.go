@@ -110,21 +110,23 @@ func copyFile(t testing.TB, src, dir string) string {
 }
 
 // scriptedReaders plays the operator at the readers: for each card the
-// ceremony waits for, it takes the last card out and puts the next one of
-// its queue in, alternating between the two vpcd readers. The ceremony
-// sees the cards only through the real ReaderSource.
+// ceremony waits for, it takes the last card out in the background and
+// puts the next card of its queue into the other reader, once pcscd saw
+// that reader's card of the swap before leave. No swap waits for pcscd to
+// see a card leave before the next goes in. The ceremony sees the cards
+// only through the real ReaderSource.
 type scriptedReaders struct {
-	t     testing.TB
-	src   *ReaderSource
-	mu    sync.Mutex
-	queue []*vcard.Card
-	in    *vcard.Inserted
-	port  int
-	taken int
+	t       testing.TB
+	src     *ReaderSource
+	mu      sync.Mutex
+	queue   []*vcard.Card
+	in      *vcard.Inserted
+	leaving chan error // the removal of the card before in
+	taken   int
 }
 
 func newScriptedReaders(t testing.TB) *scriptedReaders {
-	s := &scriptedReaders{t: t, src: NewReaderSource(), port: vcard.Port0}
+	s := &scriptedReaders{t: t, src: NewReaderSource()}
 	t.Cleanup(func() {
 		s.takeOut()
 		s.src.Close()
@@ -144,6 +146,7 @@ func (s *scriptedReaders) reset() {
 	s.mu.Unlock()
 }
 
+// takeOut takes every card out and waits until pcscd has seen them leave.
 func (s *scriptedReaders) takeOut() {
 	if s.in != nil {
 		if err := s.in.Remove(); err != nil {
@@ -151,29 +154,53 @@ func (s *scriptedReaders) takeOut() {
 		}
 		s.in = nil
 	}
+	s.waitLeaving()
+}
+
+func (s *scriptedReaders) waitLeaving() {
+	if s.leaving != nil {
+		if err := <-s.leaving; err != nil {
+			s.t.Errorf("remove card: %v", err)
+		}
+		s.leaving = nil
+	}
 }
 
 func (s *scriptedReaders) Next(ctx context.Context) (Card, error) {
 	s.mu.Lock()
-	s.takeOut()
 	if len(s.queue) == 0 {
+		s.takeOut()
 		s.mu.Unlock()
 		return nil, errNoMoreCards
 	}
 	c := s.queue[0]
 	s.queue = s.queue[1:]
-	in, err := c.Insert(ctx, s.port)
+	port := vcard.Port0
+	var out chan error
+	if old := s.in; old != nil {
+		s.in = nil
+		if old.Card() == c { // the same card again: out before in
+			if err := old.Remove(); err != nil {
+				s.t.Errorf("remove card: %v", err)
+			}
+			port = old.Port()
+		} else {
+			out = make(chan error, 1)
+			go func() { out <- old.Remove() }()
+			if old.Port() == vcard.Port0 {
+				port = vcard.Port1
+			}
+		}
+	}
+	s.waitLeaving() // the card out of this reader at the swap before
+	s.leaving = out
+	in, err := c.Insert(ctx, port)
 	if err != nil {
 		s.mu.Unlock()
 		return nil, err
 	}
 	s.in = in
 	s.taken++
-	if s.port == vcard.Port0 {
-		s.port = vcard.Port1
-	} else {
-		s.port = vcard.Port0
-	}
 	s.mu.Unlock()
 	return s.src.Next(ctx)
 }
