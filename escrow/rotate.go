@@ -138,6 +138,19 @@ func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, e
 	if err != nil {
 		return res, fmt.Errorf("rotate: %w", err)
 	}
+	if auth.rec == nil {
+		// Authorised by an operator's key, the old keyslot can only be
+		// killed on the copies' word: make sure now that they suffice,
+		// rather than leave the revoked shares alive after the rotation.
+		kv, err := mayKill(ctx, env, v, old, []int{auth.slot}, nil)
+		if err != nil {
+			return res, fmt.Errorf("rotate: %w", err)
+		}
+		if !kv.ok && !kv.free {
+			return res, withHint(fmt.Errorf("rotate: %w: the old recovery keyslot %d could not be killed afterwards: %s", ErrUnconfirmed, old.Keyslot, kv.why),
+				"authorise with k cards of the ceremony instead of a key file (custos rotate %s): their recovered key proves its keyslot", env.device())
+		}
+	}
 	if v.logState(old.ID) == nil {
 		// The ceremony the recovered key proves, which this log does not
 		// hold (its file was lost): record it, so that the new ceremony

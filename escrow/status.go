@@ -137,7 +137,13 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 		rec := cur.rec
 		rep.Ceremony, rep.Confirmed = rec, cur.confirmed
 		rep.Source = strings.Join(cur.claim.copies(), "+")
-		if !cur.confirmed {
+		switch {
+		case cur.confirmed:
+		case v.h.Version == 1 && cur.claim.log != nil && cur.claim.token == nil:
+			// A LUKS1 header has no token: the log and the cards are the
+			// copies, and status reads no card.
+			rep.Notes = append(rep.Notes, fmt.Sprintf("ceremony %s: a luks1 header holds no token, so only the log is read here; recover and rollcall check it against the cards' certificates", idText(rec.ID)))
+		default:
 			rep.Problems = append(rep.Problems, fmt.Sprintf("ceremony %s is not confirmed by two copies: %s", idText(rec.ID), cur.why))
 		}
 		if rec.AllowUnattested {
