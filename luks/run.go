@@ -45,19 +45,24 @@ type run struct {
 	target string   // the file the action works on, for errors and probes (default v.Path)
 }
 
-// binary returns the cryptsetup program to run.
+// systemCryptsetup are where Debian installs cryptsetup (cryptsetup-bin).
+var systemCryptsetup = []string{"/usr/sbin/cryptsetup", "/sbin/cryptsetup"}
+
+// binary returns the cryptsetup program to run: the system's, in /usr/sbin
+// or /sbin, before any in PATH. cryptsetup receives the volume's keys, and
+// a directory early in PATH (a user's ~/bin, a project's tools) is not the
+// place to take the program that gets them from.
 func (v *Volume) binary() (string, error) {
 	if v.Cryptsetup != "" {
 		return v.Cryptsetup, nil
 	}
-	if p, err := exec.LookPath("cryptsetup"); err == nil {
-		return p, nil
-	}
-	// Debian puts it in /usr/sbin, often outside a user's PATH.
-	for _, p := range []string{"/usr/sbin/cryptsetup", "/sbin/cryptsetup"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+	for _, p := range systemCryptsetup {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 			return p, nil
 		}
+	}
+	if p, err := exec.LookPath("cryptsetup"); err == nil {
+		return p, nil
 	}
 	return "", errors.New("cryptsetup not found: install cryptsetup-bin")
 }

@@ -15,7 +15,7 @@ import (
 
 // Volume is a LUKS1 or LUKS2 volume: a block device or an image file.
 // Its methods run cryptsetup on it; the zero Cryptsetup finds cryptsetup in
-// PATH, then in /usr/sbin and /sbin.
+// /usr/sbin, then /sbin, and only then in PATH.
 type Volume struct {
 	// Path is the block device or image file.
 	Path string
