@@ -172,7 +172,9 @@ func (in *Inserted) serve() {
 				continue
 			}
 		default:
-			out = in.card.transmit(msg)
+			if out = in.card.transmit(msg); out == nil {
+				continue // a Silent card: no answer
+			}
 		}
 		frame := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(out)), uint16(len(out)))
 		if _, err := in.conn.Write(append(frame, out...)); err != nil {
