@@ -1,14 +1,10 @@
 package cards
 
 import (
-	"bytes"
 	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
-
-	"github.com/go-piv/piv-go/v2/piv"
 
 	"custos.dev/custos/shares"
 )
@@ -37,15 +33,15 @@ type ShareCert struct {
 // returns ErrPINRequired. A share sealed to another key is refused with
 // ErrWrongCard: the card could never open it.
 func (c *Card) WriteShare(slot uint8, sc *ShareCert) error {
+	c.tr.begin()
 	if err := c.writeShare(slot, sc); err != nil {
-		return fmt.Errorf("write share to slot %02x: %w", slot, err)
+		return fmt.Errorf("write share to slot %02x: %w", slot, mapError(c.reader, err))
 	}
 	return nil
 }
 
 func (c *Card) writeShare(slot uint8, sc *ShareCert) error {
-	s, err := retiredSlot(slot)
-	if err != nil {
+	if err := checkRetired(slot); err != nil {
 		return err
 	}
 	if sc == nil || sc.Sealed == nil {
@@ -54,94 +50,31 @@ func (c *Card) writeShare(slot uint8, sc *ShareCert) error {
 	if c.mgmt == nil {
 		return fmt.Errorf("%w: verify the PIN first (and init the card if custos did not)", ErrPINRequired)
 	}
-	pub, err := c.slotKey(s)
-	if errors.Is(err, piv.ErrNotFound) {
-		return fmt.Errorf("%w: the slot holds no key; init the card first", ErrNoCustodySlot)
-	}
-	if err != nil {
-		return mapError(c.reader, err)
-	}
-	fp, err := shares.FingerprintOf(pub)
+	pub, err := c.recipientKey(slot, sc.Sealed)
 	if err != nil {
 		return err
-	}
-	if fp != sc.Sealed.Recipient {
-		return ErrWrongCard
 	}
 	cert, err := newSlotCertificate(pub, sc)
 	if err != nil {
 		return err
 	}
-	return c.storeCertificate(s, cert)
+	if err := c.authenticateStored(); err != nil {
+		return err
+	}
+	_, err = c.storeCertificate(slot, cert)
+	return err
 }
 
-// storeCertificate writes cert into the slot's object (SP 800-73-4 Part 2
-// section 3.3.2, PUT DATA) and reads it back (section 3.1.2, GET DATA).
-func (c *Card) storeCertificate(s piv.Slot, cert *x509.Certificate) error {
-	if err := c.yk.SetCertificate(c.mgmt, s, cert); err != nil {
-		return mapError(c.reader, err)
+// recipientKey returns the slot's public key after checking that it is the
+// one sealed was sealed to: ErrWrongCard otherwise, ErrNoCustodySlot when
+// the slot holds no key. One command (see slotKey).
+func (c *Card) recipientKey(slot uint8, sealed *shares.SealedShare) (*ecdsa.PublicKey, error) {
+	pub, err := c.slotKey(slot)
+	if errors.Is(err, errNotFound) {
+		return nil, fmt.Errorf("%w: the slot holds no key; init the card first", ErrNoCustodySlot)
 	}
-	back, err := c.yk.Certificate(s)
-	if err != nil {
-		return fmt.Errorf("read back: %w", mapError(c.reader, err))
-	}
-	if !bytes.Equal(back.Raw, cert.Raw) {
-		return errors.New("the certificate read back differs from the one written: the card may be faulty; write it again or use another card")
-	}
-	return nil
-}
-
-// ReadShare reads and decodes the custos certificate in slot. A slot without
-// a certificate, or with one that is not custos's, gives ErrNoCustodySlot.
-func (c *Card) ReadShare(slot uint8) (*ShareCert, error) {
-	s, err := retiredSlot(slot)
-	if err != nil {
-		return nil, fmt.Errorf("read share: %w", err)
-	}
-	cert, err := c.yk.Certificate(s)
-	if errors.Is(err, piv.ErrNotFound) {
-		return nil, fmt.Errorf("read share from slot %02x: %w", slot, ErrNoCustodySlot)
-	}
-	if err != nil {
-		return nil, c.fail(fmt.Sprintf("read share from slot %02x", slot), err)
-	}
-	sc, err := shareCertOf(cert)
-	if err != nil {
-		return nil, fmt.Errorf("read share from slot %02x: %w", slot, err)
-	}
-	if sc == nil {
-		return nil, fmt.Errorf("read share from slot %02x: %w", slot, ErrNoCustodySlot)
-	}
-	return sc, nil
-}
-
-// OpenShare opens a share sealed to the slot's key: it checks that the slot's
-// key is the share's recipient before it sends the PIN (ErrWrongCard
-// otherwise), then verifies the PIN (VERIFY, SP 800-73-4 Part 2 section
-// 3.2.1) and performs the ECDH on the card (GENERAL AUTHENTICATE, section
-// 3.2.4). A wrong PIN is never retried.
-func (c *Card) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
-	sh, err := c.openShare(slot, pin, sealed)
-	if err != nil {
-		return nil, fmt.Errorf("open share in slot %02x: %w", slot, err)
-	}
-	return sh, nil
-}
-
-func (c *Card) openShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
-	s, err := retiredSlot(slot)
 	if err != nil {
 		return nil, err
-	}
-	if sealed == nil {
-		return nil, errors.New("no sealed share")
-	}
-	pub, err := c.slotKey(s)
-	if errors.Is(err, piv.ErrNotFound) {
-		return nil, fmt.Errorf("%w: the slot holds no key", ErrNoCustodySlot)
-	}
-	if err != nil {
-		return nil, mapError(c.reader, err)
 	}
 	fp, err := shares.FingerprintOf(pub)
 	if err != nil {
@@ -150,18 +83,80 @@ func (c *Card) openShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*s
 	if fp != sealed.Recipient {
 		return nil, ErrWrongCard
 	}
+	return pub, nil
+}
+
+// ReadShare reads and decodes the custos certificate in slot. A slot without
+// a certificate, or with one that is not custos's, gives ErrNoCustodySlot.
+func (c *Card) ReadShare(slot uint8) (*ShareCert, error) {
+	c.tr.begin()
+	sc, err := c.readShare(slot)
+	if err != nil {
+		return nil, fmt.Errorf("read share from slot %02x: %w", slot, mapError(c.reader, err))
+	}
+	return sc, nil
+}
+
+func (c *Card) readShare(slot uint8) (*ShareCert, error) {
+	if err := checkRetired(slot); err != nil {
+		return nil, err
+	}
+	cert, err := c.readCertificate(slot)
+	if errors.Is(err, errNotFound) {
+		return nil, ErrNoCustodySlot
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc, err := shareCertOf(cert)
+	if err != nil {
+		return nil, err
+	}
+	if sc == nil {
+		return nil, ErrNoCustodySlot
+	}
+	return sc, nil
+}
+
+// OpenShare opens a share sealed to the slot's key: it checks that the slot's
+// key is the share's recipient before it sends the PIN (ErrWrongCard
+// otherwise), then verifies the PIN (VERIFY, SP 800-73-4 Part 2 section
+// 3.2.1) and performs the ECDH on the card (GENERAL AUTHENTICATE, section
+// 3.2.4), right after VERIFY as a key with PIN policy "always" needs. A
+// wrong PIN is never retried. Three commands: GET METADATA (ATTEST before
+// firmware 5.3), VERIFY, GENERAL AUTHENTICATE.
+func (c *Card) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
+	c.tr.begin()
+	sh, err := c.openShare(slot, pin, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("open share in slot %02x: %w", slot, mapError(c.reader, err))
+	}
+	return sh, nil
+}
+
+func (c *Card) openShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
+	if err := checkRetired(slot); err != nil {
+		return nil, err
+	}
+	if sealed == nil {
+		return nil, errors.New("no sealed share")
+	}
+	if err := checkPINLength(pin); err != nil {
+		return nil, err
+	}
+	pub, err := c.recipientKey(slot, sealed)
+	if err != nil {
+		return nil, err
+	}
+	return c.openWithPIN(slot, pub, pin, sealed)
+}
+
+// openWithPIN is VERIFY immediately followed by the key agreement, inside
+// shares.Open: nothing is sent between them.
+func (c *Card) openWithPIN(slot uint8, pub *ecdsa.PublicKey, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
 	recipient, err := pub.ECDH()
 	if err != nil {
 		return nil, err
-	}
-	// PIN policy never: piv-go must not VERIFY on its own, custos just did.
-	priv, err := c.yk.PrivateKey(s, pub, piv.KeyAuth{PINPolicy: piv.PINPolicyNever})
-	if err != nil {
-		return nil, err
-	}
-	key, ok := priv.(*piv.ECDSAPrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("slot %s: unexpected key type %T", s, priv)
 	}
 	var cardErr error
 	sh, err := shares.Open(sealed, recipient, func(eph *ecdh.PublicKey) ([]byte, error) {
@@ -169,10 +164,11 @@ func (c *Card) openShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*s
 			cardErr = err
 			return nil, err
 		}
-		z, err := key.ECDH(eph)
+		c.secured = true
+		z, err := c.ecdh(slot, eph.Bytes())
 		if err != nil {
-			cardErr = mapError(c.reader, err)
-			return nil, cardErr
+			cardErr = err
+			return nil, err
 		}
 		return z, nil
 	})
@@ -185,55 +181,131 @@ func (c *Card) openShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*s
 	return sh, nil
 }
 
+// EnrollShare is one custodian's step of an enrollment with one VERIFY: it
+// checks that the slot's key is sc's recipient (before the PIN is sent),
+// verifies the PIN and opens sc's sealed share on the card (proving the key
+// opens it), then, with the same verification, reads the PIN-protected
+// management key, writes the certificate carrying sc and reads it back.
+// It returns the opened share and the ShareCert decoded from what the card
+// holds, for the caller to compare with what it sealed. Nothing is written
+// when the share does not open.
+//
+// The order follows a YubiKey's PIN policies: a key with policy "always"
+// needs its GENERAL AUTHENTICATE to come right after VERIFY (any command in
+// between, management-key authentication included, ends that
+// verification), while the PIN stays verified for the protected data until
+// the card is reset or the PIV application selected again. Commands: GET
+// METADATA (ATTEST before firmware 5.3), VERIFY, GENERAL AUTHENTICATE
+// (ECDH), GET DATA 5FC109, GET METADATA 9B (firmware 5.3 and later, the
+// management key's algorithm), two GENERAL AUTHENTICATE (management key),
+// PUT DATA (chained), GET DATA (the read-back, with GET RESPONSE).
+func (c *Card) EnrollShare(slot uint8, pin []byte, sc *ShareCert) (*shares.Share, *ShareCert, error) {
+	c.tr.begin()
+	sh, back, err := c.enrollShare(slot, pin, sc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("enroll share in slot %02x: %w", slot, mapError(c.reader, err))
+	}
+	return sh, back, nil
+}
+
+func (c *Card) enrollShare(slot uint8, pin []byte, sc *ShareCert) (*shares.Share, *ShareCert, error) {
+	if err := checkRetired(slot); err != nil {
+		return nil, nil, err
+	}
+	if sc == nil || sc.Sealed == nil {
+		return nil, nil, errors.New("no sealed share")
+	}
+	if err := checkPINLength(pin); err != nil {
+		return nil, nil, err
+	}
+	pub, err := c.recipientKey(slot, sc.Sealed)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := newSlotCertificate(pub, sc)
+	if err != nil {
+		return nil, nil, err
+	}
+	sh, err := c.openWithPIN(slot, pub, pin, sc.Sealed)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*shares.Share, *ShareCert, error) {
+		sh.Wipe()
+		return nil, nil, err
+	}
+	if err := c.readStoredKey(); err != nil {
+		return fail(fmt.Errorf("read management key: %w", err))
+	}
+	if err := c.authenticateStored(); err != nil {
+		return fail(err)
+	}
+	stored, err := c.storeCertificate(slot, cert)
+	if err != nil {
+		return fail(err)
+	}
+	back, err := shareCertOf(stored)
+	if err != nil || back == nil {
+		return fail(fmt.Errorf("the certificate written does not carry the share: %v", err))
+	}
+	return sh, back, nil
+}
+
 // WipeShare generates a new key over the slot, with the old key's policies,
 // and replaces its certificate by one for the new key that carries nothing,
 // so that the share sealed to the old key can never be opened again. It
-// verifies the PIN to read the management key.
+// verifies the PIN to read the management key, and keeps the slot counted
+// in the Key History object.
 func (c *Card) WipeShare(slot uint8, pin []byte) error {
+	c.tr.begin()
 	if err := c.wipeShare(slot, pin); err != nil {
-		return fmt.Errorf("wipe share in slot %02x: %w", slot, err)
+		return fmt.Errorf("wipe share in slot %02x: %w", slot, mapError(c.reader, err))
 	}
 	return nil
 }
 
 func (c *Card) wipeShare(slot uint8, pin []byte) error {
-	s, err := retiredSlot(slot)
-	if err != nil {
+	if err := checkRetired(slot); err != nil {
 		return err
 	}
-	key := piv.Key{Algorithm: piv.AlgorithmEC256, PINPolicy: piv.PINPolicyAlways, TouchPolicy: piv.TouchPolicyNever}
-	if c.atLeast(5, 3, 0) {
-		ki, err := c.yk.KeyInfo(s)
+	pinPolicy, touchPolicy := byte(0x03), byte(0x01) // always, never
+	if !c.noMetadata {
+		m, err := c.getMetadata(slot)
 		switch {
-		case errors.Is(err, piv.ErrNotFound):
+		case errors.Is(err, errNotFound):
 			return fmt.Errorf("%w: the slot holds no key", ErrNoCustodySlot)
+		case errors.Is(err, errNotSupported):
+			c.noMetadata = true
 		case err != nil:
-			return mapError(c.reader, err)
-		}
-		if ki.PINPolicy != 0 {
-			key.PINPolicy = ki.PINPolicy
-		}
-		if ki.TouchPolicy != 0 {
-			key.TouchPolicy = ki.TouchPolicy
+			return err
+		default:
+			if m.pinPolicy != 0 {
+				pinPolicy = m.pinPolicy
+			}
+			if m.touchPolicy != 0 {
+				touchPolicy = m.touchPolicy
+			}
 		}
 	}
-	if err := c.VerifyPIN(pin); err != nil {
-		return errors.Unwrap(err) // VerifyPIN's own "verify PIN: " prefix
+	if err := c.verifyAndReadKey(pin); err != nil {
+		return err
 	}
 	if c.mgmt == nil {
 		return fmt.Errorf("%w: the card's management key is not stored on it; init the card with custos", ErrFactoryDefault)
 	}
-	pub, err := c.yk.GenerateKey(c.mgmt, s, key)
-	if err != nil {
-		return mapError(c.reader, err)
+	if err := c.authenticateStored(); err != nil {
+		return err
 	}
-	ecpub, ok := pub.(*ecdsa.PublicKey)
-	if !ok {
-		return fmt.Errorf("generate key: card returned a %T", pub)
-	}
-	cert, err := newSlotCertificate(ecpub, nil)
+	pub, err := c.generate(slot, pinPolicy, touchPolicy)
 	if err != nil {
 		return err
 	}
-	return c.storeCertificate(s, cert)
+	cert, err := newSlotCertificate(pub, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.storeCertificate(slot, cert); err != nil {
+		return err
+	}
+	return c.countInKeyHistory(slot)
 }
