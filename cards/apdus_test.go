@@ -2,7 +2,11 @@ package cards
 
 import (
 	"bytes"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +102,34 @@ func TestAPDUFloor(t *testing.T) {
 	t.Logf("init: %d APDUs\n\t%s", len(initSeq), strings.Join(initSeq, "\n\t"))
 
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
+
+	// A forged share sealed "to" this card (its recipient is the card's
+	// key, its ciphertext is not), or the wrong PIN: EnrollShare writes
+	// nothing, and spends the one VERIFY only on the PIN.
+	forged := *scs[0]
+	sealed := *scs[0].Sealed
+	sealed.Ciphertext = append([]byte(nil), sealed.Ciphertext...)
+	sealed.Ciphertext[0] ^= 1
+	forged.Sealed = &sealed
+	c = openCard(t, in.Reader())
+	if _, _, err := c.EnrollShare(cu.Slot, testPIN, &forged); err == nil {
+		t.Fatal("EnrollShare of a share the card's key does not open succeeded")
+	}
+	if _, _, err := c.EnrollShare(cu.Slot, []byte("000000"), scs[0]); !errors.Is(err, ErrWrongPIN) {
+		t.Fatalf("EnrollShare with a wrong PIN = %v", err)
+	}
+	c.Close()
+	refused := log.take()
+	if n := count(refused, "PUT DATA") + count(refused, "PUT DATA (chained)"); n != 0 {
+		t.Errorf("a refused enrollment wrote %d times:\n\t%s", n, strings.Join(refused, "\n\t"))
+	}
+	c = openCard(t, in.Reader())
+	if sc, err := c.ReadShare(cu.Slot); !errors.Is(err, ErrNoCustodySlot) {
+		t.Errorf("after refused enrollments the slot carries %+v, %v; want no share", sc, err)
+	}
+	c.Close()
+	log.take()
+
 	c = openCard(t, in.Reader())
 	sh, back, err := c.EnrollShare(cu.Slot, testPIN, scs[0])
 	if err != nil {
@@ -139,4 +171,24 @@ func TestAPDUFloor(t *testing.T) {
 	c.Close()
 	cardOnly := log.take()
 	t.Logf("open one share from the card alone (Open, ReadShare, OpenShare): %d APDUs\n\t%s", len(cardOnly), strings.Join(cardOnly, "\n\t"))
+
+	// The peer: yubico-piv-tool verifying the PIN and doing one ECDH with
+	// the same key (test-decipher), on the same card in the same run.
+	c = openCard(t, in.Reader())
+	cert, err := c.readCertificate(cu.Slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	certFile := filepath.Join(t.TempDir(), "slot.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log.take()
+	pivTool(t, in.Reader(), "-a", "verify-pin", "-P", string(testPIN), "-a", "test-decipher", "-s", "82", "-i", certFile)
+	peer := log.take()
+	t.Logf("yubico-piv-tool verify-pin + test-decipher (one ECDH): %d APDUs\n\t%s", len(peer), strings.Join(peer, "\n\t"))
+	if len(openSeq) >= len(peer) {
+		t.Errorf("custos opens a share with %d APDUs, yubico-piv-tool does one ECDH with %d", len(openSeq), len(peer))
+	}
 }
