@@ -125,7 +125,10 @@
 // command between them, management-key authentication included, spends
 // the verification for that key), while the PIN stays verified for the
 // protected data and "once" keys until the card is reset or PIV selected
-// again. So the ECDH comes first, the management key after.
+// again. So the ECDH comes first, the management key after. A card that
+// ended the PIN's verification with the "always" key's use (no YubiKey
+// does) would answer GET DATA 5FC109 with 6982: EnrollShare then verifies
+// the same PIN once more, which cannot be wrong, rather than fail.
 //
 // Init sends, on firmware 5.7: SELECT, GET SERIAL (Open); GET VERSION; GET
 // METADATA of the PIN, PUK and management key; GET METADATA of each slot

@@ -194,7 +194,8 @@ func (c *Card) openWithPIN(slot uint8, pub *ecdsa.PublicKey, pin []byte, sealed 
 // needs its GENERAL AUTHENTICATE to come right after VERIFY (any command in
 // between, management-key authentication included, ends that
 // verification), while the PIN stays verified for the protected data until
-// the card is reset or the PIV application selected again. Commands: GET
+// the card is reset or the PIV application selected again (a card that
+// does otherwise gets a second VERIFY of the same PIN). Commands: GET
 // METADATA (ATTEST before firmware 5.3), VERIFY, GENERAL AUTHENTICATE
 // (ECDH), GET DATA 5FC109, GET METADATA 9B (firmware 5.3 and later, the
 // management key's algorithm), two GENERAL AUTHENTICATE (management key),
@@ -234,7 +235,16 @@ func (c *Card) enrollShare(slot uint8, pin []byte, sc *ShareCert) (*shares.Share
 		sh.Wipe()
 		return nil, nil, err
 	}
-	if err := c.readStoredKey(); err != nil {
+	err = c.readStoredKey()
+	if errors.Is(err, ErrPINRequired) {
+		// A card that ends the PIN's verification with the "always"
+		// key's use, which a YubiKey does not: verify the same PIN again
+		// (it cannot be wrong, and costs no retry) rather than fail.
+		if err = c.verify(pin); err == nil {
+			err = c.readStoredKey()
+		}
+	}
+	if err != nil {
 		return fail(fmt.Errorf("read management key: %w", err))
 	}
 	if err := c.authenticateStored(); err != nil {
