@@ -253,15 +253,20 @@ func (l *link) within(deadline time.Time, f func() error) error {
 	}
 }
 
-// transmit is one exchange over the link.
+// transmit is one exchange over the link. The answer comes back through a
+// channel: a call given up at the deadline must not write into the caller's
+// variables later.
 func (l *link) transmit(cmd []byte, deadline time.Time) ([]byte, error) {
-	var resp []byte
+	answer := make(chan []byte, 1)
 	err := l.within(deadline, func() error {
-		var err error
-		resp, err = l.card.Transmit(cmd)
+		resp, err := l.card.Transmit(cmd)
+		answer <- resp
 		return err
 	})
-	return resp, err
+	if err != nil {
+		return nil, err
+	}
+	return <-answer, nil
 }
 
 // close releases the link unless a call still runs in it (that call's
