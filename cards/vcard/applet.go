@@ -492,8 +492,9 @@ func (a *applet) generalAuthenticate(cmd command) ([]byte, uint16) {
 	// verified in this session; "always" needs this command to come right
 	// after a successful VERIFY, any command in between (GET DATA,
 	// management-key authentication, an empty VERIFY) ending that
-	// verification for the key (SP 800-73-4 Part 1 section 3.5's "PIN
-	// Always" rule; Yubico, yubico-piv-tool issue 234). The session's PIN
+	// verification for the key (SP 800-73-4 Part 1's "PIN Always":
+	// the PIN "must be submitted and verified every time immediately
+	// before" the key's use; Yubico, yubico-piv-tool issue 234). The session's PIN
 	// status itself stays, for "once" keys and the protected data.
 	switch k.PINPolicy {
 	case pinPolicyOnce:

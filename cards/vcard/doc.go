@@ -59,8 +59,8 @@
 // after a successful VERIFY (any command in between, management-key
 // authentication or an empty VERIFY included, spends that verification for
 // the key), while the PIN stays verified for "once" keys and the protected
-// data (SP 800-73-4 Part 1 section 3.5; Yubico's account in
-// yubico-piv-tool issue 234 and yubikey-manager pull request 83).
+// data (SP 800-73-4 Part 1's "PIN Always" access rule; Yubico's account
+// in yubico-piv-tool issue 234 and yubikey-manager pull request 83).
 //
 // # Hostile cards
 //
