@@ -43,41 +43,82 @@ func (a *Attestation) Summary() string {
 }
 
 // Attest reads the attestation of the key in slot (Yubico's ATTEST, INS
-// F9, and the attestation certificate, object 5FFF01) and verifies it
-// against Yubico's roots, then roots: the chain, the slot, the card's
-// serial. A card that cannot attest (not a YubiKey, or a key imported
-// rather than generated on the card) gives ErrNoAttestation; one whose
-// attestation does not verify gives ErrAttestation.
+// F9, then GET DATA 5FFF01 for the card's attestation certificate) and
+// verifies it against Yubico's roots, then roots: the chain, the slot, the
+// card's serial. A card that cannot attest (not a YubiKey: the instruction
+// is unknown; or a key imported rather than generated on the card, which a
+// YubiKey refuses to attest) gives ErrNoAttestation; one whose attestation
+// does not verify gives ErrAttestation.
 func (c *Card) Attest(slot uint8, roots *x509.CertPool) (*Attestation, error) {
-	s, err := retiredSlot(slot)
-	if err != nil {
-		return nil, fmt.Errorf("attest: %w", err)
-	}
-	cert, err := c.yk.Attest(s)
-	if err != nil {
-		if m := mapError(c.reader, err); errors.Is(m, ErrCardRemoved) || errors.Is(m, ErrNoService) || errors.Is(m, ErrCardBusy) {
-			return nil, fmt.Errorf("attest slot %02x: %w", slot, m)
-		}
-		return nil, fmt.Errorf("attest slot %02x: %w: %v", slot, ErrNoAttestation, err)
-	}
-	inter, err := c.yk.AttestationCertificate()
-	if err != nil {
-		if m := mapError(c.reader, err); errors.Is(m, ErrCardRemoved) || errors.Is(m, ErrNoService) || errors.Is(m, ErrCardBusy) {
-			return nil, fmt.Errorf("attest slot %02x: %w", slot, m)
-		}
-		return nil, fmt.Errorf("attest slot %02x: %w: no attestation certificate: %v", slot, ErrNoAttestation, err)
-	}
-	a, err := verifyAttestation(cert, inter, roots)
+	c.tr.begin()
+	a, err := c.attestSlot(slot, roots)
 	if err != nil {
 		return nil, fmt.Errorf("attest slot %02x: %w", slot, err)
 	}
+	return a, nil
+}
+
+func (c *Card) attestSlot(slot uint8, roots *x509.CertPool) (*Attestation, error) {
+	if err := checkRetired(slot); err != nil {
+		return nil, err
+	}
+	cert, err := c.attest(slot)
+	if err != nil {
+		if cannotAttest(err) {
+			return nil, fmt.Errorf("%w: %v", ErrNoAttestation, err)
+		}
+		return nil, mapError(c.reader, err)
+	}
+	inter, err := c.attestationCertificate()
+	if err != nil {
+		if cannotAttest(err) {
+			return nil, fmt.Errorf("%w: no attestation certificate: %v", ErrNoAttestation, err)
+		}
+		return nil, err
+	}
+	a, err := verifyAttestation(cert, inter, roots)
+	if err != nil {
+		return nil, err
+	}
 	if a.Slot != slot {
-		return nil, fmt.Errorf("attest slot %02x: %w: the attestation is for slot %02x", slot, ErrAttestation, a.Slot)
+		return nil, fmt.Errorf("%w: the attestation is for slot %02x", ErrAttestation, a.Slot)
 	}
 	if c.serial != 0 && a.Serial != c.serial {
-		return nil, fmt.Errorf("attest slot %02x: %w: the attestation names card %d, not %d", slot, ErrAttestation, a.Serial, c.serial)
+		return nil, fmt.Errorf("%w: the attestation names card %d, not %d", ErrAttestation, a.Serial, c.serial)
 	}
 	return a, nil
+}
+
+// cannotAttest tells the answers of a card that has no attestation for a
+// key: the instruction or object unknown (6D00, 6E00, 6A82), or the key
+// not attestable (6A80, 6A86, 6A88: none, or imported).
+func cannotAttest(err error) bool {
+	var st statusError
+	if errors.As(err, &st) {
+		switch st.Status() {
+		case 0x6a80, 0x6a82, 0x6a86, 0x6a88, 0x6d00, 0x6e00:
+			return true
+		}
+	}
+	return errors.Is(err, errNotFound) || errors.Is(err, errNotSupported)
+}
+
+// attestationCertificate reads the card's attestation-signing certificate
+// (GET DATA 5FFF01, Yubico's object for slot F9).
+func (c *Card) attestationCertificate() (*x509.Certificate, error) {
+	v, err := c.getData(objAttestation)
+	if err != nil {
+		return nil, fmt.Errorf("read attestation certificate: %w", err)
+	}
+	der, err := parseCertObject(v)
+	if err != nil {
+		return nil, fmt.Errorf("read attestation certificate: %w", c.malformed("GET DATA 5FFF01", err))
+	}
+	inter, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the card's attestation certificate does not decode: %v", ErrAttestation, err)
+	}
+	return inter, nil
 }
 
 // VerifyAttestation verifies an attestation kept as bytes — the slot's

@@ -3,13 +3,12 @@ package cards
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/ebfe/scard"
-
-	"github.com/go-piv/piv-go/v2/piv"
 
 	"custos.dev/custos/shares"
 )
@@ -17,13 +16,25 @@ import (
 // Card is an open, exclusive connection to one PIV card. It is not safe for
 // concurrent use.
 type Card struct {
-	reader  string
-	yk      *piv.YubiKey
-	serial  uint32
-	version piv.Version
+	reader string
+	link   *link
+	tr     *transport
+	serial uint32
+
+	version     [3]byte
+	haveVersion bool
+	// noMetadata is set once the card answered GET METADATA with 6D00
+	// (firmware before 5.3).
+	noMetadata bool
+
 	// mgmt is the management key, read after VERIFY (or set by Init);
-	// wiped by Close.
-	mgmt []byte
+	// wiped by Close. mgmtAlg is its algorithm, 0 until known.
+	mgmt    []byte
+	mgmtAlg byte
+	// secured is set once a PIN was verified or the management key
+	// authenticated: Close then resets the card, so that nobody who
+	// connects next finds it unlocked.
+	secured bool
 }
 
 // SlotInfo describes one retired key-management slot that holds a key.
@@ -45,67 +56,83 @@ const (
 	lastRetiredSlot  = 0x95
 )
 
-// Open connects to the card in reader, exclusively: until Close, no other
-// program can use the card.
-func Open(reader string) (*Card, error) {
-	yk, err := openYubiKey(reader)
+// Open connects to the card in reader, exclusively (until Close, no other
+// program can use the card), with DefaultTimeout for each operation. It
+// sends SELECT and GET SERIAL.
+func Open(reader string) (*Card, error) { return OpenTimeout(reader, DefaultTimeout) }
+
+// OpenTimeout is Open with another deadline for each operation: Open
+// itself, and every later method of the Card, must be done within timeout,
+// or it returns a *TimeoutError and the Card is unusable.
+func OpenTimeout(reader string, timeout time.Duration) (*Card, error) {
+	c, err := dial(reader, scard.ShareExclusive, timeout)
 	if err != nil {
-		if errors.Is(err, piv.ErrNotFound) {
-			return nil, fmt.Errorf("open card in %q: %w", reader, ErrNotPIV)
-		}
-		return nil, fmt.Errorf("open card in %q: %w", reader, mapError(reader, err))
+		return nil, fmt.Errorf("open card in %q: %w", reader, err)
 	}
-	c := &Card{reader: reader, yk: yk, version: yk.Version()}
-	if err := c.readSerial(); err != nil {
-		yk.Close()
+	if c.serial, err = c.getSerial(); err != nil {
+		c.Close()
 		return nil, fmt.Errorf("open card in %q: %w", reader, err)
 	}
 	return c, nil
 }
 
-// busyRetries and busyPause bound how long Open waits for a card that is
-// busy only for a moment (another program reading its serial, as Readers
-// does, or piv-go letting go of it) before calling it busy.
+// busyWait and busyPause bound how long Open waits for a card that is busy
+// only for a moment (another program reading its serial, as Readers does)
+// before calling it busy.
 const (
-	busyRetries = 5
-	busyPause   = 40 * time.Millisecond
+	busyWait  = time.Second
+	busyPause = 40 * time.Millisecond
 )
 
-// openYubiKey is piv.Open, retried briefly while the card is busy.
-func openYubiKey(reader string) (*piv.YubiKey, error) {
-	for try := 0; ; try++ {
-		yk, err := piv.Open(reader)
-		if code, ok := pcscCode(err); ok && code == scard.ErrSharingViolation && try < busyRetries {
+// dial connects to the card in reader and selects the PIV application,
+// retrying briefly while the card is busy.
+func dial(reader string, mode scard.ShareMode, timeout time.Duration) (*Card, error) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	busyUntil := time.Now().Add(busyWait)
+	var l *link
+	for {
+		var err error
+		l, err = connect(reader, mode, deadline)
+		if err == nil {
+			break
+		}
+		err = mapError(reader, err)
+		if errors.Is(err, ErrCardBusy) && time.Now().Before(busyUntil) && time.Until(deadline) > busyPause {
 			time.Sleep(busyPause)
 			continue
 		}
-		return yk, err
+		return nil, err
 	}
-}
-
-// readSerial asks the card its serial number. Cards that do not tell (not
-// YubiKeys, or YubiKeys before 5 whose OTP application is off) keep 0.
-func (c *Card) readSerial() error {
-	s, err := c.yk.Serial()
-	if err != nil {
-		if m := mapError(c.reader, err); errors.Is(m, ErrCardRemoved) || errors.Is(m, ErrNoService) {
-			return m
+	c := &Card{reader: reader, link: l}
+	c.tr = &transport{reader: reader, timeout: timeout, deadline: deadline, xfer: l.transmit}
+	if mode == scard.ShareShared {
+		// Keep other programs' commands out of ours.
+		if err := l.within(deadline, l.card.BeginTransaction); err != nil {
+			l.close(false)
+			return nil, mapError(reader, err)
 		}
-		return nil
 	}
-	c.serial = s
-	return nil
+	if err := c.selectPIV(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
-// Close releases the card and forgets the management key.
+// Close releases the card and forgets the management key. After a PIN was
+// verified or the management key used, it resets the card (SCARD_RESET_CARD),
+// which ends that security status for whoever connects next.
 func (c *Card) Close() error {
 	shares.Wipe(c.mgmt)
 	c.mgmt = nil
-	if c.yk == nil {
+	if c.link == nil {
 		return nil
 	}
-	err := c.yk.Close()
-	c.yk = nil
+	err := c.link.close(c.secured)
+	c.link = nil
 	if err != nil {
 		if m := mapError("", err); errors.Is(m, ErrCardRemoved) {
 			return nil // nothing left to release
@@ -121,69 +148,124 @@ func (c *Card) Reader() string { return c.reader }
 // Serial is the card's serial number, 0 when the card does not tell.
 func (c *Card) Serial() uint32 { return c.serial }
 
-// Version is the card's firmware version, "major.minor.patch".
+// Version is the card's firmware version, "major.minor.patch". It is read
+// (GET VERSION) the first time it is asked for, not by Open, which opening
+// a share does not need; "" when the card does not tell.
 func (c *Card) Version() string {
-	return fmt.Sprintf("%d.%d.%d", c.version.Major, c.version.Minor, c.version.Patch)
+	c.tr.begin()
+	if err := c.readVersion(); err != nil {
+		return ""
+	}
+	return c.versionString()
 }
 
-func (c *Card) atLeast(major, minor, patch int) bool {
+func (c *Card) versionString() string {
+	return fmt.Sprintf("%d.%d.%d", c.version[0], c.version[1], c.version[2])
+}
+
+// readVersion asks the card its version once.
+func (c *Card) readVersion() error {
+	if c.haveVersion {
+		return nil
+	}
+	v, err := c.getVersion()
+	if err != nil {
+		return err
+	}
+	c.version, c.haveVersion = v, true
+	return nil
+}
+
+// atLeast compares the firmware version, which readVersion must have read.
+func (c *Card) atLeast(major, minor, patch byte) bool {
 	v := c.version
-	if v.Major != major {
-		return v.Major > major
+	if v[0] != major {
+		return v[0] > major
 	}
-	if v.Minor != minor {
-		return v.Minor > minor
+	if v[1] != minor {
+		return v[1] > minor
 	}
-	return v.Patch >= patch
+	return v[2] >= patch
 }
 
-// fail wraps err for the custodian, checking the reader when the error came
-// from the transport.
+// fail wraps err for the custodian.
 func (c *Card) fail(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, mapError(c.reader, err))
 }
 
-func retiredSlot(slot uint8) (piv.Slot, error) {
-	s, ok := piv.RetiredKeyManagementSlot(uint32(slot))
-	if !ok {
-		return piv.Slot{}, fmt.Errorf("slot %02x is not a retired key-management slot (82-95)", slot)
+func checkRetired(slot uint8) error {
+	if slot < firstRetiredSlot || slot > lastRetiredSlot {
+		return fmt.Errorf("slot %02x is not a retired key-management slot (82-95)", slot)
 	}
-	return s, nil
+	return nil
 }
 
-// slotKey returns the public key in slot, wrapping piv.ErrNotFound when the
-// slot is empty. From firmware 5.3 it is GET METADATA (one command); before,
-// an attestation (which proves the same key).
-func (c *Card) slotKey(s piv.Slot) (*ecdsa.PublicKey, error) {
-	var pub any
-	if c.atLeast(5, 3, 0) {
-		ki, err := c.yk.KeyInfo(s)
-		if err != nil {
+// slotKey returns the public key in slot, errNotFound when the slot holds
+// none. From firmware 5.3 it is GET METADATA, one command. Before (the card
+// answers 6D00), it is ATTEST: the cheapest proof of the key that is honest,
+// since a certificate object can hold any key while an attestation is signed
+// by the card for the key in the slot; it fails for an imported key.
+func (c *Card) slotKey(slot uint8) (*ecdsa.PublicKey, error) {
+	if !c.noMetadata {
+		m, err := c.getMetadata(slot)
+		switch {
+		case err == nil:
+			if m.alg != algECCP256 {
+				return nil, fmt.Errorf("slot %02x holds a key of algorithm %#x, not P-256: %w", slot, m.alg, ErrNoCustodySlot)
+			}
+			pub, err := p256Point(m.point)
+			if err != nil {
+				return nil, c.malformed("GET METADATA", err)
+			}
+			return pub, nil
+		case errors.Is(err, errNotSupported):
+			c.noMetadata = true
+		default:
 			return nil, err
 		}
-		pub = ki.PublicKey
-	} else {
-		cert, err := c.yk.Attest(s)
-		if err != nil {
-			return nil, err
-		}
-		pub = cert.PublicKey
 	}
-	k, ok := pub.(*ecdsa.PublicKey)
-	if !ok || k.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("slot %s holds a %T, not a P-256 key: %w", s, pub, ErrNoCustodySlot)
+	cert, err := c.attest(slot)
+	var st statusError
+	if errors.As(err, &st) && st.Status() == swIncorrectData {
+		return nil, fmt.Errorf("%w (no key generated on the card in slot %02x)", errNotFound, slot)
 	}
-	return k, nil
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("slot %02x holds a %T, not a P-256 key: %w", slot, cert.PublicKey, ErrNoCustodySlot)
+	}
+	return pub, nil
+}
+
+// readCertificate reads the certificate in slot's object (GET DATA). A
+// missing object gives errNotFound; one that does not decode an error
+// wrapping ErrNoCustodySlot.
+func (c *Card) readCertificate(slot uint8) (*x509.Certificate, error) {
+	v, err := c.getData(retiredCertObject(slot))
+	if err != nil {
+		return nil, err
+	}
+	der, err := parseCertObject(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoCustodySlot, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the slot's certificate does not decode: %v", ErrNoCustodySlot, err)
+	}
+	return cert, nil
 }
 
 // Custody lists the retired slots (82–95) that hold a key, with the custos
 // certificate's content where there is one.
 func (c *Card) Custody() ([]SlotInfo, error) {
+	c.tr.begin()
 	var out []SlotInfo
-	for slot := firstRetiredSlot; slot <= lastRetiredSlot; slot++ {
-		s, _ := retiredSlot(uint8(slot))
-		pub, err := c.slotKey(s)
-		if errors.Is(err, piv.ErrNotFound) || errors.Is(err, ErrNoCustodySlot) {
+	for slot := uint8(firstRetiredSlot); slot <= lastRetiredSlot; slot++ {
+		pub, err := c.slotKey(slot)
+		if errors.Is(err, errNotFound) || errors.Is(err, ErrNoCustodySlot) {
 			continue
 		}
 		if err != nil {
@@ -193,18 +275,16 @@ func (c *Card) Custody() ([]SlotInfo, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list custody slots: %w", err)
 		}
-		info := SlotInfo{Slot: uint8(slot), PublicKey: pub, Fingerprint: fp}
-		cert, err := c.yk.Certificate(s)
+		info := SlotInfo{Slot: slot, PublicKey: pub, Fingerprint: fp}
+		cert, err := c.readCertificate(slot)
 		switch {
 		case err == nil:
 			// A certificate that is not custos's, or a damaged custos
 			// extension, leaves Cert nil: ReadShare says why.
 			info.Cert, _ = slotCertOf(cert)
-		case errors.Is(err, piv.ErrNotFound):
+		case errors.Is(err, errNotFound), errors.Is(err, ErrNoCustodySlot):
 		default:
-			if m := mapError(c.reader, err); errors.Is(m, ErrCardRemoved) || errors.Is(m, ErrNoService) {
-				return nil, fmt.Errorf("list custody slots: %w", m)
-			}
+			return nil, c.fail("list custody slots", err)
 		}
 		out = append(out, info)
 	}
@@ -214,37 +294,145 @@ func (c *Card) Custody() ([]SlotInfo, error) {
 // VerifyPIN checks the PIN. A wrong PIN gives a *PINError with the retries
 // left; a blocked one ErrPINBlocked. It is never retried. On success it also
 // reads the PIN-protected management key Init stored, which WriteShare needs;
-// the Card keeps it until Close.
+// the Card keeps it until Close. Two commands: VERIFY, GET DATA 5FC109.
 func (c *Card) VerifyPIN(pin []byte) error {
-	if err := checkPINLength(pin); err != nil {
-		return fmt.Errorf("verify PIN: %w", err)
-	}
-	// piv-go's Metadata is VERIFY then GET DATA of the protected object.
-	m, err := c.yk.Metadata(string(pin))
-	if err != nil {
+	c.tr.begin()
+	if err := c.verifyAndReadKey(pin); err != nil {
 		return c.fail("verify PIN", err)
 	}
-	if m.ManagementKey != nil {
-		shares.Wipe(c.mgmt)
-		c.mgmt = append([]byte(nil), *m.ManagementKey...)
-		shares.Wipe(*m.ManagementKey)
-	}
 	return nil
 }
 
-// verify is VERIFY alone, SP 800-73-4 Part 2 section 3.2.1.
-func (c *Card) verify(pin []byte) error {
-	if err := checkPINLength(pin); err != nil {
+// verifyAndReadKey is VERIFY, then GET DATA of the protected data (5FC109,
+// readable with the PIN verified) for the management key stored there.
+func (c *Card) verifyAndReadKey(pin []byte) error {
+	if err := c.verify(pin); err != nil {
 		return err
 	}
-	return mapError(c.reader, c.yk.VerifyPIN(string(pin)))
+	c.secured = true
+	return c.readStoredKey()
 }
 
-// checkPINLength refuses a PIN no PIV card accepts (SP 800-73-4 Part 2
-// section 2.4.3: up to 8 bytes), before it could burn a retry.
-func checkPINLength(pin []byte) error {
-	if len(pin) == 0 || len(pin) > 8 {
-		return errors.New("a PIN is 1 to 8 characters (6 to 8 on a YubiKey)")
+// readStoredKey reads the management key from the protected data; the PIN
+// must be verified. A card without one keeps c.mgmt nil.
+func (c *Card) readStoredKey() error {
+	o, err := c.readProtected()
+	if err != nil || o == nil {
+		return err
+	}
+	defer o.wipe()
+	if k, ok := o.get(protectedMgmKey); ok {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("the management key stored on the card is %d bytes long, not 16, 24 or 32", len(k))
+		}
+		shares.Wipe(c.mgmt)
+		c.mgmt = append([]byte(nil), k...)
 	}
 	return nil
+}
+
+// readProtected reads the protected data object (5FC109), nil when the card
+// has none; the PIN must be verified.
+func (c *Card) readProtected() (*pivmanObject, error) {
+	v, err := c.getData(objPrinted)
+	if errors.Is(err, errNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer clear(v)
+	o, err := parsePivman(v, 0x88)
+	if err != nil {
+		return nil, fmt.Errorf("the card's protected data does not decode: %w", err)
+	}
+	return o, nil
+}
+
+// managementAlgorithm returns the management key's algorithm: from GET
+// METADATA (firmware 5.3 and later), else 3DES, the only one before 5.4.
+func (c *Card) managementAlgorithm() (byte, error) {
+	if c.mgmtAlg != 0 {
+		return c.mgmtAlg, nil
+	}
+	c.mgmtAlg = alg3DES
+	if !c.noMetadata {
+		m, err := c.getMetadata(keyManagementKey)
+		switch {
+		case err == nil:
+			if mgmtKeyLen(m.alg) == 0 {
+				return 0, fmt.Errorf("unknown management key algorithm %#x", m.alg)
+			}
+			c.mgmtAlg = m.alg
+		case errors.Is(err, errNotSupported):
+			c.noMetadata = true
+		default:
+			c.mgmtAlg = 0
+			return 0, err
+		}
+	}
+	return c.mgmtAlg, nil
+}
+
+// authenticateStored authenticates with the management key the card keeps
+// PIN-protected, which VerifyPIN (or Init) read.
+func (c *Card) authenticateStored() error {
+	if c.mgmt == nil {
+		return fmt.Errorf("%w: verify the PIN first (and init the card if custos did not)", ErrPINRequired)
+	}
+	alg, err := c.managementAlgorithm()
+	if err != nil {
+		return err
+	}
+	if len(c.mgmt) != mgmtKeyLen(alg) {
+		return fmt.Errorf("the stored management key is %d bytes, not a key of algorithm %#x: %w", len(c.mgmt), alg, errManagementKey)
+	}
+	c.secured = true
+	return c.authenticate(alg, c.mgmt)
+}
+
+func mgmtKeyLen(alg byte) int {
+	switch alg {
+	case alg3DES, algAES192:
+		return 24
+	case algAES128:
+		return 16
+	case algAES256:
+		return 32
+	}
+	return 0
+}
+
+// Tries returns how many tries the PIN and the PUK have left: GET METADATA
+// of each (firmware 5.3 and later); before, an empty VERIFY for the PIN
+// (SP 800-73-4 Part 2 section 3.2.1), and -1 for the PUK, whose count
+// older firmware tells only to a try. -1 also stands for a PIN already
+// verified on this connection, whose count VERIFY does not tell.
+func (c *Card) Tries() (pin, puk int, err error) {
+	c.tr.begin()
+	if !c.noMetadata {
+		mp, err := c.getMetadata(keyPIN)
+		switch {
+		case err == nil:
+			mk, err := c.getMetadata(keyPUK)
+			if err != nil {
+				return 0, 0, c.fail("read PIN and PUK tries", err)
+			}
+			if !mp.hasRetries || !mk.hasRetries {
+				return 0, 0, c.fail("read PIN and PUK tries", c.malformed("GET METADATA", errors.New("no retry counter")))
+			}
+			return mp.remaining, mk.remaining, nil
+		case errors.Is(err, errNotSupported):
+			c.noMetadata = true
+		default:
+			return 0, 0, c.fail("read PIN and PUK tries", err)
+		}
+	}
+	n, err := c.pinTries()
+	if err != nil {
+		return 0, 0, c.fail("read PIN tries", err)
+	}
+	return n, -1, nil
 }

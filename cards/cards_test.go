@@ -87,19 +87,39 @@ func TestInitLeavesNoFactoryDefault(t *testing.T) {
 	lock(t)
 	_, in, c, cu := custodyCard(t, 4000011, vcard.Port0)
 	c.Close()
-	pin, puk, mgmt, ok, err := credentials(in.Reader())
-	if err != nil || !ok {
-		t.Fatalf("credentials: %v, %v", ok, err)
+	pin, puk, mgmt := credentialsOf(t, in.Reader())
+	if pin.isDefault || puk.isDefault || mgmt.isDefault {
+		t.Errorf("after Init: PIN default %v, PUK default %v, management key default %v", pin.isDefault, puk.isDefault, mgmt.isDefault)
 	}
-	if pin.Default || puk.Default || mgmt.Default {
-		t.Errorf("after Init: PIN default %v, PUK default %v, management key default %v", pin.Default, puk.Default, mgmt.Default)
+	if mgmt.alg != 0x0a { // AES-192 on 5.7
+		t.Errorf("management key algorithm %#x, want AES-192 (0x0a)", mgmt.alg)
 	}
-	if mgmt.Algorithm != 0x0a { // AES-192 on 5.7
-		t.Errorf("management key algorithm %#x, want AES-192 (0x0a)", mgmt.Algorithm)
+	if pin.remaining != 3 || puk.remaining != 3 {
+		t.Errorf("retries PIN %d PUK %d, want 3 and 3", pin.remaining, puk.remaining)
 	}
-	if pin.Retries != 3 || puk.Retries != 3 {
-		t.Errorf("retries PIN %d PUK %d, want 3 and 3", pin.Retries, puk.Retries)
+
+	// The management key is stored as Yubico's tools store a PIN-protected
+	// one: the admin data says so (80 { 81 01 02 }, what ykman and
+	// libykpiv write), and piv-go, reading the protected data with the
+	// PIN, authenticates with the key it finds there.
+	c1 := openCard(t, in.Reader())
+	admin, err := c1.getData(objAdminData)
+	if err != nil || !bytes.Equal(admin, []byte{0x80, 0x03, 0x81, 0x01, 0x02}) {
+		t.Errorf("admin data after Init = % X, %v; want 80 03 81 01 02", admin, err)
 	}
+	c1.Close()
+	yk, err := piv.Open(in.Reader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := yk.Metadata(string(testPIN))
+	if err != nil || m.ManagementKey == nil {
+		t.Fatalf("piv-go Metadata = %+v, %v; want the stored management key", m, err)
+	}
+	if err := yk.SetMetadata(*m.ManagementKey, m); err != nil {
+		t.Errorf("piv-go cannot authenticate with the stored management key: %v", err)
+	}
+	yk.Close()
 
 	c2 := openCard(t, in.Reader())
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
@@ -382,9 +402,9 @@ func TestAttestationUnknownCA(t *testing.T) {
 		}
 	}
 	c.Close()
-	pin, puk, mgmt, ok, err := credentials(in.Reader())
-	if err != nil || !ok || !pin.Default || !puk.Default || !mgmt.Default {
-		t.Errorf("after a refused Init: PIN %+v PUK %+v mgmt %+v (%v, %v), want all still factory", pin, puk, mgmt, ok, err)
+	pin, puk, mgmt := credentialsOf(t, in.Reader())
+	if !pin.isDefault || !puk.isDefault || !mgmt.isDefault {
+		t.Errorf("after a refused Init: PIN %+v PUK %+v mgmt %+v, want all still factory", pin, puk, mgmt)
 	}
 }
 

@@ -3,6 +3,7 @@ package cards
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinel errors. Each message tells the custodian what to do.
@@ -51,6 +52,16 @@ var (
 
 	// ErrWrongPIN is wrapped by every *PINError.
 	ErrWrongPIN = errors.New("wrong PIN")
+
+	// ErrCardTimeout is wrapped by every *TimeoutError.
+	ErrCardTimeout = errors.New("the card did not answer in time")
+
+	// ErrBadResponse is wrapped by every *ResponseError.
+	ErrBadResponse = errors.New("the card answered what no PIV card answers")
+
+	// errManagementKey is the card refusing the management key custos
+	// authenticated with (the one it stored, or the factory one).
+	errManagementKey = errors.New("the card refused its management key: it was changed outside custos; reset the card's PIV application (ykman piv reset), which erases its keys, or use another card")
 )
 
 // PINError is a wrong PIN (or PUK). It wraps ErrWrongPIN. The PIN is never
@@ -75,3 +86,39 @@ func (e *PINError) Error() string {
 }
 
 func (e *PINError) Unwrap() error { return ErrWrongPIN }
+
+// TimeoutError is a card that did not answer within the operation's
+// deadline. It wraps ErrCardTimeout. The Card is unusable afterwards: every
+// later operation returns the same error.
+type TimeoutError struct {
+	// Reader is the card's reader.
+	Reader string
+	// Timeout is the operation's deadline, 0 when not known.
+	Timeout time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	within := ""
+	if e.Timeout > 0 {
+		within = " within " + e.Timeout.String()
+	}
+	return fmt.Sprintf("the card in %q did not answer%s: remove it (a genuine card answers again once reinserted) and repeat the step, or use another card", e.Reader, within)
+}
+
+func (e *TimeoutError) Unwrap() error { return ErrCardTimeout }
+
+// ResponseError is an answer no PIV card gives: too long, in too many
+// pieces, without a status word, or not the data the command asks for. It
+// wraps ErrBadResponse.
+type ResponseError struct {
+	// Reader is the card's reader.
+	Reader string
+	// Detail says what was wrong with the answer.
+	Detail string
+}
+
+func (e *ResponseError) Error() string {
+	return fmt.Sprintf("the card in %q gave %s, which no PIV card does: it may be counterfeit or broken; remove it and use another card", e.Reader, e.Detail)
+}
+
+func (e *ResponseError) Unwrap() error { return ErrBadResponse }

@@ -150,3 +150,20 @@ func ceremony(t testing.TB, keys ...*ecdsa.PublicKey) (*shares.Ceremony, []byte,
 	}
 	return c, secret, scs
 }
+
+// credentialsOf reads the PIN's, PUK's and management key's GET METADATA
+// on the card in reader, over a Card of its own.
+func credentialsOf(t testing.TB, reader string) (pin, puk, mgmt slotMetadata) {
+	t.Helper()
+	c, err := Open(reader)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", reader, err)
+	}
+	defer c.Close()
+	for ref, m := range map[byte]*slotMetadata{keyPIN: &pin, keyPUK: &puk, keyManagementKey: &mgmt} {
+		if *m, err = c.getMetadata(ref); err != nil {
+			t.Fatalf("GET METADATA %02x: %v", ref, err)
+		}
+	}
+	return pin, puk, mgmt
+}

@@ -56,131 +56,153 @@ type Custody struct {
 // with reduced randomness after power-up (Yubico security advisory
 // YSA-2019-02), so that the first keys and ECDSA nonces it makes can be
 // guessed.
-var weakFirmware = map[piv.Version]bool{
-	{Major: 4, Minor: 4, Patch: 2}: true,
-	{Major: 4, Minor: 4, Patch: 4}: true,
+var weakFirmware = map[[3]byte]bool{
+	{4, 4, 2}: true,
+	{4, 4, 4}: true,
 }
 
 // Factory values of a YubiKey's PIV application.
 var (
-	factoryPIN = []byte(piv.DefaultPIN)
-	factoryPUK = []byte(piv.DefaultPUK)
+	factoryPIN           = []byte(piv.DefaultPIN)
+	factoryPUK           = []byte(piv.DefaultPUK)
+	factoryManagementKey = piv.DefaultManagementKey
 )
-
-// managementKeySize is the new management key's length: AES-192 or 3DES.
-// (piv-go's SetMetadata stores only 24-byte keys.)
-const managementKeySize = 24
 
 // Init makes the card a custody card. In this order, so that a failure or a
 // crash at any step leaves a card Init can simply be run on again:
 //
-//  1. refuse weak firmware and bad options, read the PIN, PUK and
+//  1. read the firmware version and refuse weak firmware before anything
+//     else is sent; refuse bad options; read the PIN, PUK and
 //     management-key state with GET METADATA (never by trying a PIN);
 //  2. authenticate with the current management key (the factory one, or
 //     the one custos stored PIN-protected on an earlier run);
 //  3. generate the P-256 key in the slot, attest it and verify the
 //     attestation against Yubico's root and opts.Roots;
-//  4. store a new random management key PIN-protected, then make it the
-//     card's management key;
-//  5. set the custodian's PIN and PUK.
+//  4. write a certificate for the key (carrying no share) into the slot's
+//     object, and count the slot in the Key History object, so that every
+//     PIV client (OpenSC, PKCS#11 modules) lists the key;
+//  5. store a new random management key PIN-protected (the protected data,
+//     and the flag in the admin data that tells yubico-piv-tool and ykman
+//     so), then make it the card's management key;
+//  6. set the custodian's PIN and PUK.
 //
 // It keeps the new management key for WriteShare on this Card.
 func (c *Card) Init(opts InitOptions) (*Custody, error) {
+	c.tr.begin()
 	cu, err := c.init(opts)
 	if err != nil {
-		return nil, fmt.Errorf("init card %d: %w", c.serial, err)
+		return nil, fmt.Errorf("init card %d: %w", c.serial, mapError(c.reader, err))
 	}
 	return cu, nil
 }
 
 func (c *Card) init(opts InitOptions) (*Custody, error) {
+	if err := c.readVersion(); err != nil {
+		return nil, fmt.Errorf("read firmware version: %w", err)
+	}
 	if weakFirmware[c.version] {
-		return nil, fmt.Errorf("%w: firmware %s is a YubiKey FIPS release whose random number generator starts with reduced randomness after power-up (Yubico advisory YSA-2019-02), so a key it generates may be guessed", ErrWeakFirmware, c.Version())
+		return nil, fmt.Errorf("%w: firmware %s is a YubiKey FIPS release whose random number generator starts with reduced randomness after power-up (Yubico advisory YSA-2019-02), so a key it generates may be guessed", ErrWeakFirmware, c.versionString())
 	}
 	if err := checkNewCredentials(opts.PIN, opts.PUK); err != nil {
 		return nil, err
 	}
-	pinPolicy, touchPolicy := opts.PINPolicy, opts.TouchPolicy
-	if pinPolicy == 0 {
-		pinPolicy = piv.PINPolicyAlways
-	}
-	if touchPolicy == 0 {
-		touchPolicy = piv.TouchPolicyNever
-	}
-	switch pinPolicy {
-	case piv.PINPolicyAlways, piv.PINPolicyOnce:
-	default:
-		return nil, errors.New("the custody key's PIN policy must be always or once")
-	}
-	switch touchPolicy {
-	case piv.TouchPolicyNever, piv.TouchPolicyAlways, piv.TouchPolicyCached:
-	default:
-		return nil, errors.New("unknown touch policy")
+	pinPolicy, touchPolicy, err := policies(opts)
+	if err != nil {
+		return nil, err
 	}
 
-	// 1. The credentials' state, over a connection of custos's own (piv-go
-	// does not return the default flags): close, read, reopen.
+	// 1. The credentials' state.
 	curPIN, curPUK, mgmtDefault, err := c.currentCredentials(opts)
 	if err != nil {
 		return nil, err
 	}
 
 	// 2. The current management key.
-	mgmt, err := c.currentManagementKey(curPIN, mgmtDefault)
+	mgmt, protected, err := c.currentManagementKey(curPIN, mgmtDefault)
 	if err != nil {
 		return nil, err
 	}
 	defer shares.Wipe(mgmt)
+	if protected != nil {
+		defer protected.wipe()
+	}
+	alg, err := c.managementAlgorithm()
+	if err != nil {
+		return nil, fmt.Errorf("read management key algorithm: %w", err)
+	}
 
 	// 3. The key, its attestation.
 	slot, err := c.freeSlot(opts.Slot)
 	if err != nil {
 		return nil, err
 	}
-	s, _ := retiredSlot(slot)
-	pub, err := c.yk.GenerateKey(mgmt, s, piv.Key{Algorithm: piv.AlgorithmEC256, PINPolicy: pinPolicy, TouchPolicy: touchPolicy})
+	c.secured = true
+	if err := c.authenticate(alg, mgmt); err != nil {
+		return nil, fmt.Errorf("authenticate with the management key: %w", err)
+	}
+	pub, err := c.generate(slot, pinPolicy, touchPolicy)
 	if err != nil {
-		return nil, c.fail("generate key", err)
+		return nil, fmt.Errorf("generate key: %w", err)
 	}
-	ecpub, ok := pub.(*ecdsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("generate key: card returned a %T", pub)
-	}
-	cu, err := c.attest(s, ecpub, opts.Roots)
+	cu, err := c.verifyAttestation(slot, pub, opts.Roots)
 	if err != nil {
 		return nil, err
 	}
 
-	// 4. A random management key, stored where only the PIN reads it
+	// 4. Visible to every PIV client.
+	cert, err := newCustodyCertificate(pub)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.storeCertificate(slot, cert); err != nil {
+		return nil, fmt.Errorf("write the key's certificate: %w", err)
+	}
+	if err := c.countInKeyHistory(slot); err != nil {
+		return nil, err
+	}
+
+	// 5. A random management key, stored where only the PIN reads it
 	// before it replaces the current one: a crash in between leaves the
 	// current key working.
-	newMgmt := make([]byte, managementKeySize)
+	newAlg := byte(alg3DES)
+	if c.atLeast(5, 4, 0) {
+		newAlg = algAES192
+	}
+	newMgmt := make([]byte, mgmtKeyLen(newAlg))
 	if _, err := rand.Read(newMgmt); err != nil {
 		return nil, err
 	}
-	stored := append([]byte(nil), newMgmt...)
-	if err := c.yk.SetMetadata(mgmt, &piv.Metadata{ManagementKey: &stored}); err != nil {
-		shares.Wipe(newMgmt)
-		shares.Wipe(stored)
-		return nil, c.fail("store management key", err)
+	if protected == nil {
+		protected = &pivmanObject{outer: 0x88}
+		defer protected.wipe()
 	}
-	shares.Wipe(stored)
-	if err := c.yk.SetManagementKey(mgmt, newMgmt); err != nil {
+	protected.set(protectedMgmKey, newMgmt)
+	stored := protected.marshal()
+	err = c.putData(objPrinted, stored, true)
+	clear(stored)
+	if err != nil {
 		shares.Wipe(newMgmt)
-		return nil, c.fail("set management key", err)
+		return nil, fmt.Errorf("store management key: %w", err)
+	}
+	if err := c.markProtected(); err != nil {
+		shares.Wipe(newMgmt)
+		return nil, err
+	}
+	if err := c.setManagementKey(newAlg, newMgmt); err != nil {
+		shares.Wipe(newMgmt)
+		return nil, fmt.Errorf("set management key: %w", err)
 	}
 	shares.Wipe(c.mgmt)
-	c.mgmt = newMgmt
+	c.mgmt, c.mgmtAlg = newMgmt, newAlg
 
-	// 5. The custodian's PIN and PUK.
+	// 6. The custodian's PIN and PUK.
 	if !bytes.Equal(curPIN, opts.PIN) {
-		if err := c.yk.SetPIN(string(curPIN), string(opts.PIN)); err != nil {
-			return nil, c.fail("set PIN", err)
+		if err := c.changeReference(keyPIN, curPIN, opts.PIN); err != nil {
+			return nil, fmt.Errorf("set PIN: %w", err)
 		}
 	}
 	if !bytes.Equal(curPUK, opts.PUK) {
-		if err := c.yk.SetPUK(string(curPUK), string(opts.PUK)); err != nil {
-			err = mapError(c.reader, err)
+		if err := c.changeReference(keyPUK, curPUK, opts.PUK); err != nil {
 			var pe *PINError
 			if errors.As(err, &pe) {
 				pe.PUK = true
@@ -191,6 +213,31 @@ func (c *Card) init(opts InitOptions) (*Custody, error) {
 		}
 	}
 	return cu, nil
+}
+
+// policies returns the GENERATE policy bytes for opts (Yubico's PIN policy
+// tag AA: 02 once, 03 always; touch policy tag AB: 01 never, 02 always, 03
+// cached).
+func policies(opts InitOptions) (pin, touch byte, err error) {
+	switch opts.PINPolicy {
+	case 0, piv.PINPolicyAlways:
+		pin = 0x03
+	case piv.PINPolicyOnce:
+		pin = 0x02
+	default:
+		return 0, 0, errors.New("the custody key's PIN policy must be always or once")
+	}
+	switch opts.TouchPolicy {
+	case 0, piv.TouchPolicyNever:
+		touch = 0x01
+	case piv.TouchPolicyAlways:
+		touch = 0x02
+	case piv.TouchPolicyCached:
+		touch = 0x03
+	default:
+		return 0, 0, errors.New("unknown touch policy")
+	}
+	return pin, touch, nil
 }
 
 // errPUKBlocked is a blocked PUK: only a reset of the PIV application helps.
@@ -222,85 +269,122 @@ func (c *Card) currentCredentials(opts InitOptions) (pin, puk []byte, mgmtDefaul
 		puk = factoryPUK
 	}
 	if !c.atLeast(5, 3, 0) {
+		c.noMetadata = true
 		return pin, puk, false, nil
 	}
-	if err := c.yk.Close(); err != nil {
-		c.yk = nil
-		return nil, nil, false, c.fail("read credentials", err)
-	}
-	c.yk = nil
-	mPIN, mPUK, mMgmt, ok, rerr := credentials(c.reader)
-	yk, oerr := openYubiKey(c.reader)
-	if oerr != nil {
-		return nil, nil, false, c.fail("reopen card", oerr)
-	}
-	c.yk = yk
-	if rerr != nil {
-		return nil, nil, false, c.fail("read credentials", rerr)
-	}
-	if !ok {
+	mPIN, err := c.getMetadata(keyPIN)
+	if errors.Is(err, errNotSupported) {
+		c.noMetadata = true
 		return pin, puk, false, nil
 	}
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("read credentials: %w", err)
+	}
+	mPUK, err := c.getMetadata(keyPUK)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("read credentials: %w", err)
+	}
+	mMgmt, err := c.getMetadata(keyManagementKey)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("read credentials: %w", err)
+	}
+	if !mPIN.hasDefault || !mPUK.hasDefault || !mMgmt.hasDefault || !mPIN.hasRetries || !mPUK.hasRetries || mgmtKeyLen(mMgmt.alg) == 0 {
+		return nil, nil, false, c.malformed("GET METADATA", errors.New("a default flag, retry counter or algorithm is missing"))
+	}
+	c.mgmtAlg = mMgmt.alg
 	switch {
-	case mPIN.Retries == 0:
+	case mPIN.remaining == 0:
 		return nil, nil, false, ErrPINBlocked
-	case mPUK.Retries == 0 && !mPUK.Default:
+	case mPUK.remaining == 0 && !mPUK.isDefault:
 		return nil, nil, false, errPUKBlocked
-	case mPIN.Default:
+	case mPIN.isDefault:
 		pin = factoryPIN
 	case opts.CurrentPIN == nil:
 		return nil, nil, false, fmt.Errorf("%w: this card's PIN was changed; give its current PIN", ErrPINRequired)
 	}
 	switch {
-	case mPUK.Default:
+	case mPUK.isDefault:
 		puk = factoryPUK
 	case opts.CurrentPUK == nil:
 		return nil, nil, false, fmt.Errorf("%w: this card's PUK was changed; give its current PUK", ErrPINRequired)
 	}
-	return pin, puk, mMgmt.Default, nil
+	return pin, puk, mMgmt.isDefault, nil
 }
 
 // currentManagementKey returns the management key to authenticate with: the
-// factory one, or the one stored PIN-protected on the card.
-func (c *Card) currentManagementKey(pin []byte, isDefault bool) ([]byte, error) {
+// factory one, or the one stored PIN-protected on the card (then with the
+// protected data it was read from, whose other items Init keeps).
+func (c *Card) currentManagementKey(pin []byte, isDefault bool) ([]byte, *pivmanObject, error) {
 	if isDefault {
-		return append([]byte(nil), piv.DefaultManagementKey...), nil
+		return append([]byte(nil), factoryManagementKey...), nil, nil
 	}
-	m, err := c.yk.Metadata(string(pin))
+	if err := c.verify(pin); err != nil {
+		return nil, nil, fmt.Errorf("read management key: %w", err)
+	}
+	c.secured = true
+	o, err := c.readProtected()
 	if err != nil {
-		return nil, c.fail("read management key", err)
+		return nil, nil, fmt.Errorf("read management key: %w", err)
 	}
-	if m.ManagementKey != nil {
-		k := append([]byte(nil), *m.ManagementKey...)
-		shares.Wipe(*m.ManagementKey)
-		return k, nil
+	if o != nil {
+		if k, ok := o.get(protectedMgmKey); ok {
+			return append([]byte(nil), k...), o, nil
+		}
 	}
-	if !c.atLeast(5, 3, 0) {
+	if c.noMetadata {
 		// No metadata to tell: the factory key is the only guess, and a
 		// wrong management key costs no retry.
-		return append([]byte(nil), piv.DefaultManagementKey...), nil
+		return append([]byte(nil), factoryManagementKey...), o, nil
 	}
-	return nil, errors.New("the card's management key was changed and is not stored on the card: reset the card's PIV application (ykman piv reset) or use another card")
+	if o != nil {
+		o.wipe()
+	}
+	return nil, nil, errors.New("the card's management key was changed and is not stored on the card: reset the card's PIV application (ykman piv reset) or use another card")
 }
 
 // freeSlot returns want when it holds no key, or the first retired slot
-// that holds none.
+// that holds none. Without GET METADATA (firmware before 5.3) a slot is
+// taken when it has a generated key (ATTEST), a certificate, or is counted
+// in the Key History, so that a key imported by another tool is not
+// overwritten whenever its slot can be told from an empty one.
 func (c *Card) freeSlot(want uint8) (uint8, error) {
 	first, last := uint8(firstRetiredSlot), uint8(lastRetiredSlot)
 	if want != 0 {
-		if _, err := retiredSlot(want); err != nil {
+		if err := checkRetired(want); err != nil {
 			return 0, err
 		}
 		first, last = want, want
 	}
-	for slot := first; slot <= last; slot++ {
-		s, _ := retiredSlot(slot)
-		_, err := c.slotKey(s)
-		if errors.Is(err, piv.ErrNotFound) {
-			return slot, nil
+	var hist keyHistory
+	if c.noMetadata {
+		if h, err := c.readKeyHistory(); err == nil {
+			hist = h
+		} else if !errors.Is(err, errNotFound) {
+			return 0, fmt.Errorf("find a free slot: %w", err)
 		}
-		if err != nil && !errors.Is(err, ErrNoCustodySlot) {
-			return 0, c.fail("find a free slot", err)
+	}
+	for slot := first; slot <= last; slot++ {
+		_, err := c.slotKey(slot)
+		if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, ErrNoCustodySlot) {
+			return 0, fmt.Errorf("find a free slot: %w", err)
+		}
+		free := errors.Is(err, errNotFound)
+		if free && c.noMetadata {
+			if int(slot-firstRetiredSlot) < hist.onCard+hist.offCard {
+				free = false
+			} else {
+				_, err := c.getData(retiredCertObject(slot))
+				switch {
+				case errors.Is(err, errNotFound):
+				case err == nil:
+					free = false
+				default:
+					return 0, fmt.Errorf("find a free slot: %w", err)
+				}
+			}
+		}
+		if free {
+			return slot, nil
 		}
 	}
 	if want != 0 {
@@ -309,10 +393,16 @@ func (c *Card) freeSlot(want uint8) (uint8, error) {
 	return 0, fmt.Errorf("%w: all retired slots (82-95) hold keys", ErrNoCustodySlot)
 }
 
-// attest reads the slot key's attestation and verifies it (Attest), and
-// that it is the key just generated.
-func (c *Card) attest(s piv.Slot, pub *ecdsa.PublicKey, roots *x509.CertPool) (*Custody, error) {
-	a, err := c.Attest(uint8(s.Key), roots)
+// verifyAttestation reads the slot key's attestation and the card's
+// attestation certificate and verifies them (Attest's checks), and that
+// the attested key is the key just generated.
+func (c *Card) verifyAttestation(slot uint8, pub *ecdsa.PublicKey, roots *x509.CertPool) (*Custody, error) {
+	a, err := c.attestSlot(slot, roots)
+	if errors.Is(err, ErrNoAttestation) {
+		// At init, a card that cannot attest the key it just generated
+		// is refused like one whose attestation fails.
+		return nil, fmt.Errorf("%w: %v", ErrAttestation, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -324,8 +414,8 @@ func (c *Card) attest(s piv.Slot, pub *ecdsa.PublicKey, roots *x509.CertPool) (*
 	}
 	return &Custody{
 		Serial:       c.serial,
-		Version:      c.Version(),
-		Slot:         a.Slot,
+		Version:      c.versionString(),
+		Slot:         slot,
 		PublicKey:    pub,
 		Fingerprint:  a.Fingerprint,
 		Attestation:  a.Cert,

@@ -2,6 +2,7 @@ package cards
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -64,15 +65,34 @@ func Readers(ctx context.Context) ([]ReaderInfo, error) {
 			ri.Present = true
 			ri.ATR = append([]byte(nil), st.Atr...)
 			if st.EventState&scard.StateExclusive == 0 {
-				if r, err := openRaw(sc, st.Reader, scard.ShareShared); err == nil {
-					ri.Serial, _ = r.serial()
-					r.close()
-				}
+				ri.Serial = peekSerial(st.Reader)
 			}
 		}
 		out[i] = ri
 	}
 	return out, nil
+}
+
+// peekTimeout bounds how long Readers waits for one card's serial: a card
+// that does not answer in time is listed with serial 0.
+const peekTimeout = 2 * time.Second
+
+// peekSerial reads the serial of the card in reader over a shared
+// connection, in a transaction: SELECT and GET SERIAL (firmware 5 and
+// later; older cards, whose serial is in the OTP application, show 0:
+// selecting that application would disturb another program's PIV session).
+// It returns 0 when the card does not tell.
+func peekSerial(reader string) uint32 {
+	c, err := dial(reader, scard.ShareShared, peekTimeout)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	b, err := c.send(apdu{ins: insGetSerial, le: true})
+	if err != nil || len(b) != 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(b)
 }
 
 // WaitInserted returns the name of a reader, not named in skip, that holds a

@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
-
-	"github.com/go-piv/piv-go/v2/piv"
 
 	"custos.dev/custos/shares"
 )
@@ -30,35 +27,16 @@ type ShareCert struct {
 	Sealed *shares.SealedShare
 }
 
-// WriteShare puts a share on the card, checked end to end: it verifies the
-// PIN, has the card open sealed with the slot's key (proving that this key
-// opens it — the share is returned for the caller to compare with what it
-// sealed), writes a certificate for the slot key carrying payload (the
-// version 2 ceremony record with this card's entry, docs/FORMAT.md section
-// 12), signed by a fresh ephemeral key, and reads it back. A share sealed to
-// another key is refused with ErrWrongCard before the PIN is sent.
-func (c *Card) WriteShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error) {
-	sh, err := c.writeShare(slot, pin, sealed, payload)
-	if err != nil {
-		return nil, fmt.Errorf("write share to slot %02x: %w", slot, err)
-	}
-	return sh, nil
-}
-
-func (c *Card) writeShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error) {
-	s, err := retiredSlot(slot)
-	if err != nil {
-		return nil, err
-	}
-	if sealed == nil {
-		return nil, errors.New("no sealed share")
-	}
-	pub, err := c.slotKey(s)
-	if errors.Is(err, piv.ErrNotFound) {
+// recipientKey returns the slot's public key after checking that it is the
+// one sealed was sealed to: ErrWrongCard otherwise, ErrNoCustodySlot when
+// the slot holds no key. One command (see slotKey).
+func (c *Card) recipientKey(slot uint8, sealed *shares.SealedShare) (*ecdsa.PublicKey, error) {
+	pub, err := c.slotKey(slot)
+	if errors.Is(err, errNotFound) {
 		return nil, fmt.Errorf("%w: the slot holds no key; init the card first", ErrNoCustodySlot)
 	}
 	if err != nil {
-		return nil, mapError(c.reader, err)
+		return nil, err
 	}
 	fp, err := shares.FingerprintOf(pub)
 	if err != nil {
@@ -67,59 +45,38 @@ func (c *Card) writeShare(slot uint8, pin []byte, sealed *shares.SealedShare, pa
 	if fp != sealed.Recipient {
 		return nil, ErrWrongCard
 	}
-	cert, err := newSlotCertificate(pub, sealed, payload)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.VerifyPIN(pin); err != nil {
-		return nil, errors.Unwrap(err) // VerifyPIN's own "verify PIN: " prefix
-	}
-	if c.mgmt == nil {
-		return nil, fmt.Errorf("%w: the card's management key is not stored on it; init the card with custos", ErrFactoryDefault)
-	}
-	if err := c.storeCertificate(s, cert); err != nil {
-		return nil, err
-	}
-	return c.openWith(s, pub, pin, sealed)
+	return pub, nil
 }
 
-// storeCertificate writes cert into the slot's object (SP 800-73-4 Part 2
-// section 3.3.2, PUT DATA) and reads it back (section 3.1.2, GET DATA).
-func (c *Card) storeCertificate(s piv.Slot, cert *x509.Certificate) error {
-	if err := c.yk.SetCertificate(c.mgmt, s, cert); err != nil {
-		return mapError(c.reader, err)
-	}
-	back, err := c.yk.Certificate(s)
-	if err != nil {
-		return fmt.Errorf("read back: %w", mapError(c.reader, err))
-	}
-	if !bytes.Equal(back.Raw, cert.Raw) {
-		return errors.New("the certificate read back differs from the one written: the card may be faulty; write it again or use another card")
-	}
-	return nil
-}
-
-// ReadShare reads the custos content of the certificate in slot. A slot
-// without a certificate, or with one that is not custos's, gives
-// ErrNoCustodySlot.
+// ReadShare reads the custos content of the certificate in slot (GET DATA,
+// with GET RESPONSE). A slot without a certificate, or with one that is not
+// custos's, gives ErrNoCustodySlot.
 func (c *Card) ReadShare(slot uint8) (*SlotCert, error) {
-	s, err := retiredSlot(slot)
+	c.tr.begin()
+	sc, err := c.readShare(slot)
 	if err != nil {
-		return nil, fmt.Errorf("read share: %w", err)
+		return nil, fmt.Errorf("read share from slot %02x: %w", slot, mapError(c.reader, err))
 	}
-	cert, err := c.yk.Certificate(s)
-	if errors.Is(err, piv.ErrNotFound) {
-		return nil, fmt.Errorf("read share from slot %02x: %w", slot, ErrNoCustodySlot)
+	return sc, nil
+}
+
+func (c *Card) readShare(slot uint8) (*SlotCert, error) {
+	if err := checkRetired(slot); err != nil {
+		return nil, err
+	}
+	cert, err := c.readCertificate(slot)
+	if errors.Is(err, errNotFound) {
+		return nil, ErrNoCustodySlot
 	}
 	if err != nil {
-		return nil, c.fail(fmt.Sprintf("read share from slot %02x", slot), err)
+		return nil, err
 	}
 	sc, err := slotCertOf(cert)
 	if err != nil {
-		return nil, fmt.Errorf("read share from slot %02x: %w", slot, err)
+		return nil, err
 	}
 	if sc == nil {
-		return nil, fmt.Errorf("read share from slot %02x: %w", slot, ErrNoCustodySlot)
+		return nil, ErrNoCustodySlot
 	}
 	return sc, nil
 }
@@ -128,55 +85,41 @@ func (c *Card) ReadShare(slot uint8) (*SlotCert, error) {
 // key is the share's recipient before it sends the PIN (ErrWrongCard
 // otherwise), then verifies the PIN (VERIFY, SP 800-73-4 Part 2 section
 // 3.2.1) and performs the ECDH on the card (GENERAL AUTHENTICATE, section
-// 3.2.4). A wrong PIN is never retried.
+// 3.2.4), right after VERIFY as a key with PIN policy "always" needs. A
+// wrong PIN is never retried. Three commands: GET METADATA (ATTEST before
+// firmware 5.3), VERIFY, GENERAL AUTHENTICATE.
 func (c *Card) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
+	c.tr.begin()
 	sh, err := c.openShare(slot, pin, sealed)
 	if err != nil {
-		return nil, fmt.Errorf("open share in slot %02x: %w", slot, err)
+		return nil, fmt.Errorf("open share in slot %02x: %w", slot, mapError(c.reader, err))
 	}
 	return sh, nil
 }
 
 func (c *Card) openShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
-	s, err := retiredSlot(slot)
-	if err != nil {
+	if err := checkRetired(slot); err != nil {
 		return nil, err
 	}
 	if sealed == nil {
 		return nil, errors.New("no sealed share")
 	}
-	pub, err := c.slotKey(s)
-	if errors.Is(err, piv.ErrNotFound) {
-		return nil, fmt.Errorf("%w: the slot holds no key", ErrNoCustodySlot)
+	if err := checkPINLength(pin); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, mapError(c.reader, err)
-	}
-	fp, err := shares.FingerprintOf(pub)
+	pub, err := c.recipientKey(slot, sealed)
 	if err != nil {
 		return nil, err
 	}
-	if fp != sealed.Recipient {
-		return nil, ErrWrongCard
-	}
-	return c.openWith(s, pub, pin, sealed)
+	return c.openWithPIN(slot, pub, pin, sealed)
 }
 
-// openWith verifies the PIN and has the card compute the ECDH for sealed
-// with the slot's key (pub, already checked to be the recipient).
-func (c *Card) openWith(s piv.Slot, pub *ecdsa.PublicKey, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
+// openWithPIN is VERIFY immediately followed by the key agreement, inside
+// shares.Open: nothing is sent between them.
+func (c *Card) openWithPIN(slot uint8, pub *ecdsa.PublicKey, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
 	recipient, err := pub.ECDH()
 	if err != nil {
 		return nil, err
-	}
-	// PIN policy never: piv-go must not VERIFY on its own, custos just did.
-	priv, err := c.yk.PrivateKey(s, pub, piv.KeyAuth{PINPolicy: piv.PINPolicyNever})
-	if err != nil {
-		return nil, err
-	}
-	key, ok := priv.(*piv.ECDSAPrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("slot %s: unexpected key type %T", s, priv)
 	}
 	var cardErr error
 	sh, err := shares.Open(sealed, recipient, func(eph *ecdh.PublicKey) ([]byte, error) {
@@ -184,10 +127,11 @@ func (c *Card) openWith(s piv.Slot, pub *ecdsa.PublicKey, pin []byte, sealed *sh
 			cardErr = err
 			return nil, err
 		}
-		z, err := key.ECDH(eph)
+		c.secured = true
+		z, err := c.ecdh(slot, eph.Bytes())
 		if err != nil {
-			cardErr = mapError(c.reader, err)
-			return nil, cardErr
+			cardErr = err
+			return nil, err
 		}
 		return z, nil
 	})
@@ -200,55 +144,142 @@ func (c *Card) openWith(s piv.Slot, pub *ecdsa.PublicKey, pin []byte, sealed *sh
 	return sh, nil
 }
 
+// WriteShare is one custodian's step of an enrollment, with one VERIFY: it
+// checks that the slot's key is sealed's recipient (before the PIN is
+// sent), verifies the PIN and opens sealed on the card (proving the key
+// opens it; the share is returned for the caller to compare with what it
+// sealed), then, with the same verification, reads the PIN-protected
+// management key, writes a certificate for the slot key carrying payload
+// (the version 2 ceremony record with this card's entry, docs/FORMAT.md
+// section 12) and reads it back. Nothing is written when the share does
+// not open.
+//
+// The order follows a YubiKey's PIN policies: a key with policy "always"
+// needs its GENERAL AUTHENTICATE to come right after VERIFY (any command in
+// between, management-key authentication included, ends that
+// verification), while the PIN stays verified for the protected data until
+// the card is reset or the PIV application selected again (a card that
+// does otherwise gets a second VERIFY of the same PIN). Commands: GET
+// METADATA (ATTEST before firmware 5.3), VERIFY, GENERAL AUTHENTICATE
+// (ECDH), GET DATA 5FC109, GET METADATA 9B (firmware 5.3 and later, the
+// management key's algorithm), two GENERAL AUTHENTICATE (management key),
+// PUT DATA (chained), GET DATA (the read-back, with GET RESPONSE).
+func (c *Card) WriteShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error) {
+	c.tr.begin()
+	sh, err := c.writeShare(slot, pin, sealed, payload)
+	if err != nil {
+		return nil, fmt.Errorf("write share to slot %02x: %w", slot, mapError(c.reader, err))
+	}
+	return sh, nil
+}
+
+func (c *Card) writeShare(slot uint8, pin []byte, sealed *shares.SealedShare, payload []byte) (*shares.Share, error) {
+	if err := checkRetired(slot); err != nil {
+		return nil, err
+	}
+	if sealed == nil {
+		return nil, errors.New("no sealed share")
+	}
+	if err := checkPINLength(pin); err != nil {
+		return nil, err
+	}
+	pub, err := c.recipientKey(slot, sealed)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := newSlotCertificate(pub, sealed, payload)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := c.openWithPIN(slot, pub, pin, sealed)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*shares.Share, error) {
+		sh.Wipe()
+		return nil, err
+	}
+	err = c.readStoredKey()
+	if errors.Is(err, ErrPINRequired) {
+		// A card that ends the PIN's verification with the "always"
+		// key's use, which a YubiKey does not: verify the same PIN again
+		// (it cannot be wrong, and costs no retry) rather than fail.
+		if err = c.verify(pin); err == nil {
+			err = c.readStoredKey()
+		}
+	}
+	if err != nil {
+		return fail(fmt.Errorf("read management key: %w", err))
+	}
+	if err := c.authenticateStored(); err != nil {
+		return fail(err)
+	}
+	stored, err := c.storeCertificate(slot, cert)
+	if err != nil {
+		return fail(err)
+	}
+	back, err := slotCertOf(stored)
+	if err != nil || back == nil || !bytes.Equal(back.Payload, payload) {
+		return fail(fmt.Errorf("the certificate read back does not carry what was written: %v", err))
+	}
+	return sh, nil
+}
+
 // WipeShare generates a new key over the slot, with the old key's policies,
 // and replaces its certificate by one for the new key that carries nothing,
 // so that the share sealed to the old key can never be opened again. It
-// verifies the PIN to read the management key.
+// verifies the PIN to read the management key, and keeps the slot counted
+// in the Key History object.
 func (c *Card) WipeShare(slot uint8, pin []byte) error {
+	c.tr.begin()
 	if err := c.wipeShare(slot, pin); err != nil {
-		return fmt.Errorf("wipe share in slot %02x: %w", slot, err)
+		return fmt.Errorf("wipe share in slot %02x: %w", slot, mapError(c.reader, err))
 	}
 	return nil
 }
 
 func (c *Card) wipeShare(slot uint8, pin []byte) error {
-	s, err := retiredSlot(slot)
-	if err != nil {
+	if err := checkRetired(slot); err != nil {
 		return err
 	}
-	key := piv.Key{Algorithm: piv.AlgorithmEC256, PINPolicy: piv.PINPolicyAlways, TouchPolicy: piv.TouchPolicyNever}
-	if c.atLeast(5, 3, 0) {
-		ki, err := c.yk.KeyInfo(s)
+	pinPolicy, touchPolicy := byte(0x03), byte(0x01) // always, never
+	if !c.noMetadata {
+		m, err := c.getMetadata(slot)
 		switch {
-		case errors.Is(err, piv.ErrNotFound):
+		case errors.Is(err, errNotFound):
 			return fmt.Errorf("%w: the slot holds no key", ErrNoCustodySlot)
+		case errors.Is(err, errNotSupported):
+			c.noMetadata = true
 		case err != nil:
-			return mapError(c.reader, err)
-		}
-		if ki.PINPolicy != 0 {
-			key.PINPolicy = ki.PINPolicy
-		}
-		if ki.TouchPolicy != 0 {
-			key.TouchPolicy = ki.TouchPolicy
+			return err
+		default:
+			if m.pinPolicy != 0 {
+				pinPolicy = m.pinPolicy
+			}
+			if m.touchPolicy != 0 {
+				touchPolicy = m.touchPolicy
+			}
 		}
 	}
-	if err := c.VerifyPIN(pin); err != nil {
-		return errors.Unwrap(err) // VerifyPIN's own "verify PIN: " prefix
+	if err := c.verifyAndReadKey(pin); err != nil {
+		return err
 	}
 	if c.mgmt == nil {
 		return fmt.Errorf("%w: the card's management key is not stored on it; init the card with custos", ErrFactoryDefault)
 	}
-	pub, err := c.yk.GenerateKey(c.mgmt, s, key)
-	if err != nil {
-		return mapError(c.reader, err)
+	if err := c.authenticateStored(); err != nil {
+		return err
 	}
-	ecpub, ok := pub.(*ecdsa.PublicKey)
-	if !ok {
-		return fmt.Errorf("generate key: card returned a %T", pub)
-	}
-	cert, err := newSlotCertificate(ecpub, nil, nil)
+	pub, err := c.generate(slot, pinPolicy, touchPolicy)
 	if err != nil {
 		return err
 	}
-	return c.storeCertificate(s, cert)
+	cert, err := newSlotCertificate(pub, nil, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.storeCertificate(slot, cert); err != nil {
+		return err
+	}
+	return c.countInKeyHistory(slot)
 }

@@ -2,6 +2,7 @@ package shares
 
 import (
 	"crypto/ecdh"
+	"crypto/rand"
 	"testing"
 )
 
@@ -10,7 +11,7 @@ import (
 func BenchmarkSplitSeal8(b *testing.B) {
 	keys := make([]*ecdh.PublicKey, 8)
 	for i := range keys {
-		k, _ := ecdh.P256().GenerateKey(nil)
+		k, _ := ecdh.P256().GenerateKey(rand.Reader)
 		keys[i] = k.PublicKey()
 	}
 	secret, _ := NewRecoveryKey()
@@ -39,7 +40,7 @@ func BenchmarkOpenCombine5(b *testing.B) {
 	privs := make([]*ecdh.PrivateKey, 5)
 	sealed := make([]*SealedShare, 5)
 	for i := range sealed {
-		privs[i], _ = ecdh.P256().GenerateKey(nil)
+		privs[i], _ = ecdh.P256().GenerateKey(rand.Reader)
 		sealed[i], _ = Seal(sh[i], privs[i].PublicKey())
 	}
 	b.ReportAllocs()

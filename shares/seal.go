@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
@@ -56,7 +57,9 @@ const (
 // agreement, HKDF-SHA256 and ChaCha20-Poly1305, with the share's header and
 // the recipient's fingerprint as associated data (docs/FORMAT.md).
 func Seal(s *Share, recipient *ecdh.PublicKey) (*SealedShare, error) {
-	eph, err := ecdh.P256().GenerateKey(nil) // crypto/rand, whatever is passed
+	// crypto/rand.Reader, never nil: under GODEBUG=cryptocustomrand=1 the
+	// reader given is used, and nil would crash.
+	eph, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
 	}

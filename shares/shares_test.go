@@ -3,7 +3,10 @@ package shares
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/rand"
 	"errors"
+	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/hashicorp/vault/shamir"
@@ -251,8 +254,8 @@ func TestShareEnvelopeRejects(t *testing.T) {
 
 func TestSealOpen(t *testing.T) {
 	_, all, _ := testCeremony(t, 2, 3)
-	card, _ := ecdh.P256().GenerateKey(nil)
-	other, _ := ecdh.P256().GenerateKey(nil)
+	card, _ := ecdh.P256().GenerateKey(rand.Reader)
+	other, _ := ecdh.P256().GenerateKey(rand.Reader)
 	agreeWith := func(k *ecdh.PrivateKey) func(*ecdh.PublicKey) ([]byte, error) {
 		return func(eph *ecdh.PublicKey) ([]byte, error) { return k.ECDH(eph) }
 	}
@@ -293,7 +296,7 @@ func TestSealOpen(t *testing.T) {
 
 func TestSealedShareRejects(t *testing.T) {
 	_, all, _ := testCeremony(t, 2, 3)
-	card, _ := ecdh.P256().GenerateKey(nil)
+	card, _ := ecdh.P256().GenerateKey(rand.Reader)
 	sealed, _ := Seal(all[0], card.PublicKey())
 	b, err := sealed.MarshalBinary()
 	if err != nil {
@@ -390,5 +393,28 @@ func TestIDsText(t *testing.T) {
 	}
 	if _, err := ParseCeremonyID("xyz"); err == nil {
 		t.Error("bad ceremony id accepted")
+	}
+}
+
+// TestSealUnderCustomRand seals under GODEBUG=cryptocustomrand=1, where
+// crypto functions use the reader they are given (Go 1.26 ignores it by
+// default): Seal must give crypto/rand.Reader, never nil. It runs itself
+// again in a child process, since a GODEBUG setting is read at start.
+func TestSealUnderCustomRand(t *testing.T) {
+	if os.Getenv("CUSTOS_SEAL_CHILD") == "1" {
+		card, err := ecdh.P256().GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ss, _ := testCeremony(t, 2, 2)
+		if _, err := Seal(ss[0], card.PublicKey()); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSealUnderCustomRand$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "GODEBUG=cryptocustomrand=1", "CUSTOS_SEAL_CHILD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("Seal under GODEBUG=cryptocustomrand=1: %v\n%s", err, out)
 	}
 }

@@ -25,8 +25,17 @@ const touchCacheTime = 15 * time.Second
 // command chaining and pending response bytes.
 type session struct {
 	pinVerified bool
-	pinFresh    bool // verified since the last PIN-always key use
+	// pinFresh is set by a successful VERIFY and cleared by the next
+	// command, whatever it is: a key with PIN policy "always" is usable
+	// only by the command right after VERIFY (see generalAuthenticate).
+	pinFresh bool
+	// afterVerify is pinFresh as it was before the command in progress.
+	afterVerify bool
 	mgmtAuthed  bool
+
+	// otp is set while the YubiKey OTP application is selected instead of
+	// PIV.
+	otp bool
 
 	// Management key authentication in progress.
 	witness   []byte // the witness sent, expected back decrypted
@@ -58,6 +67,7 @@ func (a *applet) process(raw []byte) []byte {
 	cmd, err := parseAPDU(raw)
 	if err != nil {
 		a.s.chaining, a.s.chain, a.s.pending = false, nil, nil
+		a.s.pinFresh = false
 		return response(nil, err.(*apduError).sw)
 	}
 	if cmd.ins != insGetResponse {
@@ -65,6 +75,7 @@ func (a *applet) process(raw []byte) []byte {
 	}
 	if cmd.cla&^claChaining != 0x00 {
 		a.s.chaining, a.s.chain = false, nil
+		a.s.pinFresh = false
 		return response(nil, swClassNotSupported)
 	}
 
@@ -72,6 +83,7 @@ func (a *applet) process(raw []byte) []byte {
 	header := [4]byte{cmd.cla &^ claChaining, cmd.ins, cmd.p1, cmd.p2}
 	if a.s.chaining && header != a.s.chainHeader {
 		a.s.chaining, a.s.chain = false, nil
+		a.s.pinFresh = false
 		return response(nil, swLastChainExpected)
 	}
 	if cmd.cla&claChaining != 0 {
@@ -92,8 +104,18 @@ func (a *applet) process(raw []byte) []byte {
 		a.s.chaining, a.s.chain = false, nil
 	}
 
+	// A whole command (its chained pieces gathered): it consumes the
+	// verification of the VERIFY right before it, if any.
+	a.s.afterVerify, a.s.pinFresh = a.s.pinFresh, false
 	if cmd.ins == insGetResponse {
 		return a.getResponse(cmd)
+	}
+	if a.s.otp && cmd.ins != insSelect {
+		data, sw := a.otpCommand(cmd)
+		if sw != swOK {
+			return response(nil, sw)
+		}
+		return a.send(data, cmd.ne)
 	}
 	data, sw := a.dispatch(cmd)
 	if sw != swOK {
@@ -135,6 +157,11 @@ func (a *applet) dispatch(cmd command) ([]byte, uint16) {
 	case insGetVersion:
 		return a.st.version[:], swOK
 	case insGetSerial:
+		// Yubico's GET SERIAL came with firmware 5.0; a YubiKey 4 keeps its
+		// serial in the OTP application only.
+		if !versionAtLeast(a.st.version, 5, 0, 0) {
+			return nil, swInsNotSupported
+		}
 		return binary.BigEndian.AppendUint32(nil, a.st.Serial), swOK
 	case insGetMetadata:
 		return a.getMetadata(cmd)
@@ -172,6 +199,12 @@ func (a *applet) selectApp(cmd command) ([]byte, uint16) {
 	if cmd.p1 != 0x04 {
 		return nil, swIncorrectP1P2
 	}
+	if len(cmd.data) >= len(otpAID)-1 && bytes.HasPrefix(otpAID, cmd.data) {
+		// The YubiKey OTP application: its status (firmware version,
+		// configuration sequence, touch level), as ykman reads it.
+		a.s = session{lastTouch: a.s.lastTouch, otp: true}
+		return append(a.st.version[:], 0x00, 0x00, 0x00), swOK
+	}
 	if len(cmd.data) < 5 || !bytes.HasPrefix(pivAID, cmd.data) {
 		return nil, swFileNotFound
 	}
@@ -179,6 +212,19 @@ func (a *applet) selectApp(cmd command) ([]byte, uint16) {
 	apt := tlvBytes(0x4f, pivAID[5:])
 	apt = appendTLV(apt, 0x79, tlvBytes(0x4f, pivAID[:5]))
 	return tlvBytes(0x61, apt), swOK
+}
+
+// otpCommand answers a command to the YubiKey OTP application: only its
+// serial number (INS 01, P1 10), which yubico-piv-tool and piv-go read
+// there on firmware before 5.
+func (a *applet) otpCommand(cmd command) ([]byte, uint16) {
+	if cmd.ins != insOTPConfig {
+		return nil, swInsNotSupported
+	}
+	if cmd.p1 != otpSerialSlot || cmd.p2 != 0 {
+		return nil, swIncorrectP1P2
+	}
+	return binary.BigEndian.AppendUint32(nil, a.st.Serial), swOK
 }
 
 // getMetadata is Yubico's GET METADATA (0xF7) for the PIN, PUK,
@@ -307,7 +353,7 @@ func (a *applet) verify(cmd command) ([]byte, uint16) {
 	}
 	sw := a.checkSecret(&a.st.PIN, cmd.data)
 	a.s.pinVerified = sw == swOK
-	a.s.pinFresh = a.s.pinVerified
+	a.s.pinFresh = a.s.pinVerified // for the next command only
 	return nil, sw
 }
 
@@ -442,16 +488,23 @@ func (a *applet) generalAuthenticate(cmd command) ([]byte, uint16) {
 	if isSign == isECDH {
 		return nil, swIncorrectData
 	}
+	// PIN policies, as a YubiKey applies them: "once" needs the PIN
+	// verified in this session; "always" needs this command to come right
+	// after a successful VERIFY, any command in between (GET DATA,
+	// management-key authentication, an empty VERIFY) ending that
+	// verification for the key (SP 800-73-4 Part 1's "PIN Always":
+	// the PIN "must be submitted and verified every time immediately
+	// before" the key's use; Yubico, yubico-piv-tool issue 234). The session's PIN
+	// status itself stays, for "once" keys and the protected data.
 	switch k.PINPolicy {
 	case pinPolicyOnce:
 		if !a.s.pinVerified {
 			return nil, swSecurityStatus
 		}
 	case pinPolicyAlways:
-		if !a.s.pinVerified || !a.s.pinFresh {
+		if !a.s.pinVerified || !a.s.afterVerify {
 			return nil, swSecurityStatus
 		}
-		a.s.pinFresh = false
 	}
 	a.touch(k.TouchPolicy)
 	var out []byte

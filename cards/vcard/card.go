@@ -1,6 +1,8 @@
 package vcard
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +56,49 @@ type Card struct {
 	counts   Counts
 	trace    io.Writer
 	inserted *Inserted
+	hostile  Hostile
+}
+
+// Hostile is a misbehaviour a card can be switched to, to test what a
+// counterfeit or broken card does to a client. Each applies to every
+// command APDU received from then on; the card still answers vpcd's power
+// and ATR messages, so pcscd keeps it present.
+type Hostile int
+
+const (
+	// Honest is a card that behaves.
+	Honest Hostile = iota
+	// ChainForever answers every command, GET RESPONSE included, with
+	// 255 bytes and 61FF: "more bytes remain", for ever (ISO/IEC
+	// 7816-4:2020 section 5.3.4).
+	ChainForever
+	// Garbage answers every command with 65535 random bytes, the longest
+	// message vpcd carries.
+	Garbage
+	// Silent never answers a command: it reads it and sends nothing, so
+	// that pcscd waits until the card is removed.
+	Silent
+)
+
+func (h Hostile) String() string {
+	switch h {
+	case Honest:
+		return "honest"
+	case ChainForever:
+		return "61xx forever"
+	case Garbage:
+		return "64 KiB of garbage"
+	case Silent:
+		return "never answers"
+	}
+	return fmt.Sprintf("hostile(%d)", int(h))
+}
+
+// SetHostile switches the card to a misbehaviour (Honest ends it).
+func (c *Card) SetHostile(h Hostile) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hostile = h
 }
 
 // NewCard makes a factory-fresh card: PIN 123456, PUK 12345678, the
@@ -154,13 +199,24 @@ func (c *Card) powerCycle() {
 
 // transmit answers one command APDU, writing the state file when the
 // command changed the card. When that write fails the change is undone
-// and the answer is 6581 (memory failure).
+// and the answer is 6581 (memory failure). A Silent card returns nil: no
+// answer at all.
 func (c *Card) transmit(apdu []byte) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.counts.APDUs++
 	if len(apdu) >= 4 {
 		c.counts.Instructions[apdu[1]]++
+	}
+	switch c.hostile {
+	case ChainForever:
+		return response(bytes.Repeat([]byte{0x5a}, 255), swBytesAvailable|0xff)
+	case Garbage:
+		junk := make([]byte, 0xffff)
+		rand.Read(junk)
+		return junk
+	case Silent:
+		return nil
 	}
 	c.app.dirty = false
 	resp := c.app.process(apdu)

@@ -44,7 +44,32 @@
 // key: 3DES, AES-128/192/256; slot keys: ECDSA and ECDH), SET MANAGEMENT
 // KEY, GENERATE and IMPORT (P-256, P-384; PIN and touch policies), GET DATA
 // and PUT DATA (command chaining in, GET RESPONSE out, objects up to 3052
-// bytes, 5FC109 behind the PIN) and ATTEST.
+// bytes, 5FC109 behind the PIN) and ATTEST. The YubiKey OTP application
+// answers SELECT and its serial-number command (01 10), where
+// yubico-piv-tool and piv-go read the serial of firmware before 5.
+//
+// The firmware version decides what exists, as on a YubiKey: GET SERIAL
+// from 5.0 (6D00 before), GET METADATA from 5.3 (6D00 before), AES
+// management keys from 5.4 (6A80 before), AES-192 as the factory
+// management key from 5.7 (3DES before). Attestation and the touch policy
+// "cached" need 4.3, the oldest version to use.
+//
+// PIN policies are a YubiKey's: "once" needs the PIN verified in the
+// session; "always" needs the GENERAL AUTHENTICATE to be the command right
+// after a successful VERIFY (any command in between, management-key
+// authentication or an empty VERIFY included, spends that verification for
+// the key), while the PIN stays verified for "once" keys and the protected
+// data (SP 800-73-4 Part 1's "PIN Always" access rule; Yubico's account
+// in yubico-piv-tool issue 234 and yubikey-manager pull request 83).
+//
+// # Hostile cards
+//
+// Card.SetHostile switches a card to a misbehaviour, for tests of what a
+// counterfeit or broken card does to a client: ChainForever (61FF with 255
+// bytes to every command, GET RESPONSE included), Garbage (65535 random
+// bytes, the longest vpcd message) and Silent (no answer at all; pcscd then
+// waits, and its client with it, until the card is removed). vpcd's power
+// and ATR messages are still answered, so pcscd keeps the card present.
 //
 // Attestation certificates carry Yubico's extensions (firmware, serial,
 // policies, form factor) and chain to the card's attestation key, whose
@@ -70,9 +95,9 @@
 //
 // Only elliptic-curve keys (P-256, P-384) exist; GENERATE and IMPORT of
 // RSA, Ed25519 or X25519 keys answer 6A80. Touch is confirmed at once and
-// counted. Only the PIV application answers; SELECT of the YubiKey
-// management or OTP applications answers 6A82, so piv-go's FormFactor and
-// the serial of firmware before 5 are unavailable.
+// counted. Besides PIV only the OTP application's serial answers; SELECT
+// of the YubiKey management application answers 6A82, so piv-go's
+// FormFactor is unavailable.
 //
 // The per-key attestation certificate keeps the YubiKey's subject
 // "YubiKey PIV Attestation <slot>", because verifiers read the slot from
@@ -80,7 +105,7 @@
 //
 // OpenSC reads a retired slot (82-95) only when the Key History object
 // (5FC10C) counts it among keysWithOnCardCerts, as on a real YubiKey; the
-// card does not write that object itself.
+// card does not write that object itself (custos's card init does).
 //
 // yubico-piv-tool 2.2 built against OpenSSL 3 (Debian 12) cannot
 // selfsign-certificate or request-certificate with any card: it fails in

@@ -22,6 +22,11 @@ const (
 	insGetVersion    byte = 0xfd // Yubico
 	insImportKey     byte = 0xfe // Yubico
 	insSetMgmtKey    byte = 0xff // Yubico
+
+	// The YubiKey OTP application's configuration instruction; P1 10
+	// reads the serial number.
+	insOTPConfig  byte = 0x01
+	otpSerialSlot byte = 0x10
 )
 
 // Key references: SP 800-73-4 Part 1 section 5.1 and Table 4b.
@@ -85,6 +90,10 @@ const maxObjectSize = 3052
 // pivAID is the PIV application identifier, SP 800-73-4 Part 1 section 2.2;
 // clients may select it by its first five bytes (the RID and PIX prefix).
 var pivAID = []byte{0xa0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00}
+
+// otpAID is the YubiKey OTP application's identifier; clients select it by
+// its first seven bytes or all eight.
+var otpAID = []byte{0xa0, 0x00, 0x00, 0x05, 0x27, 0x20, 0x01, 0x01}
 
 // ATR is the answer to reset the card presents: a YubiKey 5 NFC's over
 // USB CCID (T=1, extended length).

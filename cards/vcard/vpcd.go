@@ -61,12 +61,20 @@ type Inserted struct {
 // works at once. The card serves until Remove, or until pcscd closes the
 // connection. A card is in at most one reader at a time.
 func (c *Card) Insert(ctx context.Context, port int) (*Inserted, error) {
+	return c.InsertInto(ctx, port, ReaderName(port))
+}
+
+// InsertInto is Insert into a vpcd reader that pcscd names reader: one
+// configured with another FRIENDLYNAME than Debian's "Virtual PCD" (a
+// private pcscd of a test, whose reader must be named "Yubico ..." for a
+// client that lists only those, as ykcs11 2.2 does).
+func (c *Card) InsertInto(ctx context.Context, port int, reader string) (*Inserted, error) {
 	c.mu.Lock()
 	if c.inserted != nil {
 		c.mu.Unlock()
 		return nil, ErrInserted
 	}
-	in := &Inserted{card: c, port: port, reader: ReaderName(port), done: make(chan struct{}), powered: make(chan struct{})}
+	in := &Inserted{card: c, port: port, reader: reader, done: make(chan struct{}), powered: make(chan struct{})}
 	c.inserted = in
 	c.mu.Unlock()
 
@@ -178,7 +186,9 @@ func (in *Inserted) serve() {
 				continue
 			}
 		default:
-			out = in.card.transmit(msg)
+			if out = in.card.transmit(msg); out == nil {
+				continue // a Silent card: no answer
+			}
 		}
 		frame := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(out)), uint16(len(out)))
 		if _, err := in.conn.Write(append(frame, out...)); err != nil {

@@ -123,14 +123,27 @@ type slotView struct {
 }
 
 type cardView struct {
-	Reader   string     `json:"reader"`
-	Serial   uint32     `json:"serial"`
-	Firmware string     `json:"firmware"`
+	Reader   string `json:"reader"`
+	Serial   uint32 `json:"serial"`
+	Firmware string `json:"firmware"`
+	// PINTries and PUKTries are the tries left; null when the card does
+	// not tell (the PUK's, before firmware 5.3).
+	PINTries *int       `json:"pin_tries"`
+	PUKTries *int       `json:"puk_tries"`
 	Slots    []slotView `json:"slots"`
 }
 
+// triesText is a count of tries left, or "unknown".
+func triesText(n *int) string {
+	if n == nil {
+		return "unknown"
+	}
+	return fmt.Sprint(*n)
+}
+
 func (v cardView) writeText(w io.Writer) error {
-	fmt.Fprintf(w, "reader    %s\nserial    %d\nfirmware  %s\n", v.Reader, v.Serial, v.Firmware)
+	fmt.Fprintf(w, "reader    %s\nserial    %d\nfirmware  %s\npin tries %s\npuk tries %s\n",
+		v.Reader, v.Serial, v.Firmware, triesText(v.PINTries), triesText(v.PUKTries))
 	if len(v.Slots) == 0 {
 		_, err := fmt.Fprintln(w, "custody   none (run 'custos card init')")
 		return err
@@ -173,6 +186,12 @@ func (e *env) cardStatus(c *cli.Context) error {
 		return err
 	}
 	defer card.Close()
+	// The tries first: GET METADATA, or an empty VERIFY that tells them
+	// only while the PIN is not verified on this connection.
+	pin, puk, err := card.Tries()
+	if err != nil {
+		return err
+	}
 	l, err := e.openLog(c, logIfThere)
 	if err != nil {
 		return err
@@ -188,6 +207,12 @@ func (e *env) cardStatus(c *cli.Context) error {
 	}
 	v := cardView{Reader: reader, Serial: card.Serial(), Firmware: card.Version(), Slots: []slotView{}}
 	var bad []string
+	if pin >= 0 {
+		v.PINTries = &pin
+	}
+	if puk >= 0 {
+		v.PUKTries = &puk
+	}
 	for _, s := range slots {
 		sv := slotView{Slot: fmt.Sprintf("%x", s.Slot), Fingerprint: s.Fingerprint, Ceremony: s.Ceremony, Volume: s.Volume,
 			Index: s.Index, K: s.K, N: s.N, Version: s.Version, Problem: s.Problem, AnchorProblem: s.AnchorProblem, AnchorChecked: s.AnchorChecked}

@@ -1,0 +1,108 @@
+package cards
+
+import (
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"custos.dev/custos/cards/vcard"
+)
+
+// hostileTimeout is the per-operation deadline of the hostile-card tests.
+const hostileTimeout = 4 * time.Second
+
+// TestHostileCards: a card that answers 61xx for ever, one that answers 64
+// KiB of garbage and one that never answers each end the operation with a
+// clear error naming the reader within the deadline, whether the card
+// misbehaves from the start (Open) or in the middle (ReadShare, OpenShare
+// after an honest Open), through pcscd. The card that never answers leaves
+// one goroutine in pcscd's client call until it is removed; then it ends.
+func TestHostileCards(t *testing.T) {
+	lock(t)
+	for _, tc := range []struct {
+		mode vcard.Hostile
+		want error
+	}{
+		{vcard.ChainForever, ErrBadResponse},
+		{vcard.Garbage, ErrBadResponse},
+		{vcard.Silent, ErrCardTimeout},
+	} {
+		t.Run(strings.ReplaceAll(tc.mode.String(), " ", "_"), func(t *testing.T) {
+			vc, in, c, cu := custodyCard(t, 4000301, vcard.Port0)
+			_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
+			if err := c.WriteShare(cu.Slot, scs[0]); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			goroutines := runtime.NumGoroutine()
+
+			check := func(what string, start time.Time, err error) {
+				t.Helper()
+				took := time.Since(start)
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("%s on a card that %s = %v, want %v", what, tc.mode, err, tc.want)
+				}
+				if !strings.Contains(err.Error(), in.Reader()) {
+					t.Errorf("%s: %q does not name the reader", what, err)
+				}
+				if took > hostileTimeout+time.Second {
+					t.Errorf("%s took %v, past the %v deadline", what, took, hostileTimeout)
+				}
+				t.Logf("%s: %v after %v", what, err, took.Round(time.Millisecond))
+			}
+
+			// Misbehaving in the middle of a custodian's step.
+			c, err := OpenTimeout(in.Reader(), hostileTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vc.SetHostile(tc.mode)
+			start := time.Now()
+			_, err = c.ReadShare(cu.Slot)
+			check("ReadShare", start, err)
+			start = time.Now()
+			_, err = c.OpenShare(cu.Slot, testPIN, scs[0].Sealed)
+			check("OpenShare after it", start, err)
+			start = time.Now()
+			if err := c.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Errorf("Close took %v", d)
+			}
+
+			if tc.mode == vcard.Silent {
+				// pcscd is still waiting for the card's answer to the
+				// first command: the reader is stuck until the card
+				// leaves. Pull it, put it back, misbehaving from the
+				// start.
+				if err := in.Remove(); err != nil {
+					t.Fatal(err)
+				}
+				in = insert(t, vc, vcard.Port0)
+			}
+			start = time.Now()
+			_, err = OpenTimeout(in.Reader(), hostileTimeout)
+			check("Open", start, err)
+
+			if err := in.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if n := runtime.NumGoroutine(); n > goroutines {
+				t.Errorf("%d goroutines left after the card was removed, %d before", n, goroutines)
+			}
+			vc.SetHostile(vcard.Honest)
+			in = insert(t, vc, vcard.Port0)
+			c2 := openCard(t, in.Reader())
+			if sc, err := c2.ReadShare(cu.Slot); err != nil || sc.Ceremony != scs[0].Ceremony {
+				t.Errorf("the card behaving again: ReadShare = %+v, %v", sc, err)
+			}
+		})
+	}
+}
