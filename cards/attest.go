@@ -163,8 +163,8 @@ func verifyAttestation(cert, inter *x509.Certificate, roots *x509.CertPool) (*At
 	}
 	return &Attestation{
 		Slot: uint8(pa.Slot.Key), Cert: cert, Intermediate: inter, PublicKey: pub, Fingerprint: fp,
-		Serial:   pa.Serial,
-		Firmware: fmt.Sprintf("%d.%d.%d", pa.Version.Major, pa.Version.Minor, pa.Version.Patch),
+		Serial:    pa.Serial,
+		Firmware:  fmt.Sprintf("%d.%d.%d", pa.Version.Major, pa.Version.Minor, pa.Version.Patch),
 		PINPolicy: pa.PINPolicy, TouchPolicy: pa.TouchPolicy,
 		Issuer: inter.Issuer.String(),
 	}, nil

@@ -216,4 +216,3 @@ func newSlotCertificate(pub *ecdsa.PublicKey, sealed *shares.SealedShare, payloa
 	}
 	return x509.ParseCertificate(der)
 }
-
