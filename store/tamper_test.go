@@ -62,7 +62,7 @@ func TestTamperFlipEveryByte(t *testing.T) {
 						t.Fatalf("event %d byte %d ^%#x: Verify names event %d: %v", target, i, mask, got, err)
 					}
 					if target == 14 {
-						if _, err := checkTail(btx); err == nil {
+						if _, err := checkTail(boltKV{btx}); err == nil {
 							t.Fatalf("byte %d ^%#x of the last event: tail check passed", i, mask)
 						} else if got := chainErrorSeq(t, err, ErrBrokenChain); got != 14 {
 							t.Fatalf("byte %d ^%#x: tail check names event %d", i, mask, got)

@@ -937,7 +937,7 @@ func logFromChain(t *testing.T, chains []vectorChain, name string) *Log {
 			if err != nil {
 				return err
 			}
-			if err := apply(boltIndexes{btx}, ev); err != nil {
+			if err := apply(boltKV{btx}, ev); err != nil {
 				return err
 			}
 			if err := btx.Bucket(bucketEvents).Put(seqKey(ev.Seq), storedValue(ev.Hash, []byte(line))); err != nil {
