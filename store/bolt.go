@@ -265,4 +265,3 @@ func boltCheck(btx *bolt.Tx) error {
 	}
 	return nil
 }
-

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
 )
 
 // CeremonyState is a ceremony as the log holds it: its latest ceremony

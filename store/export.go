@@ -12,7 +12,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
 )
 
 // ExportJSONL writes events as JSON Lines: the whole log if ceremony is "",

@@ -42,8 +42,8 @@ var (
 // the goroutines of one process; only one process may hold the file.
 type Log struct {
 	be   backend
-	db   *bolt.DB // the bbolt backend's file; nil on etcd
-	path string   // the file, or the etcd endpoints ("etcd://...")
+	db   *bolt.DB         // the bbolt backend's file; nil on etcd
+	path string           // the file, or the etcd endpoints ("etcd://...")
 	now  func() time.Time // tests fix the clock
 }
 
