@@ -53,8 +53,18 @@ func checkConsistent(t testing.TB, l *Log) {
 			return
 		}
 	}
+	streamVerdicts.Lock()
+	before := streamVerdicts.ok
+	streamVerdicts.Unlock()
 	if _, err := l.Verify(); err != nil {
 		t.Errorf("cleanup: log is not consistent: %v", err)
+	} else {
+		streamVerdicts.Lock()
+		after := streamVerdicts.ok
+		streamVerdicts.Unlock()
+		if after == before {
+			t.Errorf("cleanup: the streaming verifier could not tell that this sound log is sound")
+		}
 	}
 	if err := l.Close(); err != nil {
 		t.Errorf("cleanup: %v", err)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +30,35 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
 		os.Exit(runChild(mode, os.Getenv(childPathEnv)))
 	}
-	os.Exit(m.Run())
+	crossCheck = crossCheckStream
+	code := m.Run()
+	if testing.Verbose() {
+		fmt.Printf("streaming verifier: %d sound, %d handed to the reference\n", streamVerdicts.ok, streamVerdicts.fallback)
+	}
+	os.Exit(code)
+}
+
+// streamVerdicts counts the streaming verifier's verdicts in this process.
+var streamVerdicts struct {
+	sync.Mutex
+	ok, fallback int
+}
+
+// crossCheckStream runs the reference replay after every streaming
+// verification in the tests: a log the streaming verifier passes must be
+// one the reference passes too, with the same report.
+func crossCheckStream(r kvRead, be backend, anchors []Head, rep Report, ok bool) {
+	streamVerdicts.Lock()
+	defer streamVerdicts.Unlock()
+	if !ok {
+		streamVerdicts.fallback++
+		return
+	}
+	streamVerdicts.ok++
+	ref, err := verifyReference(r, be, anchors)
+	if err != nil || ref != rep {
+		panic(fmt.Sprintf("the streaming verifier passed a log the reference replay finds %+v, %v (stream: %+v)", ref, err, rep))
+	}
 }
 
 type openResult struct {

@@ -49,11 +49,18 @@ func (l *Log) Verify(anchors ...Head) (Report, error) {
 // verifyKV verifies the snapshot r of be: the streaming verification,
 // and the reference replay when it finds anything wrong.
 func verifyKV(r kvRead, be backend, anchors []Head) (Report, error) {
-	if rep, ok := verifyStream(r, be, anchors); ok {
+	rep, ok := verifyStream(r, be, anchors)
+	if crossCheck != nil {
+		crossCheck(r, be, anchors, rep, ok)
+	}
+	if ok {
 		return rep, nil
 	}
 	return verifyReference(r, be, anchors)
 }
+
+// crossCheck, set by tests, sees every streaming verification's verdict.
+var crossCheck func(r kvRead, be backend, anchors []Head, rep Report, ok bool)
 
 // verifyTx verifies a bbolt transaction (tests tamper inside one).
 func verifyTx(btx *bolt.Tx, anchors []Head) (Report, error) {
