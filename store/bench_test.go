@@ -69,31 +69,6 @@ func fillBatched(l *Log, n int) error {
 	return nil
 }
 
-// BenchmarkVerify100k verifies a log of 100,000 events (chain, replayed
-// indexes and bbolt's check); one op is one whole Verify.
-func BenchmarkVerify100k(b *testing.B) {
-	const n = 100_000
-	l, err := Open(filepath.Join(b.TempDir(), "custos.db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	if err := fillBatched(l, n-1); err != nil { // plus log.created
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		rep, err := l.Verify()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if rep.Events != n {
-			b.Fatalf("verified %d events", rep.Events)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/event")
-}
-
 // BenchmarkParseRecord reads a complete 3-card record with the strict
 // reader; BenchmarkParseRecordEncodingJSON is its peer, encoding/json
 // reading the same bytes into a struct of the same members (without any

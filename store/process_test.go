@@ -86,6 +86,9 @@ func installCrash() {
 }
 
 func runChild(mode, path string) int {
+	if m, ok := strings.CutPrefix(mode, "verify-"); ok {
+		return childVerify(m, path)
+	}
 	switch mode {
 	case "open": // try to open, report how it went
 		installCrash()

@@ -76,19 +76,26 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 	return Report{Events: v.head.Seq, Head: v.head, Anchors: len(anchors)}, true
 }
 
-// cerState is what the rules need of a ceremony after an event.
+// cerState is what the rules need of a ceremony after an event: small,
+// so that the cache holds many. The latest record itself is kept only for
+// the ceremonies written to last (recent); the others read it back from
+// their latest event when they need it.
 type cerState struct {
-	status string
-	rec    *Record
-	first  uint64 // its first ceremony event
-	last   uint64 // its latest ceremony event
+	status   string
+	volume   string
+	replaces string
+	first    uint64 // its first ceremony event
+	last     uint64 // its latest ceremony event
 	// serials and named are the cards and the ceremonies replaced that
 	// its records have named so far (with a version 1 first record they
 	// need not be the latest record's).
-	serials map[string]bool
-	named   map[string]bool
-	v1      bool // its first record is version 1
+	serials []string
+	named   []string
+	v1      bool    // its first record is version 1
+	rec     *Record // the latest record, or nil
 }
+
+func (st *cerState) hasSerial(s string) bool { return slices.Contains(st.serials, s) }
 
 type cardState struct {
 	rec  CardRecord // without Ceremonies
@@ -108,6 +115,8 @@ type streamVerifier struct {
 	cache    map[string]*list.Element // of *cacheEntry
 	lru      *list.List
 	cacheCap int
+	recent   []*cerState // the states that keep their record
+	recentAt int
 
 	cerEvents sum128 // (ceremony, seq) of each event with a ceremony
 	entries   sum128 // each ceremony's entry: status, volume, replaces, first, last
@@ -125,7 +134,7 @@ type cacheEntry struct {
 
 func newStreamVerifier(r kvRead) *streamVerifier {
 	return &streamVerifier{r: r, d: newDigester(), cards: map[string]*cardState{}, fps: map[string]string{},
-		cache: map[string]*list.Element{}, lru: list.New(), cacheCap: 2048,
+		cache: map[string]*list.Element{}, lru: list.New(), cacheCap: 1 << 16,
 		anchorSeqs: map[uint64]Hash{}, anchorWant: map[uint64]bool{}}
 }
 
@@ -210,7 +219,7 @@ func (v *streamVerifier) walk() bool {
 				if !send() {
 					return errStop
 				}
-				if rel != nil && bytesSince > 32<<20 {
+				if rel != nil && bytesSince > 8<<20 {
 					rel.release()
 					bytesSince = 0
 				}
@@ -322,7 +331,7 @@ func (v *streamVerifier) entryDigest(id string, st *cerState) [16]byte {
 	var n [16]byte
 	binary.BigEndian.PutUint64(n[:8], st.first)
 	binary.BigEndian.PutUint64(n[8:], st.last)
-	return v.d.prf([]byte(id), []byte(st.status), []byte(st.rec.VolumeString()), []byte(st.rec.ReplacesString()), n[:])
+	return v.d.prf([]byte(id), []byte(st.status), []byte(st.volume), []byte(st.replaces), n[:])
 }
 
 // ceremony applies planCeremony's rules.
@@ -337,9 +346,15 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		return false
 	}
 	rule := func(string, string, ...any) error { return errStop }
-	next := &cerState{status: status, rec: rec, first: it.seq, last: it.seq}
+	next := &cerState{status: status, rec: rec, volume: rec.VolumeString(), replaces: rec.ReplacesString(), first: it.seq, last: it.seq}
 	if old != nil {
-		if !slices.Contains(transitions[old.status], status) || checkChange(old.rec, rec, rule) != nil {
+		prev := old.rec
+		if prev == nil {
+			if prev = v.recordAt(id, old.last); prev == nil {
+				return false
+			}
+		}
+		if !slices.Contains(transitions[old.status], status) || checkChange(prev, rec, rule) != nil {
 			return false
 		}
 		next.first, next.v1 = old.first, old.v1
@@ -350,8 +365,7 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 			return false
 		}
 		next.v1 = rec.Version == 1
-		next.serials, next.named = map[string]bool{}, map[string]bool{}
-		v.volumes.add(v.d.prf([]byte(rec.VolumeString()), []byte(id), seqKey(it.seq)))
+		v.volumes.add(v.d.prf([]byte(next.volume), []byte(id), seqKey(it.seq)))
 	}
 	if status == StatusActive && !rec.Complete() {
 		return false
@@ -365,12 +379,11 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 	}
 	if r := rec.ReplacesString(); r != "" {
 		prior, ok := v.state(r, it.seq)
-		if !ok || prior == nil || prior.rec.VolumeString() != rec.VolumeString() {
+		if !ok || prior == nil || prior.volume != next.volume {
 			return false
 		}
-		if !next.named[r] {
-			next.named = cloneSet(next.named)
-			next.named[r] = true
+		if !slices.Contains(next.named, r) {
+			next.named = append(slices.Clip(next.named), r)
 			v.replacers.add(v.d.prf([]byte(r), []byte(id), seqKey(it.seq)))
 		}
 	}
@@ -386,9 +399,8 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		if !v.cardKey(c.Serial, c.Custodian, key, false) {
 			return false
 		}
-		if !next.serials[c.Serial] {
-			next.serials = cloneSet(next.serials)
-			next.serials[c.Serial] = true
+		if !next.hasSerial(c.Serial) {
+			next.serials = append(slices.Clip(next.serials), c.Serial)
 			cs := v.cards[c.Serial]
 			var pos [8]byte
 			binary.BigEndian.PutUint64(pos[:], uint64(cs.nCer))
@@ -398,15 +410,40 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 	}
 	v.entries.add(v.entryDigest(id, next))
 	v.put(id, next)
+	v.keepRecord(next)
 	return true
 }
 
-func cloneSet(m map[string]bool) map[string]bool {
-	c := make(map[string]bool, len(m)+1)
-	for k := range m {
-		c[k] = true
+// keepRecord keeps st's record while st is among the last recentRecords
+// ceremonies written to, and lets go of the record of the one it
+// displaces.
+func (v *streamVerifier) keepRecord(st *cerState) {
+	if len(v.recent) < recentRecords {
+		v.recent = append(v.recent, st)
+		return
 	}
-	return c
+	v.recent[v.recentAt].rec = nil
+	v.recent[v.recentAt] = st
+	v.recentAt = (v.recentAt + 1) % recentRecords
+}
+
+const recentRecords = 256
+
+// recordAt reads ceremony id's record from its event seq.
+func (v *streamVerifier) recordAt(id string, seq uint64) *Record {
+	val, err := v.r.get(bucketEvents, seqKey(seq))
+	if err != nil || len(val) <= len(Hash{}) {
+		return nil
+	}
+	typ, cer, body, ok := peekRecord(val[len(Hash{}):])
+	if !ok || string(typ) != TypeCeremony || string(cer) != id {
+		return nil
+	}
+	_, rec, err := parseCeremonyBody(body)
+	if err != nil {
+		return nil
+	}
+	return rec
 }
 
 // cardKey is planCardKey on the cards in memory.
@@ -464,7 +501,7 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 	if cs == nil || !slices.ContainsFunc(cs.rec.Keys, func(k CardKey) bool { return k.Fingerprint == rc.Fingerprint }) {
 		return false
 	}
-	if !st.serials[rc.Serial] {
+	if !st.hasSerial(rc.Serial) {
 		return false
 	}
 	if rc.OK {
@@ -503,50 +540,117 @@ func (v *streamVerifier) state(id string, seq uint64) (*cerState, bool) {
 
 // load reads a ceremony's state before event seq back from the log,
 // through the ceremony-events index (which the digest checks at the end).
+// Every event before seq has passed step in this verification, so their
+// records are read with peekRecord, without checking them again.
 func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 	prefix := append([]byte(id), 0)
-	var st *cerState
-	good := true
-	err := v.r.scan(bucketCeremonyEvents, prefix, ceremonyEventKey(id, seq), func(k, _ []byte) error {
-		if len(k) != len(prefix)+8 {
-			good = false
-			return errStop
+	type found struct {
+		seq  uint64
+		body []byte
+	}
+	// Each ceremony event of id, in order, through fn; stop when fn says.
+	walk := func(desc bool, fn func(found) bool) bool {
+		good := true
+		scan := v.r.scan
+		if desc {
+			scan = v.r.scanDesc
 		}
-		s, _ := keySeq(k[len(prefix):])
-		val, err := v.r.get(bucketEvents, seqKey(s))
-		if err != nil || val == nil {
-			good = false
-			return errStop
-		}
-		ev, err := decodeStored(s, val)
-		if err != nil || ev.Ceremony != id {
-			good = false
-			return errStop
-		}
-		if ev.Type != TypeCeremony {
+		err := scan(bucketCeremonyEvents, prefix, ceremonyEventKey(id, seq), func(k, _ []byte) error {
+			if len(k) != len(prefix)+8 {
+				good = false
+				return errStop
+			}
+			s, _ := keySeq(k[len(prefix):])
+			val, err := v.r.get(bucketEvents, seqKey(s))
+			if err != nil || val == nil || len(val) <= len(Hash{}) {
+				good = false
+				return errStop
+			}
+			typ, cer, body, ok := peekRecord(val[len(Hash{}):])
+			if !ok || string(cer) != id {
+				good = false
+				return errStop
+			}
+			if string(typ) != TypeCeremony {
+				return nil
+			}
+			if !fn(found{s, body}) {
+				return errStop
+			}
 			return nil
-		}
-		status, rec, err := parseCeremonyBody(ev.Body)
-		if err != nil {
-			good = false
-			return errStop
-		}
-		if st == nil {
-			st = &cerState{first: s, v1: rec.Version == 1, serials: map[string]bool{}, named: map[string]bool{}}
-		}
-		st.status, st.rec, st.last = status, rec, s
-		for _, c := range rec.Cards {
-			st.serials[c.Serial] = true
-		}
-		if r := rec.ReplacesString(); r != "" {
-			st.named[r] = true
-		}
-		return nil
-	})
-	if err != nil || !good {
+		})
+		return err == nil && good
+	}
+	var first found
+	if !walk(false, func(f found) bool { first = f; return false }) {
 		return nil, false
 	}
+	if first.seq == 0 {
+		return nil, true // no ceremony event before seq
+	}
+	st := &cerState{first: first.seq, v1: isV1Body(first.body)}
+	add := func(f found) bool {
+		status, rec, err := parseCeremonyBody(f.body)
+		if err != nil {
+			st = nil
+			return false
+		}
+		st.status, st.rec, st.last = status, rec, f.seq
+		st.volume, st.replaces = rec.VolumeString(), rec.ReplacesString()
+		for _, c := range rec.Cards {
+			if !st.hasSerial(c.Serial) {
+				st.serials = append(st.serials, c.Serial)
+			}
+		}
+		if r := st.replaces; r != "" && !slices.Contains(st.named, r) {
+			st.named = append(st.named, r)
+		}
+		return true
+	}
+	var ok bool
+	if st.v1 {
+		// Version 1 records may drop a card or change what they replace:
+		// every record counts.
+		ok = walk(false, add)
+	} else {
+		// From a version 2 first record on, cards only grow and replaces
+		// never changes: the latest record says it all.
+		ok = walk(true, func(f found) bool { add(f); return false })
+	}
+	if !ok || st == nil || st.rec == nil {
+		return nil, false
+	}
+	st.rec = nil // read back when a ceremony event needs it
 	return st, true
+}
+
+// peekRecord finds the type, ceremony and body of a record that was
+// already read in full (parseRecordFast) in this verification: the member
+// names cannot occur inside the actor's string, whose quotes are escaped.
+func peekRecord(rec []byte) (typ, ceremony, body []byte, ok bool) {
+	const tail = len(`,"prev":"`) + 64 + len(`"}`)
+	i := bytes.Index(rec, []byte(`,"type":"`))
+	if i < 0 || len(rec) < tail {
+		return nil, nil, nil, false
+	}
+	rest := rec[i+len(`,"type":"`):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return nil, nil, nil, false
+	}
+	typ, rest = rest[:j], rest[j+1:]
+	if c, ok := bytes.CutPrefix(rest, []byte(`,"ceremony":"`)); ok {
+		j = bytes.IndexByte(c, '"')
+		if j < 0 {
+			return nil, nil, nil, false
+		}
+		ceremony, rest = c[:j], c[j+1:]
+	}
+	b, ok := bytes.CutPrefix(rest, []byte(`,"body":`))
+	if !ok || len(b) < tail {
+		return nil, nil, nil, false
+	}
+	return typ, ceremony, b[:len(b)-tail], true
 }
 
 // checkStored reads every index in key order and compares it with what
@@ -684,11 +788,8 @@ func (v *streamVerifier) entryBodyOK(id string, e *entryView) bool {
 	if err != nil || val == nil || len(val) <= len(Hash{}) {
 		return false
 	}
-	var raw rawEvent
-	if !parseRecordFast(val[len(Hash{}):], &raw) || string(raw.typ) != TypeCeremony || string(raw.ceremony) != id {
-		return false
-	}
-	return bytes.Equal(raw.body, e.body)
+	typ, cer, body, ok := peekRecord(val[len(Hash{}):])
+	return ok && string(typ) == TypeCeremony && string(cer) == id && bytes.Equal(body, e.body)
 }
 
 // firstNaming returns the first ceremony event of ceremony id whose record
@@ -699,14 +800,14 @@ func (v *streamVerifier) firstNaming(id, replaced string) (uint64, bool) {
 	err := v.r.scan(bucketCeremonyEvents, prefix, prefixEnd(prefix), func(k, _ []byte) error {
 		s, _ := keySeq(k[len(prefix):])
 		val, err := v.r.get(bucketEvents, seqKey(s))
-		if err != nil || val == nil {
+		if err != nil || val == nil || len(val) <= len(Hash{}) {
 			return errStop
 		}
-		ev, err := decodeStored(s, val)
-		if err != nil || ev.Type != TypeCeremony {
+		typ, _, body, ok := peekRecord(val[len(Hash{}):])
+		if !ok || string(typ) != TypeCeremony {
 			return nil
 		}
-		_, rec, err := parseCeremonyBody(ev.Body)
+		_, rec, err := parseCeremonyBody(body)
 		if err == nil && rec.ReplacesString() == replaced {
 			found = s
 			return errStop
