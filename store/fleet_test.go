@@ -110,7 +110,9 @@ func buildFleet(path string, n int) error {
 				vols[i] = nr
 			}
 			if pass == 2 && i%10 == 0 {
-				fb.batch(func() error { return fb.step(cur.IDString(), "recover", fmt.Sprintf(`{"keyslot":%d,"cards":["%s","%s"]}`, 3, cur.Cards[0].Serial, cur.Cards[1].Serial)) })
+				fb.batch(func() error {
+					return fb.step(cur.IDString(), "recover", fmt.Sprintf(`{"keyslot":%d,"cards":["%s","%s"]}`, 3, cur.Cards[0].Serial, cur.Cards[1].Serial))
+				})
 			}
 		}
 	}
