@@ -135,6 +135,7 @@ func child(t *testing.T, mode, path string, env ...string) *exec.Cmd {
 }
 
 func TestSecondProcessGetsInUse(t *testing.T) {
+	boltOnly(t)
 	l := openTest(t)
 	cmd := child(t, "open", l.path)
 	start := time.Now()
@@ -214,6 +215,7 @@ func checkAfterCrash(t *testing.T, path string, acks []Head) Head {
 }
 
 func TestCrashKill9DuringAppends(t *testing.T) {
+	boltOnly(t)
 	path := filepath.Join(t.TempDir(), "custos.db")
 	var all []Head
 	rounds := 4
@@ -250,6 +252,7 @@ func TestCrashKill9DuringAppends(t *testing.T) {
 }
 
 func TestCrashAtEachFailpoint(t *testing.T) {
+	boltOnly(t)
 	for _, fpName := range []string{fpUpdateBegin, fpUpdateTailChecked, fpAppendIndexed, fpAppendEventPut, fpUpdateBeforeCommit, fpUpdateCommitted} {
 		t.Run(fpName, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "custos.db")
@@ -284,6 +287,7 @@ func TestCrashAtEachFailpoint(t *testing.T) {
 }
 
 func TestCrashWhileCreating(t *testing.T) {
+	boltOnly(t)
 	for _, fpName := range []string{fpCreateInitialized, fpCreateLinked} {
 		t.Run(fpName, func(t *testing.T) {
 			dir := t.TempDir()

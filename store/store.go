@@ -26,9 +26,15 @@ const (
 
 // Options configures Open. A nil *Options means the defaults.
 type Options struct {
-	// Timeout is how long to wait for another process holding the file.
-	// Zero or negative means DefaultTimeout; the wait is never unbounded.
+	// Timeout is how long to wait for another process holding the file,
+	// or, on etcd, for each request to the cluster (a write's read and its
+	// commit, each page of a scan). Zero or negative means DefaultTimeout;
+	// the wait is never unbounded.
 	Timeout time.Duration
+	// EtcdCACert, EtcdCert and EtcdKey are PEM files for TLS to an etcd
+	// cluster: the CA that signed its members' certificates, and this
+	// client's certificate and key. All empty: plain TCP.
+	EtcdCACert, EtcdCert, EtcdKey string
 }
 
 var (

@@ -753,6 +753,7 @@ func fixtureEventBody(t testing.TB, seq int) string {
 }
 
 func TestRecordVectors(t *testing.T) {
+	boltOnly(t)
 	chains, checks := makeChains(t)
 	vf := vectorFile{About: vectorAbout, Cases: makeCases(t), Chains: chains, AnchorChecks: checks}
 	var buf bytes.Buffer
