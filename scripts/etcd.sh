@@ -12,7 +12,12 @@ CUSTOS_ETCD_DIR=""
 CUSTOS_ETCD_STARTED=""
 
 stop_etcd() {
-  local pid
+  local pid f
+  if [ -n "$CUSTOS_ETCD_DIR" ]; then
+    for f in "$CUSTOS_ETCD_DIR"/m*.pid; do
+      [ -f "$f" ] && CUSTOS_ETCD_STARTED+=" $(cat "$f")"
+    done
+  fi
   for pid in $CUSTOS_ETCD_STARTED; do
     kill "$pid" 2>/dev/null || true
   done
@@ -43,15 +48,20 @@ start_etcd() {
   prev=$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")
   trap "stop_etcd; ${prev:-:}" EXIT
   for i in 0 1 2; do
-    ETCD_UNSUPPORTED_ARCH= etcd --name "m$i" --data-dir "$CUSTOS_ETCD_DIR/m$i" \
-      --listen-client-urls "http://127.0.0.1:$((base + i))" \
-      --advertise-client-urls "http://127.0.0.1:$((base + i))" \
-      --listen-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
-      --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
-      --initial-cluster "$cluster" --initial-cluster-state new \
-      --initial-cluster-token "custos-test-$$" \
-      --quota-backend-bytes $((8 << 30)) \
-      >"$CUSTOS_ETCD_DIR/m$i.log" 2>&1 &
+    cat >"$CUSTOS_ETCD_DIR/m$i.sh" <<EOS
+#!/bin/sh
+# member m$i of the custos test cluster; restarts it with its data
+echo \$\$ >"$CUSTOS_ETCD_DIR/m$i.pid"
+exec etcd --name m$i --data-dir "$CUSTOS_ETCD_DIR/m$i" \\
+  --listen-client-urls http://127.0.0.1:$((base + i)) \\
+  --advertise-client-urls http://127.0.0.1:$((base + i)) \\
+  --listen-peer-urls http://127.0.0.1:$((base + 10 + i)) \\
+  --initial-advertise-peer-urls http://127.0.0.1:$((base + 10 + i)) \\
+  --initial-cluster $cluster --initial-cluster-state new \\
+  --initial-cluster-token custos-test-$$ \\
+  --quota-backend-bytes $((8 << 30)) >>"$CUSTOS_ETCD_DIR/m$i.log" 2>&1
+EOS
+    sh "$CUSTOS_ETCD_DIR/m$i.sh" &
     CUSTOS_ETCD_STARTED+="${CUSTOS_ETCD_STARTED:+ }$!"
   done
   local ok=""
@@ -65,6 +75,6 @@ start_etcd() {
     return 1
   fi
   export CUSTOS_ETCD="$endpoints"
-  export CUSTOS_ETCD_PIDS="${CUSTOS_ETCD_STARTED// /,}"
+  export CUSTOS_ETCD_DIR
   echo "etcd: started 3 members (pids $CUSTOS_ETCD_STARTED) on $endpoints" >&2
 }

@@ -207,7 +207,20 @@ func (b *etcdBackend) update(fn func(kvWrite) error) error {
 	if len(kv.writes) == 0 {
 		return nil
 	}
-	return kv.commit(clientv3.Compare(clientv3.ModRevision(b.key(bucketMeta, keyHead)), "=", kv.headMod))
+	headKey := b.key(bucketMeta, keyHead)
+	err := kv.commit(clientv3.Compare(clientv3.ModRevision(headKey), "=", kv.headMod))
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		// The commit's outcome is unknown (a member went away with it):
+		// it happened if the head is now the one it wrote.
+		ctx, cancel := b.ctx()
+		resp, gerr := b.cli.Get(ctx, headKey)
+		cancel()
+		if gerr == nil && len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, kv.writes[headKey]) {
+			return nil
+		}
+	}
+	return err
 }
 
 // etcdKV reads at a pinned revision through a small cache, and keeps a

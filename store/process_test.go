@@ -89,6 +89,9 @@ func runChild(mode, path string) int {
 	if m, ok := strings.CutPrefix(mode, "verify-"); ok {
 		return childVerify(m, path)
 	}
+	if mode == "etcd-append" {
+		return childEtcdAppend(path)
+	}
 	switch mode {
 	case "open": // try to open, report how it went
 		installCrash()

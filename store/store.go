@@ -118,12 +118,17 @@ func (l *Log) Update(fn func(*Tx) error) (Head, error) {
 	if l == nil || l.be == nil {
 		return Head{}, ErrClosed
 	}
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		head, err := l.updateOnce(fn)
-		if !errors.Is(err, errConflict) {
+		var ue *UnavailableError
+		switch {
+		case errors.As(err, &ue) && time.Since(start) < ue.Waited:
+			// A member went away (etcd): nothing was written, or the
+			// commit was found to have happened; the others may answer.
+		case !errors.Is(err, errConflict):
 			return head, err
-		}
-		if attempt == maxAttempts {
+		case attempt == maxAttempts:
 			return Head{}, &ContentionError{Log: l.path, Attempts: attempt}
 		}
 		backoff(attempt)
