@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -18,13 +19,36 @@ import (
 // that the resident set does not grow with the file. The mapping is found
 // in /proc/self/maps by the file's device and inode.
 func (b boltKV) release() {
+	if start, end, ok := b.mapping(); ok {
+		unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_DONTNEED)
+	}
+}
+
+// mappings caches where each file is mapped, by path and the mapping's
+// size as bbolt last made it (a remap makes another entry).
+var mappings sync.Map // string -> [2]uintptr
+
+func (b boltKV) mapping() (uintptr, uintptr, bool) {
+	key := fmt.Sprintf("%s@%d", b.btx.DB().Path(), b.btx.Size())
+	if m, ok := mappings.Load(key); ok {
+		r := m.([2]uintptr)
+		return r[0], r[1], true
+	}
+	start, end, ok := b.findMapping()
+	if ok {
+		mappings.Store(key, [2]uintptr{start, end})
+	}
+	return start, end, ok
+}
+
+func (b boltKV) findMapping() (uintptr, uintptr, bool) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(b.btx.DB().Path(), &st); err != nil {
-		return
+		return 0, 0, false
 	}
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
-		return
+		return 0, 0, false
 	}
 	defer f.Close()
 	dev := fmt.Sprintf("%02x:%02x", unix.Major(st.Dev), unix.Minor(st.Dev))
@@ -45,6 +69,7 @@ func (b boltKV) release() {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_DONTNEED)
+		return uintptr(start), uintptr(end), true
 	}
+	return 0, 0, false
 }

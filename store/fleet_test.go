@@ -300,6 +300,7 @@ type verifyChildResult struct {
 	HeapMiB float64
 	Events  uint64
 	Err     string
+	Status  string // the resident set at the end, by kind
 }
 
 // runVerifyChild verifies path in a child process (mode "stream": Verify;
@@ -335,6 +336,7 @@ func childVerify(mode, path string) int {
 	if err != nil {
 		res.Err = err.Error()
 	} else {
+		res.Status = fmt.Sprintf("after open: %d KiB; ", vmHWM())
 		start := time.Now()
 		var rep Report
 		if mode == "reference" {
@@ -356,6 +358,13 @@ func childVerify(mode, path string) int {
 		l.Close()
 	}
 	res.HWMKiB = vmHWM()
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "Rss") {
+				res.Status += strings.Join(strings.Fields(line), " ") + "; "
+			}
+		}
+	}
 	json.NewEncoder(os.Stdout).Encode(res)
 	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 	"unicode/utf8"
 )
 
@@ -48,6 +49,22 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 		if !r.hasBucket(name) {
 			return rep, false
 		}
+	}
+	if rel, ok := r.(interface{ release() }); ok {
+		// Drop the file's pages from the resident set as the pass goes
+		// (bbolt's reads and its page check touch every page).
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(5 * time.Millisecond):
+					rel.release()
+				}
+			}
+		}()
 	}
 	v := newStreamVerifier(r)
 	for _, a := range anchors {
@@ -192,8 +209,6 @@ func (v *streamVerifier) walk() bool {
 		defer close(ordered)
 		defer close(todo)
 		b := &batch{done: make(chan struct{})}
-		var bytesSince int
-		rel, _ := v.r.(interface{ release() })
 		send := func() bool {
 			select {
 			case todo <- b:
@@ -214,14 +229,9 @@ func (v *streamVerifier) walk() bool {
 				return errStop
 			}
 			b.items = append(b.items, item{seq: seq, val: val})
-			bytesSince += len(val)
 			if len(b.items) == batchSize {
 				if !send() {
 					return errStop
-				}
-				if rel != nil && bytesSince > 8<<20 {
-					rel.release()
-					bytesSince = 0
 				}
 			}
 			return nil
