@@ -191,7 +191,22 @@ func openBolt(path string, timeout time.Duration) (*bolt.DB, error) {
 // create builds a new log at l.path: schema, buckets and a first event, in a
 // temporary file in the same directory that is checked and then linked to
 // its final name.
-func (l *Log) create(timeout time.Duration) (err error) {
+func (l *Log) create(timeout time.Duration) error {
+	return l.createWith(timeout, func(tl *Log) error {
+		_, err := tl.Update(func(t *Tx) error {
+			_, err := t.append(Event{Actor: "custos", Type: TypeCreated, Body: mustJSON(map[string]uint32{"schema": schemaVersion})})
+			return err
+		})
+		return err
+	})
+}
+
+// createWith builds a new log at l.path: the schema and buckets, then
+// fill's events, in a temporary file in the same directory that is checked
+// and only then linked to its final name. An existing file is refused
+// (fs.ErrExist) unless another process linked it during the build, which
+// create accepts and createWith's other callers refuse by checking first.
+func (l *Log) createWith(timeout time.Duration, fill func(tl *Log) error) (err error) {
 	dir := filepath.Dir(l.path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(l.path)+".new-*")
 	if err != nil {
@@ -212,14 +227,10 @@ func (l *Log) create(timeout time.Duration) (err error) {
 		return err
 	}
 	tl := &Log{db: db, be: &boltBackend{db: db}, path: tmp, now: l.now}
-	err = db.Update(func(btx *bolt.Tx) error {
-		if err := createLayout(btx, schemaVersion); err != nil {
-			return err
-		}
-		t := &Tx{kv: boltKV{btx}, log: tl}
-		_, err := t.append(Event{Actor: "custos", Type: TypeCreated, Body: mustJSON(map[string]uint32{"schema": schemaVersion})})
-		return err
-	})
+	err = db.Update(func(btx *bolt.Tx) error { return createLayout(btx, schemaVersion) })
+	if err == nil {
+		err = fill(tl)
+	}
 	if err == nil {
 		err = db.View(func(btx *bolt.Tx) error { return boltCheck(btx) })
 	}

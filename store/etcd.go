@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -305,7 +306,9 @@ func (kv *etcdKV) scanDir(bucket, from, to []byte, desc bool, fn func(k, v []byt
 		end = kv.b.key(bucket, to)
 	}
 	strip := len(kv.b.key(bucket, nil))
-	limit := int64(pageSize)
+	// Small first pages: most scans in a transaction stop after a key or
+	// two (the tail check); a long one grows to pageSize at once.
+	limit := int64(16)
 	for start < end {
 		ctx, cancel := kv.b.ctx()
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(kv.rev), clientv3.WithLimit(limit)}
@@ -337,8 +340,9 @@ func (kv *etcdKV) scanDir(bucket, from, to []byte, desc bool, fn func(k, v []byt
 			start = last + "\x00"
 		}
 		// Aim the next page at pageBytes.
+		limit = min(pageSize, limit*8)
 		if avg := size / len(resp.Kvs); avg > 0 {
-			limit = int64(min(pageSize, max(16, pageBytes/avg)))
+			limit = min(limit, int64(max(16, pageBytes/avg)))
 		}
 	}
 	return nil
@@ -421,6 +425,56 @@ func tlsConfig(opts *Options) (*tls.Config, error) {
 // log.created event, in one transaction that succeeds only on an empty
 // prefix. A prefix holding keys without the marker is refused (ErrNotLog).
 func openEtcdLog(dsn string, opts *Options, now func() time.Time) (*Log, error) {
+	l, err := dialEtcd(dsn, opts, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.etcdCheckOrCreate(); err != nil {
+		l.be.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// openEtcdEmpty makes a log without events under an empty prefix (for
+// Copy, which brings the events): marker, schema and an empty head in one
+// transaction that succeeds only on an empty prefix.
+func openEtcdEmpty(dsn string, opts *Options) (*Log, error) {
+	l, err := dialEtcd(dsn, opts, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	b := l.be.(*etcdBackend)
+	kv := &etcdKV{b: b, writes: map[string][]byte{}}
+	err = kv.pin()
+	if err == nil {
+		kv.writes[b.key(bucketMeta, keyMarker)] = []byte(etcdMarker)
+		kv.writes[b.key(bucketMeta, keySchema)] = encodeVersion(schemaVersion)
+		kv.writes[b.key(bucketMeta, keyHead)] = encodeHead(Head{})
+		err = kv.commit(clientv3.Compare(clientv3.CreateRevision(b.prefix+"/"), "=", 0).WithPrefix())
+	}
+	if errors.Is(err, errConflict) {
+		err = fmt.Errorf("%w: the prefix %q/ is not empty", fs.ErrExist, b.prefix)
+	}
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// deletePrefix removes every key of the log (a copy that failed).
+func (b *etcdBackend) deletePrefix() error {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	_, err := b.cli.Delete(ctx, b.prefix+"/", clientv3.WithPrefix())
+	return err
+}
+
+// pending is how many keys the transaction would write.
+func (kv *etcdKV) pending() int { return len(kv.writes) }
+
+func dialEtcd(dsn string, opts *Options, now func() time.Time) (*Log, error) {
 	endpoints, prefix, err := ParseEtcd(dsn)
 	if err != nil {
 		return nil, err
@@ -448,12 +502,7 @@ func openEtcdLog(dsn string, opts *Options, now func() time.Time) (*Log, error) 
 	}
 	b := &etcdBackend{cli: cli, endpoints: endpoints, prefix: prefix, timeout: timeout, tls: tc}
 	name := EtcdScheme + strings.Join(endpoints, ",") + "/" + prefix
-	l := &Log{be: b, path: name, now: now}
-	if err := l.etcdCheckOrCreate(); err != nil {
-		cli.Close()
-		return nil, err
-	}
-	return l, nil
+	return &Log{be: b, path: name, now: now}, nil
 }
 
 func (l *Log) etcdCheckOrCreate() error {

@@ -41,6 +41,19 @@ func (l *Log) ExportJSONL(w io.Writer, ceremony string) error {
 
 // walkEventsRaw is walkEvents handing over the record bytes (a copy).
 func walkEventsRaw(r kvRead, ceremony string, fn func(rec []byte) error) error {
+	if ceremony == "" {
+		// The whole log: the records as the scan reads them.
+		return r.scan(bucketEvents, nil, nil, func(k, v []byte) error {
+			seq, ok := keySeq(k)
+			if !ok {
+				return &ChainError{Problem: fmt.Sprintf("event key %x is not an event number", k), Err: ErrBrokenChain}
+			}
+			if _, err := decodeStored(seq, v); err != nil {
+				return &ChainError{Seq: seq, Problem: err.Error(), Err: ErrBrokenChain}
+			}
+			return fn(append([]byte{}, v[len(Hash{}):]...))
+		})
+	}
 	return walkEvents(r, ceremony, func(ev Event) error {
 		v, err := r.get(bucketEvents, seqKey(ev.Seq))
 		if err != nil {
