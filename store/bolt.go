@@ -141,11 +141,15 @@ func openBoltLog(path string, opts *Options, now func() time.Time) (*Log, error)
 		timeout = opts.Timeout
 	}
 	l := &Log{path: path, now: now}
-	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
-		return nil, fmt.Errorf("open ceremony log: %w", err)
+	if opts == nil || !opts.NoCreate {
+		if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
+			return nil, fmt.Errorf("open ceremony log: %w", err)
+		}
 	}
 	fi, err := os.Lstat(path)
 	switch {
+	case errors.Is(err, fs.ErrNotExist) && opts != nil && opts.NoCreate:
+		return nil, fmt.Errorf("no ceremony log at %s: %w", path, ErrNotFound)
 	case errors.Is(err, fs.ErrNotExist):
 		if err := l.create(timeout); err != nil {
 			return nil, err
@@ -191,21 +195,14 @@ func openBolt(path string, timeout time.Duration) (*bolt.DB, error) {
 // create builds a new log at l.path: schema, buckets and a first event, in a
 // temporary file in the same directory that is checked and then linked to
 // its final name.
-func (l *Log) create(timeout time.Duration) error {
-	return l.createWith(timeout, func(tl *Log) error {
-		_, err := tl.Update(func(t *Tx) error {
-			_, err := t.append(Event{Actor: "custos", Type: TypeCreated, Body: mustJSON(map[string]uint32{"schema": schemaVersion})})
-			return err
-		})
-		return err
-	})
-}
+func (l *Log) create(timeout time.Duration) error { return l.createWith(timeout, nil) }
 
 // createWith builds a new log at l.path: the schema and buckets, then
 // fill's events, in a temporary file in the same directory that is checked
-// and only then linked to its final name. An existing file is refused
-// (fs.ErrExist) unless another process linked it during the build, which
-// create accepts and createWith's other callers refuse by checking first.
+// and only then linked to its final name. With fill nil the log gets its
+// "log.created" event in the transaction that makes the buckets. If
+// another process links a file at path first, create uses theirs (Copy
+// checks that path is free before it begins).
 func (l *Log) createWith(timeout time.Duration, fill func(tl *Log) error) (err error) {
 	dir := filepath.Dir(l.path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(l.path)+".new-*")
@@ -227,8 +224,15 @@ func (l *Log) createWith(timeout time.Duration, fill func(tl *Log) error) (err e
 		return err
 	}
 	tl := &Log{db: db, be: &boltBackend{db: db}, path: tmp, now: l.now}
-	err = db.Update(func(btx *bolt.Tx) error { return createLayout(btx, schemaVersion) })
-	if err == nil {
+	err = db.Update(func(btx *bolt.Tx) error {
+		if err := createLayout(btx, schemaVersion); err != nil || fill != nil {
+			return err
+		}
+		t := &Tx{kv: boltKV{btx}, log: tl}
+		_, err := t.append(Event{Actor: "custos", Type: TypeCreated, Body: mustJSON(map[string]uint32{"schema": schemaVersion})})
+		return err
+	})
+	if err == nil && fill != nil {
 		err = fill(tl)
 	}
 	if err == nil {

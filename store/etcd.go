@@ -429,7 +429,7 @@ func openEtcdLog(dsn string, opts *Options, now func() time.Time) (*Log, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := l.etcdCheckOrCreate(); err != nil {
+	if err := l.etcdCheckOrCreate(opts != nil && opts.NoCreate); err != nil {
 		l.be.close()
 		return nil, err
 	}
@@ -505,7 +505,7 @@ func dialEtcd(dsn string, opts *Options, now func() time.Time) (*Log, error) {
 	return &Log{be: b, path: name, now: now}, nil
 }
 
-func (l *Log) etcdCheckOrCreate() error {
+func (l *Log) etcdCheckOrCreate(noCreate bool) error {
 	b := l.be.(*etcdBackend)
 	for attempt := 0; attempt < 3; attempt++ {
 		ctx, cancel := b.ctx()
@@ -534,6 +534,8 @@ func (l *Log) etcdCheckOrCreate() error {
 			return nil
 		case count > 0:
 			return fmt.Errorf("open ceremony log %s: %w: the prefix %q/ holds %d keys written by something else (no custos marker); give another prefix (etcd://HOSTS/PREFIX)", l.path, ErrNotLog, b.prefix, count)
+		case noCreate:
+			return fmt.Errorf("no ceremony log at %s: %w", l.path, ErrNotFound)
 		}
 		err = l.etcdCreate()
 		if !errors.Is(err, errConflict) {

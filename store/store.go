@@ -35,6 +35,9 @@ type Options struct {
 	// cluster: the CA that signed its members' certificates, and this
 	// client's certificate and key. All empty: plain TCP.
 	EtcdCACert, EtcdCert, EtcdKey string
+	// NoCreate makes Open refuse, with ErrNotFound, a log that does not
+	// exist yet (no file; an empty etcd prefix) instead of creating it.
+	NoCreate bool
 }
 
 var (

@@ -61,7 +61,7 @@ type classifier func(err error) (code int, hint string, ok bool)
 
 // classifiers, in order: escrow first (its errors carry hints and wrap the
 // others), then cards, then store.
-var classifiers = []classifier{classifyEscrow, classifyCards, classifyStore}
+var classifiers = []classifier{classifyEscrow, classifyCards, classifyStore, classifyEtcd}
 
 // classify returns the exit code and hint for err.
 func classify(err error) (int, string) {
