@@ -129,7 +129,8 @@ func (b *etcdBackend) wrap(err error) error {
 // knows a leader, and tries a TLS handshake where TLS is used.
 func (b *etcdBackend) diagnose() string {
 	var mu sync.Mutex
-	answering, leaderless := 0, 0
+	answering, leaderless, reachable := 0, 0, 0
+	probe := max(time.Second, b.timeout/2)
 	var certs []string
 	var wg sync.WaitGroup
 	for _, ep := range b.endpoints {
@@ -148,7 +149,13 @@ func (b *etcdBackend) diagnose() string {
 					return
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if conn, err := net.DialTimeout("tcp", ep, time.Second); err == nil {
+				conn.Close()
+				mu.Lock()
+				reachable++
+				mu.Unlock()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), probe)
 			defer cancel()
 			st, err := b.cli.Status(ctx, ep)
 			mu.Lock()
@@ -167,10 +174,10 @@ func (b *etcdBackend) diagnose() string {
 	case len(certs) > 0:
 		sort.Strings(certs)
 		return "the TLS handshake failed (check --etcd-cacert, --etcd-cert and --etcd-key): " + strings.Join(certs, "; ")
-	case answering == 0:
+	case reachable == 0:
 		return fmt.Sprintf("no member answers (0 of %d endpoints): start the members or check the endpoints", n)
 	case leaderless > 0 || answering < n/2+1:
-		return fmt.Sprintf("the cluster has no quorum (%d of %d members answer, %d of them know no leader): bring a majority of the members back, then repeat the command", answering, n, leaderless)
+		return fmt.Sprintf("the cluster has no quorum (%d of %d members reachable, %d answer, %d of them know no leader): bring a majority of the members back, then repeat the command", reachable, n, answering, leaderless)
 	default:
 		return fmt.Sprintf("%d of %d members answer but the request did not complete: repeat the command, or raise --timeout", answering, n)
 	}
