@@ -141,7 +141,7 @@ func (e *env) openLog(c *cli.Context, use logUse) (*store.Log, error) {
 	if use != logWrite && errors.Is(err, store.ErrNotFound) {
 		if use == logRequired {
 			return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", db),
-				hint: "give the log's path with --db, or copy it from where the ceremonies were held"}
+				hint: "give the log's path with --db PATH (or its cluster, etcd://HOST:PORT,.../PREFIX), or copy it from where the ceremonies were held"}
 		}
 		fmt.Fprintf(e.stderr, "custos: no ceremony log at %s: working from the volume and the cards alone, writing no log\n", db)
 		return nil, nil

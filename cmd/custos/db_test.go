@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"custos.dev/custos/internal/realtest"
 	"custos.dev/custos/store"
@@ -60,7 +62,7 @@ func jsonString(s string) string {
 func TestLogCopyBetweenBackends(t *testing.T) {
 	eps := realtest.Etcd(t)
 	db, head := makeLog(t)
-	prefix := "custos-cmd-test/" + filepath.Base(t.TempDir())
+	prefix := fmt.Sprintf("custos-cmd-test/%d-%d", os.Getpid(), time.Now().UnixNano())
 	dsn := store.EtcdScheme + strings.Join(eps, ",") + "/" + prefix
 	stdout, stderr, code := runCLI(t, "", "--json", "log", "copy", db, dsn)
 	var r copyResult
