@@ -64,50 +64,60 @@ const (
 )
 
 // copyEvents appends src's events to dst (which has none) as they are.
+// On etcd a transaction takes events until it would write about
+// copyBatchEtcdOps keys, indexes included.
 func copyEvents(src, dst *Log) error {
 	var batch [][]byte
 	size := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		// On etcd a batch may be too many keys once the indexes are
-		// counted: split it until it goes.
-		var put func(recs [][]byte) error
-		put = func(recs [][]byte) error {
-			_, err := dst.Update(func(t *Tx) error {
-				for _, rec := range recs {
-					if err := t.importRecord(rec); err != nil {
-						return err
-					}
-				}
-				if p, ok := t.kv.(interface{ pending() int }); ok && p.pending() > copyBatchEtcdOps && len(recs) > 1 {
-					return errSplit
-				}
-				return nil
-			})
-			if errors.Is(err, errSplit) {
-				if err := put(recs[:len(recs)/2]); err != nil {
+	// put commits a prefix of recs in one transaction and says how many.
+	put := func(recs [][]byte) (int, error) {
+		used := 0
+		_, err := dst.Update(func(t *Tx) error {
+			used = 0
+			bytes := 0
+			for _, rec := range recs {
+				if err := t.importRecord(rec); err != nil {
 					return err
 				}
-				return put(recs[len(recs)/2:])
+				used++
+				bytes += len(rec)
+				if p, ok := t.kv.(interface{ pending() int }); ok && (p.pending() >= copyBatchEtcdOps*9/10 || bytes >= copyBatchBytes/2) {
+					break
+				}
 			}
-			return err
+			return nil
+		})
+		return used, err
+	}
+	flush := func(all bool) error {
+		for len(batch) > 0 {
+			n, err := put(batch)
+			if err != nil {
+				return err
+			}
+			for _, rec := range batch[:n] {
+				size -= len(rec)
+			}
+			batch = batch[n:]
+			if !all && n > 0 {
+				break
+			}
 		}
-		err := put(batch)
-		batch, size = batch[:0], 0
-		return err
+		if len(batch) == 0 {
+			batch = nil
+		}
+		return nil
 	}
 	limit := copyBatchBolt
 	if _, ok := dst.be.(*etcdBackend); ok {
-		limit = copyBatchEtcdOps / 4
+		limit = copyBatchEtcdOps
 	}
 	err := src.view(func(r kvRead) error {
 		return walkEventsRaw(r, "", func(rec []byte) error {
 			batch = append(batch, rec)
 			size += len(rec)
 			if len(batch) >= limit || size >= copyBatchBytes {
-				return flush()
+				return flush(false)
 			}
 			return nil
 		})
@@ -115,10 +125,9 @@ func copyEvents(src, dst *Log) error {
 	if err != nil {
 		return err
 	}
-	return flush()
+	return flush(true)
 }
 
-var errSplit = errors.New("split the batch")
 
 // importRecord appends an event record made elsewhere, as it is: it must
 // be the next event (its number and previous hash), and it goes through
