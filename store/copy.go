@@ -128,7 +128,6 @@ func copyEvents(src, dst *Log) error {
 	return flush(true)
 }
 
-
 // importRecord appends an event record made elsewhere, as it is: it must
 // be the next event (its number and previous hash), and it goes through
 // the log's rules like any other.
