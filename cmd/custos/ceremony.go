@@ -292,6 +292,7 @@ type cardRefView struct {
 
 type ceremonyView struct {
 	ID              string        `json:"id"`
+	Status          string        `json:"status,omitempty"`
 	Version         int           `json:"version"`
 	Volume          string        `json:"volume"`
 	K               int           `json:"k"`
@@ -786,6 +787,9 @@ func (e *env) status(c *cli.Context) error {
 		Source: rep.Source, Confirmed: rep.Confirmed, Copies: []copyView{}, Notes: append([]string{}, rep.Notes...),
 		KeyslotInUse: rep.KeyslotInUse, Cards: []cardStatusView{}, Live: rep.Live, Margin: rep.Margin,
 		Problems: append([]string{}, rep.Problems...)}
+	if v.Ceremony != nil {
+		v.Ceremony.Status = rep.Status
+	}
 	for _, c := range rep.Copies {
 		v.Copies = append(v.Copies, copyView{Copy: c.Copy, Ceremony: c.Ceremony, Version: c.Version, Status: c.Status,
 			Anchor: anchorString(c.Anchor), Problem: escrow.SafeText(c.Problem)})
