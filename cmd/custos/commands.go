@@ -54,6 +54,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 		// Runs after the command, whatever it returned: no secret outlives it.
 		After: func(*cli.Context) error {
 			e.prompt.release()
+			e.debugf("%s", cpuTimes())
 			return nil
 		},
 		Action: func(c *cli.Context) error {
