@@ -153,6 +153,13 @@ func verifyAttestation(cert, inter *x509.Certificate, roots *x509.CertPool) (*At
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrAttestation, err)
 	}
+	// piv-go only checks that cert chains to a root with inter as a
+	// possible intermediate: the card's own certificate in cert's place
+	// (the two swapped) passes, and would attest the card's attestation
+	// key. The slot's certificate must be signed by inter itself.
+	if err := inter.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
+		return nil, fmt.Errorf("%w: the slot's attestation is not signed by the card's attestation key: %v", ErrAttestation, err)
+	}
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("%w: the attested key is a %T, not a P-256 key", ErrAttestation, cert.PublicKey)
