@@ -226,8 +226,17 @@ func TestEnrollAttestation(t *testing.T) {
 					t.Fatalf("enroll: %v %+v", err, res)
 				}
 				st := r.status()
-				if len(st.Notes) == 0 || !strings.Contains(strings.Join(st.Notes, "\n"), "without attestation") {
+				if len(st.Notes) == 0 || !strings.Contains(strings.Join(st.Notes, "\n"), "without attestation") ||
+					!strings.Contains(strings.Join(st.Notes, "\n"), "card 1001, share 2, is unattested") {
 					t.Fatalf("status notes %q", st.Notes)
+				}
+				if !st.Cards[1].Attestation.Unattested || st.Cards[0].Attestation.Summary == "" || !res.Attestations[1].Unattested || res.Attestations[0].Summary == "" {
+					t.Errorf("attestations: status %+v, enroll %+v", st.Cards, res.Attestations)
+				}
+				// The log alone: one chain, one attested card, one
+				// allowed without.
+				if rep, err := VerifyAttestations(r.env); err != nil || rep.Cards != 1 || rep.Unattested != 1 || len(rep.Chains) != 1 {
+					t.Errorf("VerifyAttestations = %+v, %v", rep, err)
 				}
 				return
 			}
