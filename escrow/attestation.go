@@ -80,7 +80,7 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 		case store.TypeCard:
 			var reg store.CardRegistration
 			if err := json.Unmarshal(ev.Body, &reg); err != nil {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: card registration does not decode: %v", ev.Seq, err))
+				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: card registration does not decode: %s", ev.Seq, safeLine(err.Error())))
 				return nil
 			}
 			if len(reg.Attestation) == 0 {
@@ -94,16 +94,16 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 				err = attestsRegistration(a, reg)
 			}
 			if err != nil {
-				ch.Problem = err.Error()
-				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: card %s key %s: %v", ev.Seq, ch.Serial, shortKey(ch.Fingerprint), err))
+				ch.Problem = safeLine(err.Error())
+				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: card %s key %s: %s", ev.Seq, ch.Serial, shortKey(ch.Fingerprint), ch.Problem))
 				if bad[k] == nil {
 					bad[k] = map[[32]byte]string{}
 				}
 				if cert, inter, serr := cards.SplitAttestation(reg.Attestation); serr == nil {
-					bad[k][attestationDigest(cert, inter)] = fmt.Sprintf("the chain of event %d does not verify: %v", ev.Seq, err)
+					bad[k][attestationDigest(cert, inter)] = fmt.Sprintf("the chain of event %d does not verify: %s", ev.Seq, ch.Problem)
 				}
 			} else {
-				ch.Summary = a.Summary()
+				ch.Summary = summaryOf(a)
 				if good[k] == nil {
 					good[k] = map[[32]byte]bool{}
 				}
@@ -113,7 +113,7 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 		case store.TypeCeremony:
 			_, rec, err := store.ParseCeremonyEvent(ev)
 			if err != nil {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: ceremony record does not decode: %v", ev.Seq, err))
+				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: ceremony record does not decode: %s", ev.Seq, safeLine(err.Error())))
 				return nil
 			}
 			for _, c := range rec.Cards {
@@ -230,7 +230,7 @@ func attestationsOf(env *Env, rec *Record) []CardAttestation {
 		case env.Log == nil:
 			ca.Problem = "attested; the chain is in the ceremony log, which is not at hand"
 		case logErr != nil:
-			ca.Problem = fmt.Sprintf("the log's chains are unreadable: %v", logErr)
+			ca.Problem = safeLine(fmt.Sprintf("the log's chains are unreadable: %v", logErr))
 		case !ok:
 			ca.Problem = "the log holds no chain for its attestation digest"
 		default:
@@ -239,9 +239,9 @@ func attestationsOf(env *Env, rec *Record) []CardAttestation {
 				err = errors.New("the chain attests another key")
 			}
 			if err != nil {
-				ca.Problem = fmt.Sprintf("its chain in the log does not verify: %v", err)
+				ca.Problem = safeLine(fmt.Sprintf("its chain in the log does not verify: %v", err))
 			} else {
-				ca.Summary = a.Summary()
+				ca.Summary = summaryOf(a)
 			}
 		}
 		out = append(out, ca)

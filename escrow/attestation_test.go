@@ -3,6 +3,7 @@ package escrow
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"regexp"
@@ -190,5 +191,33 @@ func TestVerifyAttestations(t *testing.T) {
 				t.Errorf("problems %q, want one saying %q, naming the event", rep.Problems, tc.want)
 			}
 		})
+	}
+}
+
+// TestAttestationSummaryFiltered: an attestation's issuer is a
+// certificate's text, which anyone making a card chooses: what custos shows
+// of it carries no character that moves a terminal's cursor or reorders
+// what it shows.
+func TestAttestationSummaryFiltered(t *testing.T) {
+	root, key := newFakeRoot("evil\x1b]0;owned\x07 maker\u202e\n root")
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	c := newFakeCard(t, 4242, "pin000")
+	if _, err := c.Init(cards.InitOptions{PIN: []byte("pin000")}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := cards.VerifyAttestation(attestationChainUnder(root, key, 4242, 0x82, &c.slots[0x82].priv.PublicKey, piv.PINPolicyAlways), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unclean(a.Issuer) == "" {
+		t.Fatal("the test's issuer is clean already")
+	}
+	s := summaryOf(a)
+	if bad := unclean(s); bad != "" || !strings.Contains(s, "maker") || !strings.HasSuffix(s, "; firmware 5.7.1; pin policy always, touch policy never") {
+		t.Errorf("summaryOf = %q (%s)", s, bad)
+	}
+	if bad := unclean(safeLine("x509: \x1b[2J\u2028name")); bad != "" {
+		t.Errorf("safeLine left %s", bad)
 	}
 }
