@@ -159,6 +159,20 @@ func TestAPDUFloor(t *testing.T) {
 		t.Errorf("opening a share sent %q, want %q", got, want)
 	}
 
+	// Checking the recipient before asking for the PIN costs nothing:
+	// OpenShare does not ask for the slot key again.
+	c = openCard(t, in.Reader())
+	if err := c.CheckRecipient(cu.Slot, scs[0].Sealed); err != nil {
+		t.Fatalf("CheckRecipient: %v", err)
+	}
+	if _, err := c.OpenShare(cu.Slot, testPIN, scs[0].Sealed); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if got := instructions(log.take()); strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("CheckRecipient and OpenShare sent %q, want %q", got, want)
+	}
+
 	c = openCard(t, in.Reader())
 	if sc, err := c.ReadShare(cu.Slot); err != nil || !carries(sc, scs[0]) {
 		t.Fatalf("ReadShare = %+v, %v; want the payload written", sc, err)

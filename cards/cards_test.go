@@ -257,6 +257,9 @@ func TestShareForAnotherCard(t *testing.T) {
 		t.Errorf("ReadShare after wipe = %v, want ErrNoCustodySlot", err)
 	}
 	before = vcA.Counts().Instructions[0x20]
+	if err := a.CheckRecipient(0x82, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
+		t.Errorf("CheckRecipient(old ceremony's share) after wipe = %v, want ErrWrongCard", err)
+	}
 	if _, err := a.OpenShare(0x82, testPIN, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
 		t.Errorf("OpenShare(old ceremony's share) after wipe = %v, want ErrWrongCard", err)
 	}
@@ -585,5 +588,39 @@ func TestReadVersion1Certificate(t *testing.T) {
 	}
 	if sc, err := c.ReadShare(cu.Slot); err != nil || !carries(sc, scs[0]) {
 		t.Errorf("ReadShare after the version 2 write = %+v, %v", sc, err)
+	}
+}
+
+// TestSlotKeyReplaced: a slot whose key another tool replaced (a new
+// generated key, or an imported one) no longer is the share's recipient:
+// CheckRecipient, OpenShare and WriteShare refuse it with ErrWrongCard and
+// never send the PIN.
+func TestSlotKeyReplaced(t *testing.T) {
+	lock(t)
+	vc, in, c, cu := custodyCard(t, 4000043, vcard.Port0)
+	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
+	if _, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for _, imported := range []bool{false, true} {
+		if _, err := vc.PutKey(cu.Slot, vcard.PINPolicyAlways, vcard.TouchPolicyNever, imported); err != nil {
+			t.Fatal(err)
+		}
+		c := openCard(t, in.Reader())
+		before := vc.Counts().Instructions[insVerify]
+		if err := c.CheckRecipient(cu.Slot, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
+			t.Errorf("imported %v: CheckRecipient = %v, want ErrWrongCard", imported, err)
+		}
+		if _, err := c.OpenShare(cu.Slot, testPIN, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
+			t.Errorf("imported %v: OpenShare = %v, want ErrWrongCard", imported, err)
+		}
+		if _, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload); !errors.Is(err, ErrWrongCard) {
+			t.Errorf("imported %v: WriteShare = %v, want ErrWrongCard", imported, err)
+		}
+		if n := vc.Counts().Instructions[insVerify] - before; n != 0 {
+			t.Errorf("imported %v: the PIN was sent %d times to a slot whose key was replaced", imported, n)
+		}
+		c.Close()
 	}
 }

@@ -74,7 +74,12 @@
 //
 // OpenShare checks that the slot's key is the one the share was sealed to
 // before it sends the PIN, so a card is never asked for its PIN for a share
-// that is not its own; the ECDH happens on the card.
+// that is not its own; the ECDH happens on the card. CheckRecipient makes
+// the same check alone, so that a caller can set a card aside before it
+// asks the custodian for the PIN: a Card keeps the slot keys it read (its
+// connection is exclusive, so only it changes them until Close), and
+// OpenShare or WriteShare after CheckRecipient or Custody do not ask the
+// card again.
 //
 // # Every PIV client sees the key
 //
