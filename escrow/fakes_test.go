@@ -490,6 +490,13 @@ func (c *fakeCard) ReadShare(slot uint8) (*cards.SlotCert, error) {
 	return copyCert(fs.cert), nil
 }
 
+func (c *fakeCard) CheckRecipient(slot uint8, sealed *shares.SealedShare) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, err := c.slotOf(slot, sealed.Recipient)
+	return err
+}
+
 func (c *fakeCard) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
