@@ -63,12 +63,29 @@
 // and rolled forward after; at every point the volume opens with the
 // operator's key and with the old or the new recovery key.
 //
+// # Attestation
+//
+// Enroll and Rotate attest each card's slot key (Card.Attest) right before
+// they seal a share to it: a key imported rather than generated on the
+// card, a key of PIN policy never, a card that cannot attest, and a card
+// whose attestation chains to none of Yubico's roots or Env.Roots are set
+// aside with ErrUnattested; when no other card comes, the ceremony stops
+// with it (exit 4). EnrollOptions.AllowUnattested (recorded in the
+// ceremony) lets through only a card that cannot attest. The chain is
+// logged beside the card, the record keeps its digest, and
+// VerifyAttestations verifies every chain again from the log alone;
+// Status, Enroll and Rotate report each card's attestation from its
+// ceremony's chain (CardAttestation). Recover and Rollcall check that a
+// card's slot key is the record's, the attested one, before they ask for
+// its PIN (Card.CheckRecipient).
+//
 // # Errors
 //
 // Errors are lowercase, wrap a sentinel from errors.go where one applies,
 // and may carry a hint for the operator (Hint). ExitCode maps an error to
 // the command's exit status: 0 done, 1 error, 2 usage, 3 quorum not
-// reached, 4 verification failed (log, commitments, copies or keyslot).
+// reached, 4 verification failed (log, commitments, copies, keyslot or a
+// card's attestation).
 //
 // # Caveats
 //
