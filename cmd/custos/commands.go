@@ -248,6 +248,12 @@ func (e *env) app(stdin io.Reader) *cli.App {
 			Hidden: true,
 			Action: func(c *cli.Context) error { return e.genMan(c, ds) },
 		},
+		{
+			Name:   "gen-readme",
+			Usage:  "print the README's generated tables (prompts, exit codes)",
+			Hidden: true,
+			Action: func(c *cli.Context) error { return e.genReadme(c, ds) },
+		},
 	}
 
 	app.CustomAppHelpTemplate = appTemplate + doc{examples: []string{
