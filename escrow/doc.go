@@ -22,19 +22,12 @@
 // # Prompts
 //
 // Every secret comes through Prompter.Secret, one prompt at a time, in an
-// order the caller can script (one line of standard input per prompt):
-//
-//   - InitCard: new PIN, repeat new PIN, new PUK, repeat new PUK (and the
-//     current PIN and PUK first when InitCardOptions.AskCurrent is set).
-//   - Enroll: the existing passphrase (unless EnrollOptions.AuthKey is
-//     given), then for each card in the order inserted: its PIN. A wrong PIN
-//     is asked for again (at most three tries, never the card's last).
-//   - Recover: for each card in the order inserted: its PIN; then the new
-//     passphrase and its repetition (unless RecoverOptions.NewKey is given).
-//   - Rotate: unless RotateOptions.AuthKey is given, one PIN per old card
-//     until k shares are good; then one PIN per new card; then one PIN per
-//     old card presented for wiping.
-//   - Rollcall: one PIN per card.
+// order the caller can script (one line of standard input per prompt). The
+// order of each ceremony is part of the command line's contract and is
+// written down once, with the commands (cmd/custos, from which --help, the
+// man page and the README's "Prompt order" are generated); tests of this
+// package check that the ceremonies ask in that order. A wrong PIN is asked
+// for again at once (at most three tries, never the card's last).
 //
 // Progress goes through Prompter.Say: "insert card 2 of 5 (custodian
 // alice)". Neither Say messages nor errors nor the log nor the token ever

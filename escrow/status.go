@@ -22,6 +22,9 @@ type StatusReport struct {
 	Source string
 	// Confirmed tells whether two independent copies agree on it.
 	Confirmed bool
+	// Status is the log's status of the ceremony ("active"), "" when the
+	// log does not hold it.
+	Status string
 	// KeyslotInUse tells whether the ceremony's keyslot holds a key.
 	KeyslotInUse bool
 	// Cards are the ceremony's cards with their last rollcall.
@@ -138,6 +141,9 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 	if cur != nil {
 		rec := cur.rec
 		rep.Ceremony, rep.Confirmed = rec, cur.confirmed
+		if cur.claim.log != nil {
+			rep.Status = cur.claim.log.Status
+		}
 		rep.Source = strings.Join(cur.claim.copies(), "+")
 		switch {
 		case cur.confirmed:

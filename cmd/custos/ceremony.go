@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
@@ -133,18 +132,21 @@ func (e *env) ceremonyEnv(c *cli.Context, device string, use logUse) (*escrow.En
 // log is optional and absent (the command then says it works without it).
 // A command that only reads never creates a log.
 func (e *env) openLog(c *cli.Context, use logUse) (*store.Log, error) {
-	g := globalsOf(c)
-	if use != logWrite {
-		if _, err := os.Lstat(g.db); errors.Is(err, fs.ErrNotExist) {
-			if use == logRequired {
-				return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", g.db),
-					hint: "give the log's path with --db, or copy it from where the ceremonies were held"}
-			}
-			fmt.Fprintf(e.stderr, "custos: no ceremony log at %s: working from the volume and the cards alone, writing no log\n", g.db)
-			return nil, nil
-		}
+	db, opts, err := logTarget(c) // db.go: --db, the etcd flags, the config file
+	if err != nil {
+		return nil, err
 	}
-	return store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
+	opts.NoCreate = use != logWrite
+	l, err := store.Open(db, opts)
+	if use != logWrite && errors.Is(err, store.ErrNotFound) {
+		if use == logRequired {
+			return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", db),
+				hint: "give the log's path with --db PATH (or its cluster, etcd://HOST:PORT,.../PREFIX), or copy it from where the ceremonies were held"}
+		}
+		fmt.Fprintf(e.stderr, "custos: no ceremony log at %s: working from the volume and the cards alone, writing no log\n", db)
+		return nil, nil
+	}
+	return l, err
 }
 
 // actor names who runs the ceremony, for the log.
@@ -294,6 +296,7 @@ type cardRefView struct {
 
 type ceremonyView struct {
 	ID              string        `json:"id"`
+	Status          string        `json:"status,omitempty"`
 	Version         int           `json:"version"`
 	Volume          string        `json:"volume"`
 	K               int           `json:"k"`
@@ -831,6 +834,9 @@ func (e *env) status(c *cli.Context) error {
 		Source: rep.Source, Confirmed: rep.Confirmed, Copies: []copyView{}, Notes: append([]string{}, rep.Notes...),
 		KeyslotInUse: rep.KeyslotInUse, Cards: []cardStatusView{}, Live: rep.Live, Margin: rep.Margin,
 		Problems: append([]string{}, rep.Problems...)}
+	if v.Ceremony != nil {
+		v.Ceremony.Status = rep.Status
+	}
 	for _, c := range rep.Copies {
 		v.Copies = append(v.Copies, copyView{Copy: c.Copy, Ceremony: c.Ceremony, Version: c.Version, Status: c.Status,
 			Anchor: anchorString(c.Anchor), Problem: escrow.SafeText(c.Problem)})
