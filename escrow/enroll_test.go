@@ -348,8 +348,19 @@ func TestInitCard(t *testing.T) {
 		t.Fatalf("log card %+v %v", cr, err)
 	}
 	r.p.answer("123123", "123124")
-	if _, err := InitCard(context.Background(), r.env, c, InitCardOptions{}); !errors.Is(err, ErrMismatch) {
+	if _, err := InitCard(context.Background(), r.env, c, InitCardOptions{Custodian: "alice"}); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("mismatched pins: %v", err)
+	}
+	// With a log, the card's holder must be named (the log registers the
+	// card under that name), before anything is asked or done.
+	prompts := len(r.p.prompts)
+	for _, name := range []string{"", "bob\x1b[2J"} {
+		if _, err := InitCard(context.Background(), r.env, c, InitCardOptions{Custodian: name}); !errors.Is(err, ErrUsage) {
+			t.Fatalf("custodian %q: %v", name, err)
+		}
+	}
+	if len(r.p.prompts) != prompts {
+		t.Fatalf("card init asked %v before refusing the custodian's name", r.p.prompts[prompts:])
 	}
 	// Enrollment names the custodians from the registry.
 	r2 := newRig(t, 2, 2)
