@@ -8,11 +8,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
 	"sync"
-	"time"
 	"unicode/utf8"
 )
 
@@ -50,23 +50,17 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 			return rep, false
 		}
 	}
-	if rel, ok := r.(interface{ release() }); ok {
-		// Drop the file's pages from the resident set as the pass goes
-		// (bbolt's reads and its page check touch every page).
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(5 * time.Millisecond):
-					rel.release()
-				}
-			}
-		}()
-	}
 	v := newStreamVerifier(r)
+	if kv, ok := r.(boltKV); ok && !kv.btx.Writable() {
+		// A file: read its pages in place, checking them as bbolt's
+		// Check does, with the resident set bounded. (A write
+		// transaction's pages are not in the file yet: the tests verify
+		// inside one, through the backend's reads and bbolt's Check.)
+		if v.pages, ok = newBoltPages(kv.btx); !ok {
+			return rep, false
+		}
+		defer v.pages.release()
+	}
 	for _, a := range anchors {
 		v.anchorWant[a.Seq] = true
 	}
@@ -87,7 +81,7 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 	if !v.checkStored() {
 		return rep, false
 	}
-	if be.check(r) != nil {
+	if v.pages != nil && !v.pages.finish() || v.pages == nil && be.check(r) != nil {
 		return rep, false
 	}
 	return Report{Events: v.head.Seq, Head: v.head, Anchors: len(anchors)}, true
@@ -121,9 +115,10 @@ type cardState struct {
 }
 
 type streamVerifier struct {
-	r    kvRead
-	d    *digester
-	head Head
+	r     kvRead
+	pages *boltPages // a file's pages, read in place; nil on etcd
+	d     *digester
+	head  Head
 
 	v2Only bool
 	cards  map[string]*cardState
@@ -168,10 +163,11 @@ func (v *streamVerifier) anchorsOK(anchors []Head) int {
 // item is one event on its way through the pipeline.
 type item struct {
 	seq uint64
-	val []byte
+	val []byte // the stored value, in its batch's buffer
 	ok  bool
 	ev  rawEvent
 	h   Hash
+	cer [16]byte // the digest of (ceremony, seq) when it has a ceremony
 	// the typed body, read by the workers
 	status string
 	rec    *Record
@@ -179,17 +175,53 @@ type item struct {
 	rc     *Rollcall
 }
 
+// batch is a run of events with their values copied out of the store, so
+// that the store's pages can be let go of as soon as they are read.
 type batch struct {
 	items []item
+	buf   []byte
 	done  chan struct{}
 }
 
-const batchSize = 512
+const (
+	batchSize  = 512
+	batchBytes = 256 << 10
+)
+
+// scanAll reads a whole bucket in key order: a file's pages in place
+// (checking them), or the backend's scan.
+func (v *streamVerifier) scanAll(bucket []byte, fn func(k, val []byte) error) error {
+	if v.pages == nil {
+		return v.r.scan(bucket, nil, nil, fn)
+	}
+	ok, err := v.pages.scan(bucket, fn)
+	if err == nil && !ok {
+		return errNotSound // not as bbolt writes it
+	}
+	return err
+}
+
+// errNotSound ends the streaming verification: the reference names why.
+var errNotSound = errors.New("not sound")
+
+// touch counts a read of n bytes from the store outside scanAll (a
+// lookup through bbolt: a few pages from the bucket's root down), so that
+// a file's pages are let go of as they add up.
+func (v *streamVerifier) touch(n int) {
+	if v.pages != nil {
+		v.pages.touch(uint64(n) + 3*faultAround)
+	}
+}
 
 func (v *streamVerifier) walk() bool {
 	workers := max(1, runtime.GOMAXPROCS(0))
+	inFlight := 6*workers + 2
 	todo := make(chan *batch, 2*workers)
 	ordered := make(chan *batch, 4*workers)
+	free := make(chan *batch, inFlight)
+	for range inFlight {
+		free <- &batch{items: make([]item, 0, batchSize), buf: make([]byte, 0, batchBytes)}
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -197,7 +229,7 @@ func (v *streamVerifier) walk() bool {
 			defer wg.Done()
 			for b := range todo {
 				for i := range b.items {
-					prepare(&b.items[i])
+					v.prepare(&b.items[i])
 				}
 				close(b.done)
 			}
@@ -208,7 +240,16 @@ func (v *streamVerifier) walk() bool {
 	go func() {
 		defer close(ordered)
 		defer close(todo)
-		b := &batch{done: make(chan struct{})}
+		var b *batch
+		next := func() bool {
+			select {
+			case b = <-free:
+			case <-stop:
+				return false
+			}
+			b.items, b.buf, b.done = b.items[:0], b.buf[:0], make(chan struct{})
+			return true
+		}
 		send := func() bool {
 			select {
 			case todo <- b:
@@ -220,20 +261,24 @@ func (v *streamVerifier) walk() bool {
 			case <-stop:
 				return false
 			}
-			b = &batch{done: make(chan struct{})}
-			return true
+			return next()
 		}
-		scanErr = v.r.scan(bucketEvents, nil, nil, func(k, val []byte) error {
+		if !next() {
+			return
+		}
+		scanErr = v.scanAll(bucketEvents, func(k, val []byte) error {
 			seq, ok := keySeq(k)
 			if !ok {
-				return errStop
+				return errNotSound
 			}
-			b.items = append(b.items, item{seq: seq, val: val})
-			if len(b.items) == batchSize {
+			if len(b.items) == batchSize || len(b.buf)+len(val) > cap(b.buf) && len(b.items) > 0 {
 				if !send() {
 					return errStop
 				}
 			}
+			off := len(b.buf)
+			b.buf = append(b.buf, val...)
+			b.items = append(b.items, item{seq: seq, val: b.buf[off:len(b.buf):len(b.buf)]})
 			return nil
 		})
 		if len(b.items) > 0 {
@@ -243,33 +288,35 @@ func (v *streamVerifier) walk() bool {
 	good := true
 	for b := range ordered {
 		<-b.done
-		if !good {
-			continue
-		}
-		for i := range b.items {
-			if !v.step(&b.items[i]) {
-				good = false
-				close(stop)
-				break
+		if good {
+			for i := range b.items {
+				if !v.step(&b.items[i]) {
+					good = false
+					close(stop)
+					break
+				}
 			}
 		}
-		b.items = nil
+		free <- b
 	}
 	wg.Wait()
 	return good && scanErr == nil
 }
 
 // prepare does what one event needs without the state: its stored hash,
-// its record, its typed body.
-func prepare(it *item) {
-	v := it.val
-	if len(v) <= len(Hash{}) {
+// its record, its typed body, the digest of its ceremony event entry.
+func (v *streamVerifier) prepare(it *item) {
+	val := it.val
+	if len(val) <= len(Hash{}) {
 		return
 	}
-	rec := v[len(Hash{}):]
+	rec := val[len(Hash{}):]
 	it.h = sha256.Sum256(rec)
-	if it.h != Hash(v[:len(Hash{})]) || !parseRecordFast(rec, &it.ev) || it.ev.seq != it.seq {
+	if it.h != Hash(val[:len(Hash{})]) || !parseRecordFast(rec, &it.ev) || it.ev.seq != it.seq {
 		return
+	}
+	if it.ev.ceremony != nil {
+		it.cer = v.d.prf(it.ev.ceremony, seqKey(it.seq))
 	}
 	switch string(it.ev.typ) {
 	case TypeCeremony:
@@ -302,7 +349,7 @@ func (v *streamVerifier) step(it *item) bool {
 	ev := &it.ev
 	cer := string(ev.ceremony)
 	if ev.ceremony != nil {
-		v.cerEvents.add(v.d.prf(ev.ceremony, seqKey(it.seq)))
+		v.cerEvents.add(it.cer)
 	}
 	switch string(ev.typ) {
 	case TypeCeremony:
@@ -442,6 +489,7 @@ const recentRecords = 256
 // recordAt reads ceremony id's record from its event seq.
 func (v *streamVerifier) recordAt(id string, seq uint64) *Record {
 	val, err := v.r.get(bucketEvents, seqKey(seq))
+	v.touch(len(val))
 	if err != nil || len(val) <= len(Hash{}) {
 		return nil
 	}
@@ -572,6 +620,7 @@ func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 			}
 			s, _ := keySeq(k[len(prefix):])
 			val, err := v.r.get(bucketEvents, seqKey(s))
+			v.touch(len(k) + len(val))
 			if err != nil || val == nil || len(val) <= len(Hash{}) {
 				good = false
 				return errStop
@@ -669,7 +718,7 @@ func (v *streamVerifier) checkStored() bool {
 	var cerEvents, entries, replacers, volumes sum128
 	r := v.r
 	// ceremony-events: id 0x00 seq -> empty
-	if r.scan(bucketCeremonyEvents, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketCeremonyEvents, func(k, val []byte) error {
 		i := bytes.IndexByte(k, 0)
 		if i < 0 || len(k) != i+9 || len(val) != 0 {
 			return errStop
@@ -682,7 +731,7 @@ func (v *streamVerifier) checkStored() bool {
 	// ceremonies: each entry's frame, its body against its latest event,
 	// its replacers against theirs.
 	good := true
-	if r.scan(bucketCeremonies, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketCeremonies, func(k, val []byte) error {
 		e, ok := parseEntry(val)
 		if !ok || !v.entryBodyOK(string(k), &e) {
 			good = false
@@ -708,7 +757,7 @@ func (v *streamVerifier) checkStored() bool {
 	}
 	// volumes: each ceremony of the volume, oldest first, and the newest
 	// active one as current.
-	if r.scan(bucketVolumes, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketVolumes, func(k, val []byte) error {
 		var vol VolumeRecord
 		if json.Unmarshal(val, &vol) != nil || !bytes.Equal(mustJSON(vol), val) || vol.UUID != string(k) {
 			good = false
@@ -718,6 +767,7 @@ func (v *streamVerifier) checkStored() bool {
 		current := ""
 		for _, id := range vol.History {
 			raw, err := r.get(bucketCeremonies, []byte(id))
+			v.touch(len(raw))
 			if err != nil || raw == nil {
 				good = false
 				return errStop
@@ -743,7 +793,7 @@ func (v *streamVerifier) checkStored() bool {
 	}
 	// cards and fingerprints: as held in memory.
 	n := 0
-	if r.scan(bucketCards, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketCards, func(k, val []byte) error {
 		cs := v.cards[string(k)]
 		var card CardRecord
 		if cs == nil || json.Unmarshal(val, &card) != nil || !bytes.Equal(mustJSON(card), val) {
@@ -768,7 +818,7 @@ func (v *streamVerifier) checkStored() bool {
 		return false
 	}
 	n = 0
-	if r.scan(bucketFingerprints, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketFingerprints, func(k, val []byte) error {
 		if v.fps[string(k)] != string(val) {
 			good = false
 			return errStop
@@ -780,7 +830,7 @@ func (v *streamVerifier) checkStored() bool {
 	}
 	// log: the record version flag.
 	n = 0
-	if r.scan(bucketLogState, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketLogState, func(k, val []byte) error {
 		if !v.v2Only || !bytes.Equal(k, keyRecordVersion) || string(val) != "2" {
 			good = false
 		}
@@ -795,6 +845,7 @@ func (v *streamVerifier) checkStored() bool {
 // entryBodyOK checks a ceremony entry's body against its latest event.
 func (v *streamVerifier) entryBodyOK(id string, e *entryView) bool {
 	val, err := v.r.get(bucketEvents, seqKey(e.last))
+	v.touch(len(val))
 	if err != nil || val == nil || len(val) <= len(Hash{}) {
 		return false
 	}
@@ -810,6 +861,7 @@ func (v *streamVerifier) firstNaming(id, replaced string) (uint64, bool) {
 	err := v.r.scan(bucketCeremonyEvents, prefix, prefixEnd(prefix), func(k, _ []byte) error {
 		s, _ := keySeq(k[len(prefix):])
 		val, err := v.r.get(bucketEvents, seqKey(s))
+		v.touch(len(k) + len(val))
 		if err != nil || val == nil || len(val) <= len(Hash{}) {
 			return errStop
 		}
