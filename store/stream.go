@@ -227,9 +227,10 @@ func (v *streamVerifier) walk() bool {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			d := v.d.clone()
 			for b := range todo {
 				for i := range b.items {
-					v.prepare(&b.items[i])
+					prepare(&b.items[i], d)
 				}
 				close(b.done)
 			}
@@ -305,7 +306,7 @@ func (v *streamVerifier) walk() bool {
 
 // prepare does what one event needs without the state: its stored hash,
 // its record, its typed body, the digest of its ceremony event entry.
-func (v *streamVerifier) prepare(it *item) {
+func prepare(it *item, d *digester) {
 	val := it.val
 	if len(val) <= len(Hash{}) {
 		return
@@ -316,7 +317,9 @@ func (v *streamVerifier) prepare(it *item) {
 		return
 	}
 	if it.ev.ceremony != nil {
-		it.cer = v.d.prf(it.ev.ceremony, seqKey(it.seq))
+		var sk [8]byte
+		binary.BigEndian.PutUint64(sk[:], it.seq)
+		it.cer = d.prf(it.ev.ceremony, sk[:])
 	}
 	switch string(it.ev.typ) {
 	case TypeCeremony:
@@ -563,7 +566,7 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 		return false
 	}
 	if rc.OK {
-		cs.rec.LastRollcall = it.ev.time
+		cs.rec.LastRollcall = it.ev.time.when()
 		cs.rec.LastRollcallCeremony = rc.Ceremony
 	}
 	return true
