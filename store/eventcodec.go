@@ -16,7 +16,7 @@ import (
 // record.
 type rawEvent struct {
 	seq      uint64
-	time     clock // read; when() makes it a time.Time
+	time     clock  // read; when() makes it a time.Time
 	actor    []byte // the JSON string's bytes, escapes and all
 	actorEsc bool   // actor holds an escape
 	typ      []byte
