@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"container/list"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -10,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"runtime"
 	"slices"
 	"sync"
@@ -59,7 +59,7 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 		if v.pages, ok = newBoltPages(kv.btx); !ok {
 			return rep, false
 		}
-		defer v.pages.release()
+		defer v.pages.close()
 	}
 	for _, a := range anchors {
 		v.anchorWant[a.Seq] = true
@@ -67,6 +67,7 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 	if !v.walk() {
 		return rep, false
 	}
+	v.cache, v.recent, v.recentIn = nil, nil, nil // the rest needs the cards and the digests only
 	if checkHeadRecord(r, v.head) != nil {
 		return rep, false
 	}
@@ -88,27 +89,157 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 }
 
 // cerState is what the rules need of a ceremony after an event: small,
-// so that the cache holds many. The latest record itself is kept only for
-// the ceremonies written to last (recent); the others read it back from
-// their latest event when they need it.
+// so that the cache holds many (96 bytes). The latest record itself is
+// kept only for the ceremonies written to last (recent); the others read
+// it back from their latest event when they need it.
 type cerState struct {
-	status   string
-	volume   string
-	replaces string
 	first    uint64 // its first ceremony event
 	last     uint64 // its latest ceremony event
-	// serials and named are the cards and the ceremonies replaced that
-	// its records have named so far (with a version 1 first record they
-	// need not be the latest record's).
-	serials []string
-	named   []string
-	v1      bool    // its first record is version 1
-	rec     *Record // the latest record, or nil
+	volume   [16]byte
+	replaces [16]byte // zero: none
+	// The cards (their indices in cardList) and the ceremonies replaced
+	// that its records have named so far (with a version 1 first record
+	// they need not be the latest record's): the first few here, the rest
+	// in extra.
+	named  [16]byte // zero: none
+	cards  [4]uint32
+	ncards uint8
+	status uint8 // in statuses
+	extra  *cerExtra
 }
 
-func (st *cerState) hasSerial(s string) bool { return slices.Contains(st.serials, s) }
+type cerExtra struct {
+	cards []uint32
+	named [][16]byte
+}
+
+var statuses = []string{StatusOpen, StatusActive, StatusAbandoned, StatusRetired}
+
+func statusIndex(s string) (uint8, bool) {
+	i := slices.Index(statuses, s)
+	return uint8(i), i >= 0
+}
+
+func (st *cerState) statusName() string { return statuses[st.status] }
+
+func (st *cerState) hasCard(i uint32) bool {
+	n := min(int(st.ncards), len(st.cards))
+	return slices.Contains(st.cards[:n], i) || st.extra != nil && slices.Contains(st.extra.cards, i)
+}
+
+// addCard adds card i (not there yet); the extra part is copied, as
+// states share it.
+func (st *cerState) addCard(i uint32) {
+	if int(st.ncards) < len(st.cards) {
+		st.cards[st.ncards] = i
+		st.ncards++
+		return
+	}
+	x := &cerExtra{named: st.extraNamed()}
+	if st.extra != nil {
+		x.cards = slices.Clone(st.extra.cards)
+	}
+	x.cards = append(x.cards, i)
+	st.extra = x
+}
+
+func (st *cerState) extraNamed() [][16]byte {
+	if st.extra == nil {
+		return nil
+	}
+	return st.extra.named
+}
+
+func (st *cerState) hasNamed(r [16]byte) bool {
+	return st.named == r || st.extra != nil && slices.Contains(st.extra.named, r)
+}
+
+func (st *cerState) addNamed(r [16]byte) {
+	if st.named == ([16]byte{}) {
+		st.named = r
+		return
+	}
+	x := &cerExtra{}
+	if st.extra != nil {
+		x.cards, x.named = st.extra.cards, slices.Clone(st.extra.named)
+	}
+	x.named = append(x.named, r)
+	st.extra = x
+}
+
+// cerCache holds the states of the ceremonies seen last: two generations
+// of at most gen entries each, a state read from the older moving to the
+// newer; when the newer is full the older is dropped. The ceremonies
+// dropped go into a filter, so that a ceremony found in neither
+// generation nor the filter is one that has no state yet (its first
+// event), without asking the log.
+type cerCache struct {
+	cur, old map[[16]byte]*cerState
+	gen      int
+	dropped  idFilter
+}
+
+func newCerCache(gen int) *cerCache {
+	return &cerCache{cur: make(map[[16]byte]*cerState, gen), old: map[[16]byte]*cerState{}, gen: gen,
+		dropped: newIDFilter(1 << 23)}
+}
+
+func (c *cerCache) get(id [16]byte) *cerState {
+	if st, ok := c.cur[id]; ok {
+		return st
+	}
+	if st, ok := c.old[id]; ok {
+		c.put(id, st)
+		return st
+	}
+	return nil
+}
+
+func (c *cerCache) put(id [16]byte, st *cerState) {
+	c.cur[id] = st
+	if len(c.cur) >= c.gen {
+		for id := range c.old {
+			if _, ok := c.cur[id]; !ok {
+				c.dropped.add(id)
+			}
+		}
+		c.old, c.cur = c.cur, make(map[[16]byte]*cerState, c.gen)
+	}
+}
+
+// idFilter is a Bloom filter of ceremony IDs: has is never false for an
+// ID added, and rarely true for another.
+type idFilter struct {
+	bits []uint64
+	seed maphash.Seed
+}
+
+func newIDFilter(m int) idFilter {
+	return idFilter{bits: make([]uint64, m/64), seed: maphash.MakeSeed()}
+}
+
+func (f *idFilter) probes(id [16]byte, fn func(i uint64) bool) bool {
+	h := maphash.Bytes(f.seed, id[:])
+	h1, h2 := h, h>>32|h<<32|1
+	m := uint64(len(f.bits)) * 64
+	for i := uint64(0); i < 4; i++ {
+		if !fn((h1 + i*h2) % m) {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *idFilter) add(id [16]byte) {
+	f.probes(id, func(i uint64) bool { f.bits[i/64] |= 1 << (i % 64); return true })
+}
+
+func (f *idFilter) has(id [16]byte) bool {
+	return f.probes(id, func(i uint64) bool { return f.bits[i/64]&(1<<(i%64)) != 0 })
+}
 
 type cardState struct {
+	idx  uint32     // in cardList
 	rec  CardRecord // without Ceremonies
 	nCer int
 	cer  sum128 // digest of (serial, position, ceremony) for its ceremonies
@@ -120,14 +251,14 @@ type streamVerifier struct {
 	d     *digester
 	head  Head
 
-	v2Only bool
-	cards  map[string]*cardState
-	fps    map[string]string
+	v2Only   bool
+	cards    map[string]*cardState
+	cardList []*cardState
+	fps      map[string]string
 
-	cache    map[string]*list.Element // of *cacheEntry
-	lru      *list.List
-	cacheCap int
-	recent   []*cerState // the states that keep their record
+	cache    *cerCache
+	recent   map[[16]byte]*Record // the latest records of the ceremonies written to last
+	recentIn [][16]byte           // those ceremonies, in a ring
 	recentAt int
 
 	cerEvents sum128 // (ceremony, seq) of each event with a ceremony
@@ -139,14 +270,13 @@ type streamVerifier struct {
 	anchorWant map[uint64]bool
 }
 
-type cacheEntry struct {
-	id string
-	st *cerState
-}
+// cacheGeneration bounds the ceremonies the cache holds (between one and
+// two generations of them): about 150 bytes each.
+const cacheGeneration = 1 << 15
 
 func newStreamVerifier(r kvRead) *streamVerifier {
 	return &streamVerifier{r: r, d: newDigester(), cards: map[string]*cardState{}, fps: map[string]string{},
-		cache: map[string]*list.Element{}, lru: list.New(), cacheCap: 1 << 16,
+		cache: newCerCache(cacheGeneration), recent: map[[16]byte]*Record{},
 		anchorSeqs: map[uint64]Hash{}, anchorWant: map[uint64]bool{}}
 }
 
@@ -185,7 +315,7 @@ type batch struct {
 
 const (
 	batchSize  = 512
-	batchBytes = 256 << 10
+	batchBytes = 128 << 10
 )
 
 // scanAll reads a whole bucket in key order: a file's pages in place
@@ -204,18 +334,34 @@ func (v *streamVerifier) scanAll(bucket []byte, fn func(k, val []byte) error) er
 // errNotSound ends the streaming verification: the reference names why.
 var errNotSound = errors.New("not sound")
 
-// touch counts a read of n bytes from the store outside scanAll (a
-// lookup through bbolt: a few pages from the bucket's root down), so that
-// a file's pages are let go of as they add up.
-func (v *streamVerifier) touch(n int) {
+// get reads a key outside scanAll: on a file with boltPages, elsewhere
+// from the snapshot. The value is valid until the next get.
+func (v *streamVerifier) get(bucket, key []byte) ([]byte, error) {
 	if v.pages != nil {
-		v.pages.touch(uint64(n) + 3*faultAround)
+		val, ok := v.pages.get(bucket, key)
+		if !ok {
+			return nil, errNotSound
+		}
+		return val, nil
 	}
+	return v.r.get(bucket, key)
+}
+
+// scanRange reads the keys of bucket in [from, to) outside scanAll, as
+// get does; fn may call get.
+func (v *streamVerifier) scanRange(bucket, from, to []byte, desc bool, fn func(k, val []byte) error) error {
+	if v.pages != nil {
+		return v.pages.scanRange(bucket, from, to, desc, fn)
+	}
+	if desc {
+		return v.r.scanDesc(bucket, from, to, fn)
+	}
+	return v.r.scan(bucket, from, to, fn)
 }
 
 func (v *streamVerifier) walk() bool {
 	workers := max(1, runtime.GOMAXPROCS(0))
-	inFlight := 6*workers + 2
+	inFlight := 2*workers + 2
 	todo := make(chan *batch, 2*workers)
 	ordered := make(chan *batch, 4*workers)
 	free := make(chan *batch, inFlight)
@@ -298,6 +444,7 @@ func (v *streamVerifier) walk() bool {
 				}
 			}
 		}
+		clear(b.items) // let go of the records it holds
 		free <- b
 	}
 	wg.Wait()
@@ -391,7 +538,15 @@ func (v *streamVerifier) entryDigest(id string, st *cerState) [16]byte {
 	var n [16]byte
 	binary.BigEndian.PutUint64(n[:8], st.first)
 	binary.BigEndian.PutUint64(n[8:], st.last)
-	return v.d.prf([]byte(id), []byte(st.status), []byte(st.volume), []byte(st.replaces), n[:])
+	return v.d.prf([]byte(id), []byte(st.statusName()), []byte(volumeText(st.volume)), []byte(idText(st.replaces)), n[:])
+}
+
+// idText is a ceremony ID in hex, "" for zero.
+func idText(id [16]byte) string {
+	if id == ([16]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(id[:])
 }
 
 // ceremony applies planCeremony's rules.
@@ -401,31 +556,34 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 	if rec.Version == 1 && v.v2Only || cer != id {
 		return false
 	}
-	old, ok := v.state(id, it.seq)
+	old, ok := v.state(rec.ID, it.seq)
 	if !ok {
 		return false
 	}
 	rule := func(string, string, ...any) error { return errStop }
-	next := &cerState{status: status, rec: rec, volume: rec.VolumeString(), replaces: rec.ReplacesString(), first: it.seq, last: it.seq}
+	si, ok := statusIndex(status)
+	if !ok {
+		return false
+	}
+	next := &cerState{status: si, volume: rec.Volume, replaces: rec.Replaces, first: it.seq, last: it.seq}
 	if old != nil {
-		prev := old.rec
+		prev := v.recent[rec.ID]
 		if prev == nil {
 			if prev = v.recordAt(id, old.last); prev == nil {
 				return false
 			}
 		}
-		if !slices.Contains(transitions[old.status], status) || checkChange(prev, rec, rule) != nil {
+		if !slices.Contains(transitions[old.statusName()], status) || checkChange(prev, rec, rule) != nil {
 			return false
 		}
-		next.first, next.v1 = old.first, old.v1
-		next.serials, next.named = old.serials, old.named
+		next.first = old.first
+		next.named, next.cards, next.ncards, next.extra = old.named, old.cards, old.ncards, old.extra
 		v.entries.sub(v.entryDigest(id, old))
 	} else {
 		if status != StatusOpen && status != StatusActive {
 			return false
 		}
-		next.v1 = rec.Version == 1
-		v.volumes.add(v.d.prf([]byte(next.volume), []byte(id), seqKey(it.seq)))
+		v.volumes.add(v.d.prf([]byte(rec.VolumeString()), []byte(id), seqKey(it.seq)))
 	}
 	if status == StatusActive && !rec.Complete() {
 		return false
@@ -437,14 +595,14 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 			}
 		}
 	}
-	if r := rec.ReplacesString(); r != "" {
+	if r := rec.Replaces; r != ([16]byte{}) {
 		prior, ok := v.state(r, it.seq)
 		if !ok || prior == nil || prior.volume != next.volume {
 			return false
 		}
-		if !slices.Contains(next.named, r) {
-			next.named = append(slices.Clip(next.named), r)
-			v.replacers.add(v.d.prf([]byte(r), []byte(id), seqKey(it.seq)))
+		if !next.hasNamed(r) {
+			next.addNamed(r)
+			v.replacers.add(v.d.prf([]byte(idText(r)), []byte(id), seqKey(it.seq)))
 		}
 	}
 	// Every card's fingerprint must be free or its own before any card
@@ -459,9 +617,8 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		if !v.cardKey(c.Serial, c.Custodian, key, false) {
 			return false
 		}
-		if !next.hasSerial(c.Serial) {
-			next.serials = append(slices.Clip(next.serials), c.Serial)
-			cs := v.cards[c.Serial]
+		if cs := v.cards[c.Serial]; !next.hasCard(cs.idx) {
+			next.addCard(cs.idx)
 			var pos [8]byte
 			binary.BigEndian.PutUint64(pos[:], uint64(cs.nCer))
 			cs.cer.add(v.d.prf([]byte(c.Serial), pos[:], []byte(id)))
@@ -469,35 +626,32 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		}
 	}
 	v.entries.add(v.entryDigest(id, next))
-	v.put(id, next)
-	v.keepRecord(next)
+	v.cache.put(rec.ID, next)
+	v.keepRecord(rec.ID, rec)
 	return true
 }
 
-// keepRecord keeps st's record while st is among the last recentRecords
-// ceremonies written to, and lets go of the record of the one it
-// displaces.
-func (v *streamVerifier) keepRecord(st *cerState) {
-	if len(v.recent) < recentRecords {
-		v.recent = append(v.recent, st)
-		return
+// keepRecord keeps ceremony id's latest record while it is among the
+// last recentRecords ceremonies written to.
+func (v *streamVerifier) keepRecord(id [16]byte, rec *Record) {
+	if _, ok := v.recent[id]; !ok {
+		if len(v.recentIn) < recentRecords {
+			v.recentIn = append(v.recentIn, id)
+		} else {
+			delete(v.recent, v.recentIn[v.recentAt])
+			v.recentIn[v.recentAt] = id
+			v.recentAt = (v.recentAt + 1) % recentRecords
+		}
 	}
-	v.recent[v.recentAt].rec = nil
-	v.recent[v.recentAt] = st
-	v.recentAt = (v.recentAt + 1) % recentRecords
+	v.recent[id] = rec
 }
 
 const recentRecords = 256
 
 // recordAt reads ceremony id's record from its event seq.
 func (v *streamVerifier) recordAt(id string, seq uint64) *Record {
-	val, err := v.r.get(bucketEvents, seqKey(seq))
-	v.touch(len(val))
-	if err != nil || len(val) <= len(Hash{}) {
-		return nil
-	}
-	typ, cer, body, ok := peekRecord(val[len(Hash{}):])
-	if !ok || string(typ) != TypeCeremony || string(cer) != id {
+	body := v.ceremonyBody(id, seq)
+	if body == nil {
 		return nil
 	}
 	_, rec, err := parseCeremonyBody(body)
@@ -514,8 +668,9 @@ func (v *streamVerifier) cardKey(serial, custodian string, key CardKey, registra
 	}
 	cs := v.cards[serial]
 	if cs == nil {
-		cs = &cardState{}
+		cs = &cardState{idx: uint32(len(v.cardList))}
 		v.cards[serial] = cs
+		v.cardList = append(v.cardList, cs)
 	}
 	card := &cs.rec
 	card.Serial = serial
@@ -554,7 +709,11 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 	if rc.Reason != "" && checkText("rollcall reason", rc.Reason, maxActorLen) != nil {
 		return false
 	}
-	st, ok := v.state(rc.Ceremony, it.seq)
+	id, err := ParseID(rc.Ceremony)
+	if err != nil {
+		return false // no ceremony event names it
+	}
+	st, ok := v.state(id, it.seq)
 	if !ok || st == nil {
 		return false
 	}
@@ -562,7 +721,7 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 	if cs == nil || !slices.ContainsFunc(cs.rec.Keys, func(k CardKey) bool { return k.Fingerprint == rc.Fingerprint }) {
 		return false
 	}
-	if !st.hasSerial(rc.Serial) {
+	if !st.hasCard(cs.idx) {
 		return false
 	}
 	if rc.OK {
@@ -572,38 +731,103 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 	return true
 }
 
-func (v *streamVerifier) put(id string, st *cerState) {
-	if e, ok := v.cache[id]; ok {
-		e.Value.(*cacheEntry).st = st
-		v.lru.MoveToFront(e)
-		return
-	}
-	v.cache[id] = v.lru.PushFront(&cacheEntry{id: id, st: st})
-	if v.lru.Len() > v.cacheCap {
-		old := v.lru.Remove(v.lru.Back()).(*cacheEntry)
-		delete(v.cache, old.id)
-	}
-}
-
 // state returns ceremony id as it stood before event seq: nil if it had
 // no ceremony event yet; ok false if the log cannot say.
-func (v *streamVerifier) state(id string, seq uint64) (*cerState, bool) {
-	if e, ok := v.cache[id]; ok {
-		v.lru.MoveToFront(e)
-		return e.Value.(*cacheEntry).st, true
+func (v *streamVerifier) state(id [16]byte, seq uint64) (*cerState, bool) {
+	if st := v.cache.get(id); st != nil {
+		return st, true
+	}
+	if !v.cache.dropped.has(id) {
+		return nil, true // never in the cache: no ceremony event yet
 	}
 	st, ok := v.load(id, seq)
 	if ok && st != nil {
-		v.put(id, st)
+		v.cache.put(id, st)
 	}
 	return st, ok
 }
 
-// load reads a ceremony's state before event seq back from the log,
-// through the ceremony-events index (which the digest checks at the end).
-// Every event before seq has passed step in this verification, so their
-// records are read with peekRecord, without checking them again.
-func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
+// load reads back the state before event seq of a ceremony the cache
+// let go of. Its entry in the ceremonies index holds its latest record
+// and names its latest ceremony event; when that event is before seq,
+// the entry says it all (one read). Otherwise, or when that record is
+// version 1, its ceremony events before seq are read through the
+// ceremony-events index. The indexes are believed here and checked at
+// the end against the events (the entry's body against its latest event,
+// the digests of the entries and of the ceremony-events index): an index
+// that lies makes the verification fail there. Every event before seq
+// has passed step in this verification, so their records are read with
+// peekRecord, without checking them again.
+func (v *streamVerifier) load(id [16]byte, seq uint64) (*cerState, bool) {
+	hexID := hex.EncodeToString(id[:])
+	raw, err := v.get(bucketCeremonies, []byte(hexID))
+	if err != nil || raw == nil {
+		return nil, false
+	}
+	e, ok := parseEntry(raw)
+	if !ok || e.first == 0 || e.first > e.last {
+		return nil, false
+	}
+	if e.last < seq && !isV1Body(e.body) {
+		// A version 2 record's cards only grow and what it replaces never
+		// changes: the latest record names every card and replaced
+		// ceremony named before (after a version 1 record, perhaps fewer:
+		// a rollcall of a card it dropped then fails here, and the
+		// replay decides).
+		st := &cerState{first: e.first}
+		if !v.apply(st, e.last, e.body) {
+			return nil, false
+		}
+		return st, true
+	}
+	return v.loadEvents(hexID, seq)
+}
+
+// ceremonyBody returns the body of ceremony event seq of ceremony id, or
+// nil.
+func (v *streamVerifier) ceremonyBody(id string, seq uint64) []byte {
+	val, err := v.get(bucketEvents, seqKey(seq))
+	if err != nil || len(val) <= len(Hash{}) {
+		return nil
+	}
+	typ, cer, body, ok := peekRecord(val[len(Hash{}):])
+	if !ok || string(typ) != TypeCeremony || string(cer) != id {
+		return nil
+	}
+	return body
+}
+
+// apply makes st what the ceremony event seq with body says, adding its
+// cards and what it replaces to those named before.
+func (v *streamVerifier) apply(st *cerState, seq uint64, body []byte) bool {
+	status, rec, err := parseCeremonyBody(body)
+	if err != nil {
+		return false
+	}
+	si, ok := statusIndex(status)
+	if !ok {
+		return false
+	}
+	st.status, st.last = si, seq
+	st.volume, st.replaces = rec.Volume, rec.Replaces
+	for _, c := range rec.Cards {
+		cs := v.cards[c.Serial]
+		if cs == nil {
+			return false
+		}
+		if !st.hasCard(cs.idx) {
+			st.addCard(cs.idx)
+		}
+	}
+	if r := st.replaces; r != ([16]byte{}) && !st.hasNamed(r) {
+		st.addNamed(r)
+	}
+	return true
+}
+
+// loadEvents reads a ceremony's state before event seq from its ceremony
+// events, through the ceremony-events index.
+func (v *streamVerifier) loadEvents(id string, seq uint64) (*cerState, bool) {
 	prefix := append([]byte(id), 0)
 	type found struct {
 		seq  uint64
@@ -612,18 +836,13 @@ func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 	// Each ceremony event of id, in order, through fn; stop when fn says.
 	walk := func(desc bool, fn func(found) bool) bool {
 		good := true
-		scan := v.r.scan
-		if desc {
-			scan = v.r.scanDesc
-		}
-		err := scan(bucketCeremonyEvents, prefix, ceremonyEventKey(id, seq), func(k, _ []byte) error {
+		err := v.scanRange(bucketCeremonyEvents, prefix, ceremonyEventKey(id, seq), desc, func(k, _ []byte) error {
 			if len(k) != len(prefix)+8 {
 				good = false
 				return errStop
 			}
 			s, _ := keySeq(k[len(prefix):])
-			val, err := v.r.get(bucketEvents, seqKey(s))
-			v.touch(len(k) + len(val))
+			val, err := v.get(bucketEvents, seqKey(s))
 			if err != nil || val == nil || len(val) <= len(Hash{}) {
 				good = false
 				return errStop
@@ -650,27 +869,14 @@ func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 	if first.seq == 0 {
 		return nil, true // no ceremony event before seq
 	}
-	st := &cerState{first: first.seq, v1: isV1Body(first.body)}
+	st := &cerState{first: first.seq}
+	good := true
 	add := func(f found) bool {
-		status, rec, err := parseCeremonyBody(f.body)
-		if err != nil {
-			st = nil
-			return false
-		}
-		st.status, st.rec, st.last = status, rec, f.seq
-		st.volume, st.replaces = rec.VolumeString(), rec.ReplacesString()
-		for _, c := range rec.Cards {
-			if !st.hasSerial(c.Serial) {
-				st.serials = append(st.serials, c.Serial)
-			}
-		}
-		if r := st.replaces; r != "" && !slices.Contains(st.named, r) {
-			st.named = append(st.named, r)
-		}
-		return true
+		good = good && v.apply(st, f.seq, f.body)
+		return good
 	}
 	var ok bool
-	if st.v1 {
+	if isV1Body(first.body) {
 		// Version 1 records may drop a card or change what they replace:
 		// every record counts.
 		ok = walk(false, add)
@@ -679,10 +885,9 @@ func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 		// never changes: the latest record says it all.
 		ok = walk(true, func(f found) bool { add(f); return false })
 	}
-	if !ok || st == nil || st.rec == nil {
+	if !ok || !good || st.last == 0 {
 		return nil, false
 	}
-	st.rec = nil // read back when a ceremony event needs it
 	return st, true
 }
 
@@ -719,7 +924,6 @@ func peekRecord(rec []byte) (typ, ceremony, body []byte, ok bool) {
 // the walk found.
 func (v *streamVerifier) checkStored() bool {
 	var cerEvents, entries, replacers, volumes sum128
-	r := v.r
 	// ceremony-events: id 0x00 seq -> empty
 	if v.scanAll(bucketCeremonyEvents, func(k, val []byte) error {
 		i := bytes.IndexByte(k, 0)
@@ -769,8 +973,7 @@ func (v *streamVerifier) checkStored() bool {
 		var prev uint64
 		current := ""
 		for _, id := range vol.History {
-			raw, err := r.get(bucketCeremonies, []byte(id))
-			v.touch(len(raw))
+			raw, err := v.get(bucketCeremonies, []byte(id))
 			if err != nil || raw == nil {
 				good = false
 				return errStop
@@ -847,8 +1050,7 @@ func (v *streamVerifier) checkStored() bool {
 
 // entryBodyOK checks a ceremony entry's body against its latest event.
 func (v *streamVerifier) entryBodyOK(id string, e *entryView) bool {
-	val, err := v.r.get(bucketEvents, seqKey(e.last))
-	v.touch(len(val))
+	val, err := v.get(bucketEvents, seqKey(e.last))
 	if err != nil || val == nil || len(val) <= len(Hash{}) {
 		return false
 	}
@@ -861,10 +1063,9 @@ func (v *streamVerifier) entryBodyOK(id string, e *entryView) bool {
 func (v *streamVerifier) firstNaming(id, replaced string) (uint64, bool) {
 	prefix := append([]byte(id), 0)
 	var found uint64
-	err := v.r.scan(bucketCeremonyEvents, prefix, prefixEnd(prefix), func(k, _ []byte) error {
+	err := v.scanRange(bucketCeremonyEvents, prefix, prefixEnd(prefix), false, func(k, _ []byte) error {
 		s, _ := keySeq(k[len(prefix):])
-		val, err := v.r.get(bucketEvents, seqKey(s))
-		v.touch(len(k) + len(val))
+		val, err := v.get(bucketEvents, seqKey(s))
 		if err != nil || val == nil || len(val) <= len(Hash{}) {
 			return errStop
 		}
