@@ -271,8 +271,9 @@ type streamVerifier struct {
 }
 
 // cacheGeneration bounds the ceremonies the cache holds (between one and
-// two generations of them): about 150 bytes each.
-const cacheGeneration = 1 << 15
+// two generations of them): about 150 bytes each. A variable for the
+// tests, which make it small to exercise reading states back.
+var cacheGeneration = 1 << 15
 
 func newStreamVerifier(r kvRead) *streamVerifier {
 	return &streamVerifier{r: r, d: newDigester(), cards: map[string]*cardState{}, fps: map[string]string{},
@@ -397,14 +398,19 @@ func (v *streamVerifier) walk() bool {
 			b.items, b.buf, b.done = b.items[:0], b.buf[:0], make(chan struct{})
 			return true
 		}
+		// send hands b to the workers and to the checker; b is nil
+		// after it until next takes another batch, so that a batch is
+		// never sent twice (its done channel is closed once).
 		send := func() bool {
+			sent := b
+			b = nil
 			select {
-			case todo <- b:
+			case todo <- sent:
 			case <-stop:
 				return false
 			}
 			select {
-			case ordered <- b:
+			case ordered <- sent:
 			case <-stop:
 				return false
 			}
@@ -428,7 +434,7 @@ func (v *streamVerifier) walk() bool {
 			b.items = append(b.items, item{seq: seq, val: b.buf[off:len(b.buf):len(b.buf)]})
 			return nil
 		})
-		if len(b.items) > 0 {
+		if scanErr == nil && b != nil && len(b.items) > 0 {
 			send()
 		}
 	}()
@@ -646,7 +652,7 @@ func (v *streamVerifier) keepRecord(id [16]byte, rec *Record) {
 	v.recent[id] = rec
 }
 
-const recentRecords = 256
+var recentRecords = 256 // a variable for the tests
 
 // recordAt reads ceremony id's record from its event seq.
 func (v *streamVerifier) recordAt(id string, seq uint64) *Record {
