@@ -35,6 +35,10 @@ type Card struct {
 	// authenticated: Close then resets the card, so that nobody who
 	// connects next finds it unlocked.
 	secured bool
+	// keys are the slot keys read (or generated) on this Card. The
+	// connection is exclusive, so only this Card changes them until
+	// Close: a key read once is not asked for again.
+	keys map[uint8]*ecdsa.PublicKey
 }
 
 // SlotInfo describes one retired key-management slot that holds a key.
@@ -206,6 +210,26 @@ func checkRetired(slot uint8) error {
 // since a certificate object can hold any key while an attestation is signed
 // by the card for the key in the slot; it fails for an imported key.
 func (c *Card) slotKey(slot uint8) (*ecdsa.PublicKey, error) {
+	if pub, ok := c.keys[slot]; ok {
+		return pub, nil
+	}
+	pub, err := c.readSlotKey(slot)
+	if err != nil {
+		return nil, err
+	}
+	c.rememberKey(slot, pub)
+	return pub, nil
+}
+
+// rememberKey notes the key now in slot (read, or just generated).
+func (c *Card) rememberKey(slot uint8, pub *ecdsa.PublicKey) {
+	if c.keys == nil {
+		c.keys = map[uint8]*ecdsa.PublicKey{}
+	}
+	c.keys[slot] = pub
+}
+
+func (c *Card) readSlotKey(slot uint8) (*ecdsa.PublicKey, error) {
 	if !c.noMetadata {
 		m, err := c.getMetadata(slot)
 		switch {

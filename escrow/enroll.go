@@ -38,6 +38,9 @@ type EnrollResult struct {
 	// Resumed says what Enroll did with an unfinished enrollment it found
 	// first: "" (none), "finished" or "undone" (then it enrolled anew).
 	Resumed string
+	// Attestations are the cards' attestations as the log's chains tell
+	// them, by share (once the ceremony is complete).
+	Attestations []CardAttestation
 }
 
 // Enroll puts a new recovery key for the volume in the hands of N
@@ -50,6 +53,14 @@ type EnrollResult struct {
 // new keyslot again; a crash leaves what Status explains and a rerun
 // finishes or undoes.
 func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, error) {
+	res, err := enrollVolume(ctx, env, opts)
+	if err == nil && res != nil && res.Ceremony != nil {
+		res.Attestations = attestationsOf(env, res.Ceremony)
+	}
+	return res, err
+}
+
+func enrollVolume(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, error) {
 	if err := env.need("enroll", true, true, true, true); err != nil {
 		return nil, err
 	}

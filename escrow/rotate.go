@@ -43,6 +43,9 @@ type RotateResult struct {
 	// Resumed says what Rotate did with an unfinished rotation it found:
 	// "" (none), "finished" or "undone" (then it rotated anew).
 	Resumed string
+	// Attestations are the new cards' attestations as the log's chains
+	// tell them, by share (once the new ceremony is recorded).
+	Attestations []CardAttestation
 	// Cards are the outcomes of the old cards that authorised it.
 	Cards []CardOutcome
 	// Problems are disagreements between copies noticed on the way.
@@ -77,6 +80,14 @@ func (a *authority) release() {
 // always opens with the operator's key and with the old or the new
 // recovery key.
 func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, error) {
+	res, err := rotateVolume(ctx, env, opts)
+	if res != nil && res.New != nil && res.Anchor != (store.Head{}) {
+		res.Attestations = attestationsOf(env, res.New)
+	}
+	return res, err
+}
+
+func rotateVolume(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, error) {
 	if err := env.need("rotate", true, true, true, true); err != nil {
 		return nil, err
 	}
@@ -348,10 +359,12 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *
 	var keptErr error
 	if kv, err := mayKill(ctx, env, v, old, protectOf(fa), ownOf(fa)); err != nil {
 		return fail(err)
+	} else if kv.free && v.h.InUse(old.Keyslot) {
+		env.say("%s: left alone", kv.why)
 	} else if !kv.free {
 		if !kv.ok {
-			keptErr = withHint(fmt.Errorf("%w: the old recovery keyslot %d of %s is left in place: %s", ErrUnconfirmed, old.Keyslot, idText(old.ID), kv.why),
-				"the old shares still open the volume: check keyslot %d and kill it with cryptsetup luksKillSlot %s %d", old.Keyslot, env.device(), old.Keyslot)
+			keptErr = withHint(fmt.Errorf("%w: keyslot %d, which the copies name as the old recovery keyslot of %s, is left in place: %s", ErrUnconfirmed, old.Keyslot, idText(old.ID), kv.why),
+				"if keyslot %d holds a key you added yourself, nothing is wrong; otherwise the old shares may still open the volume: kill it with cryptsetup luksKillSlot %s %d", old.Keyslot, env.device(), old.Keyslot)
 			env.say("%v", keptErr)
 		} else {
 			if fa == nil {

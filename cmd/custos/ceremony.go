@@ -288,6 +288,10 @@ type cardRefView struct {
 	Slot        string `json:"slot"`
 	Custodian   string `json:"custodian"`
 	Fingerprint string `json:"fingerprint"`
+	// Attestation is what the log's chain says of the card's key (when
+	// the command read it): issuer, firmware, policies; "unattested"; or
+	// why it does not verify.
+	Attestation string `json:"attestation,omitempty"`
 }
 
 type ceremonyView struct {
@@ -337,6 +341,44 @@ func (v *ceremonyView) writeText(w io.Writer, title string) {
 		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", c.Index, c.Serial, c.Slot, c.Custodian, c.Fingerprint)
 	}
 	tw.Flush()
+	writeAttestations(w, v.Cards)
+}
+
+// writeAttestations lists the cards' attestations, when known.
+func writeAttestations(w io.Writer, cs []cardRefView) {
+	for _, c := range cs {
+		if c.Attestation != "" {
+			fmt.Fprintf(w, "  attestation of card %s: %s\n", c.Serial, c.Attestation)
+		}
+	}
+}
+
+// withAttestations gives each card its attestation as the log's chain
+// tells it.
+func (v *ceremonyView) withAttestations(as []escrow.CardAttestation) *ceremonyView {
+	if v == nil {
+		return nil
+	}
+	for _, a := range as {
+		for i := range v.Cards {
+			if v.Cards[i].Index == a.Index {
+				v.Cards[i].Attestation = attestationText(a)
+			}
+		}
+	}
+	return v
+}
+
+// attestationText shows a card's attestation (escrow filters what of it
+// comes from a certificate).
+func attestationText(a escrow.CardAttestation) string {
+	switch {
+	case a.Unattested:
+		return "unattested (weakness: nothing proves its key was made on a genuine card)"
+	case a.Problem != "":
+		return "NOT VERIFIED: " + a.Problem
+	}
+	return a.Summary
 }
 
 type outcomeView struct {
@@ -443,7 +485,7 @@ func (e *env) enroll(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return e.render(globalsOf(c).json, enrollView{Ceremony: viewRecord(res.Ceremony), TokenID: res.TokenID,
+	return e.render(globalsOf(c).json, enrollView{Ceremony: viewRecord(res.Ceremony).withAttestations(res.Attestations), TokenID: res.TokenID,
 		Anchor: anchorString(res.Anchor), Resumed: res.Resumed})
 }
 
@@ -599,7 +641,7 @@ func (e *env) rotate(c *cli.Context) error {
 	if res == nil || res.Anchor == (store.Head{}) {
 		return err
 	}
-	v := rotateView{Old: viewRecord(res.Old), New: viewRecord(res.New), OldKilled: res.OldKilled, Wiped: []cardRefView{}, ToWipe: []cardRefView{},
+	v := rotateView{Old: viewRecord(res.Old), New: viewRecord(res.New).withAttestations(res.Attestations), OldKilled: res.OldKilled, Wiped: []cardRefView{}, ToWipe: []cardRefView{},
 		Problems: append([]string{}, res.Problems...), Anchor: anchorString(res.Anchor), Resumed: res.Resumed}
 	for _, r := range res.Wiped {
 		v.Wiped = append(v.Wiped, viewRef(r))
@@ -738,6 +780,11 @@ func (v statusView) writeText(w io.Writer) error {
 			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", c.Index, c.Serial, c.Custodian, last)
 		}
 		tw.Flush()
+		cs := make([]cardRefView, 0, len(v.Cards))
+		for _, c := range v.Cards {
+			cs = append(cs, c.cardRefView)
+		}
+		writeAttestations(w, cs)
 	}
 	if len(v.Copies) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -796,6 +843,7 @@ func (e *env) status(c *cli.Context) error {
 	}
 	for _, cs := range rep.Cards {
 		sv := cardStatusView{cardRefView: viewRef(cs.RecordCard), LastOK: cs.LastOK, Reason: escrow.SafeText(cs.Reason)}
+		sv.Attestation = attestationText(cs.Attestation)
 		if !cs.LastRollcall.IsZero() {
 			t := cs.LastRollcall
 			sv.LastRollcall = &t
