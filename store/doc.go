@@ -264,14 +264,16 @@
 //   - Verify's memory is bounded while the log is sound; one that finds a
 //     problem replays the log in memory to name it, and that replay's
 //     memory grows with the log (about 1 KiB per event).
-//   - On a file Verify reads bbolt's pages in place (boltpages.go): it
-//     walks each bucket's tree itself, checks the pages as bbolt's Check
-//     does with a bitmap of the pages (one bit per 4 KiB page, where Check
-//     keeps a map entry per page), and drops the pages it has read from the
-//     process's resident set every 8 MiB it maps (counting each read as
-//     the kernel's 64 KiB fault-around window). It depends on bbolt's file
-//     format (version 2, which bbolt has kept since 2014): a file it cannot
-//     read that way goes to the replay, which runs bbolt's Check.
+//   - On a file Verify reads bbolt's pages itself (boltpages.go), with
+//     pread through its own descriptor of the file bbolt has open (the
+//     same device and inode as bbolt's mapping), never through the
+//     mapping, whose read faults would map 64 KiB around each page and
+//     make the resident set follow the file: it walks each bucket's tree,
+//     checks the pages as bbolt's Check does with a bitmap of the pages
+//     (one bit per 4 KiB page, where Check keeps a map entry per page),
+//     and looks keys up the same way. It depends on bbolt's file format
+//     (version 2, which bbolt has kept since 2014): a file it cannot read
+//     that way goes to the replay, which runs bbolt's Check.
 //   - Copy refuses a destination that exists (a file; an etcd prefix with
 //     any key). A file is linked into place only once complete and
 //     checked; on etcd a copy that fails deletes the prefix it began. A
