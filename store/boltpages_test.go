@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -212,5 +213,70 @@ func TestVerifyFilePages(t *testing.T) {
 				t.Fatalf("verify: %v, want bbolt's check saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Events on a file reads the events bucket as Verify does (with pread,
+// walkEventsPages), and gives what bbolt's cursor gives: on a sound file
+// of three levels, and on one whose pages it cannot read that way (a page
+// freed twice), where bbolt's cursor takes over. A panic of the caller's
+// function is the caller's, not taken for damaged pages.
+func TestEventsReadsPages(t *testing.T) {
+	boltOnly(t)
+	sound := pagesLog(t)
+	damaged := filepath.Join(t.TempDir(), "damaged.db")
+	g := readRawFile(t, sound)
+	off, n := g.freelist()
+	copy(g.b[off+8*(n-1):off+8*n], g.b[off+8*(n-2):])
+	if err := os.WriteFile(damaged, g.b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{sound, damaged} {
+		l, err := Open(path, &Options{NoCreate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var viaPages, viaCursor []Event
+		pagesUsed := false
+		if err := l.view(func(r kvRead) error {
+			_, done, err := walkEventsPages(r, func(k, v []byte) error { return nil })
+			pagesUsed = done && err == nil
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Events("", func(ev Event) error { viaPages = append(viaPages, ev); return nil }); err != nil {
+			t.Fatalf("%s: Events: %v", path, err)
+		}
+		if err := l.view(func(r kvRead) error {
+			return r.scan(bucketEvents, nil, nil, func(k, v []byte) error {
+				seq, _ := keySeq(k)
+				ev, err := decodeStored(seq, v)
+				viaCursor = append(viaCursor, ev)
+				return err
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(viaPages) < 3000 || !reflect.DeepEqual(viaPages, viaCursor) {
+			t.Errorf("%s: Events gave %d events, bbolt's cursor %d, or others", path, len(viaPages), len(viaCursor))
+		}
+		if want := path == sound; pagesUsed != want {
+			t.Errorf("%s: read through the pages: %v, want %v", path, pagesUsed, want)
+		}
+		func() {
+			defer func() {
+				if x := recover(); x != "the caller's" {
+					t.Errorf("%s: a panic of the caller's function came back as %v", path, x)
+				}
+			}()
+			l.Events("", func(ev Event) error {
+				if ev.Seq == 1500 {
+					panic("the caller's")
+				}
+				return nil
+			})
+		}()
+		l.Close()
 	}
 }

@@ -273,7 +273,10 @@
 //     (one bit per 4 KiB page, where Check keeps a map entry per page),
 //     and looks keys up the same way. It depends on bbolt's file format
 //     (version 2, which bbolt has kept since 2014): a file it cannot read
-//     that way goes to the replay, which runs bbolt's Check.
+//     that way goes to the replay, which runs bbolt's Check. Events over
+//     the whole log (an export, log verify's check of attestations) reads
+//     the events the same way, and goes on through bbolt's cursor from
+//     where the pages stop being as bbolt writes them.
 //   - Copy refuses a destination that exists (a file; an etcd prefix with
 //     any key). A file is linked into place only once complete and
 //     checked; on etcd a copy that fails deletes the prefix it began. A
