@@ -2,9 +2,11 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -278,5 +280,39 @@ func TestEventsReadsPages(t *testing.T) {
 			})
 		}()
 		l.Close()
+	}
+}
+
+// EventsOfType gives exactly the events of the types asked for, as Events
+// gives them, on a file and on etcd alike.
+func TestEventsOfType(t *testing.T) {
+	l := openTest(t)
+	rec := sampleCeremony("types", "vol-types", 2, 3)
+	card := testCard(rec, 1)
+	if _, err := l.Update(func(tx *Tx) error {
+		_, err := tx.RegisterCard("operator", "", CardRegistration{Serial: card.Serial, Custodian: card.Custodian, Slot: "82",
+			Fingerprint: hex.EncodeToString(card.Key[:]), Attestation: []byte("attestation")})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fillCeremony(t, l, rec)
+	appendN(t, l, 5)
+	for _, types := range [][]string{{TypeCard}, {TypeCeremony}, {TypeCard, TypeCeremony}, {"no.such.type"}} {
+		var want, got []Event
+		if err := l.Events("", func(ev Event) error {
+			if slices.Contains(types, ev.Type) {
+				want = append(want, ev)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.EventsOfType(types, func(ev Event) error { got = append(got, ev); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) || len(types) < 3 && types[0] != "no.such.type" && len(got) == 0 {
+			t.Errorf("EventsOfType(%v): %d events, Events of those types: %d", types, len(got), len(want))
+		}
 	}
 }

@@ -54,7 +54,7 @@ func walkEventsRaw(r kvRead, ceremony string, fn func(rec []byte) error) error {
 			return fn(append([]byte{}, v[len(Hash{}):]...))
 		})
 	}
-	return walkEvents(r, ceremony, func(ev Event) error {
+	return walkEvents(r, ceremony, nil, func(ev Event) error {
 		v, err := r.get(bucketEvents, seqKey(ev.Seq))
 		if err != nil {
 			return err
@@ -81,7 +81,7 @@ func (l *Log) Transcript(w io.Writer, ceremony string) error {
 		if logHead, err = readHead(r); err != nil {
 			return err
 		}
-		return walkEvents(r, ceremony, func(ev Event) error {
+		return walkEvents(r, ceremony, nil, func(ev Event) error {
 			events = append(events, ev)
 			return nil
 		})

@@ -102,7 +102,7 @@ func (l *Log) migrate() error {
 		if err != nil {
 			return err
 		}
-		if err := walkEvents(boltKV{btx}, "", newChainWalker(nil).step); err != nil {
+		if err := walkEvents(boltKV{btx}, "", nil, newChainWalker(nil).step); err != nil {
 			return err
 		}
 		for v := from; v < schemaVersion; v++ {

@@ -83,7 +83,7 @@ func verifyReference(r kvRead, be backend, anchors []Head) (Report, error) {
 			want[a.Seq] = true
 		}
 		seen := map[uint64]Hash{}
-		chainErr := walkEvents(r, "", func(ev Event) error {
+		chainErr := walkEvents(r, "", nil, func(ev Event) error {
 			if err := w.step(ev); err != nil {
 				return err
 			}
