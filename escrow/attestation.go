@@ -75,7 +75,7 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 		card RecordCard
 	}
 	var uses []use
-	err := env.Log.Events("", func(ev store.Event) error {
+	each := func(ev store.Event) error {
 		switch ev.Type {
 		case store.TypeCard:
 			var reg store.CardRegistration
@@ -126,7 +126,18 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 			}
 		}
 		return nil
-	})
+	}
+	// Only card and ceremony events count: a log that can say which
+	// events those are without decoding the others (store.Log) is asked
+	// for them alone.
+	var err error
+	if l, ok := env.Log.(interface {
+		EventsOfType([]string, func(store.Event) error) error
+	}); ok {
+		err = l.EventsOfType([]string{store.TypeCard, store.TypeCeremony}, each)
+	} else {
+		err = env.Log.Events("", each)
+	}
 	if err != nil {
 		return rep, fmt.Errorf("verify attestations: %w", err)
 	}
