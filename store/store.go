@@ -298,7 +298,7 @@ func (t *Tx) Head() Head { return t.head }
 // "log.*") are refused here: use the typed methods.
 func (t *Tx) Append(ev Event) (Event, error) {
 	switch {
-	case ev.Type == TypeCeremony || ev.Type == TypeCard || ev.Type == TypeRollcall:
+	case ev.Type == TypeCeremony || ev.Type == TypeCard || ev.Type == TypeRollcall || ev.Type == TypeSet || ev.Type == TypeSetRollcall:
 		return Event{}, fmt.Errorf("%w: event type %q is written by its own method", ErrInvalid, ev.Type)
 	case len(ev.Type) >= 4 && ev.Type[:4] == "log.":
 		return Event{}, fmt.Errorf("%w: event type %q is reserved for the log", ErrInvalid, ev.Type)
@@ -547,12 +547,28 @@ func walkEvents(btx *bolt.Tx, ceremony string, fn func(Event) error) error {
 type boltIndexes struct{ btx *bolt.Tx }
 
 func (b boltIndexes) get(bucket, key []byte) []byte {
-	v := b.btx.Bucket(bucket).Get(key)
+	bk := b.btx.Bucket(bucket)
+	if bk == nil {
+		return nil // an index a log made before it lacks (schema.go)
+	}
+	v := bk.Get(key)
 	if v == nil {
 		return nil
 	}
 	return append([]byte{}, v...)
 }
 
-func (b boltIndexes) put(bucket, key, val []byte) error { return b.btx.Bucket(bucket).Put(key, val) }
-func (b boltIndexes) del(bucket, key []byte) error      { return b.btx.Bucket(bucket).Delete(key) }
+func (b boltIndexes) put(bucket, key, val []byte) error {
+	bk, err := b.btx.CreateBucketIfNotExists(bucket)
+	if err != nil {
+		return err
+	}
+	return bk.Put(key, val)
+}
+
+func (b boltIndexes) del(bucket, key []byte) error {
+	if bk := b.btx.Bucket(bucket); bk != nil {
+		return bk.Delete(key)
+	}
+	return nil
+}
