@@ -38,6 +38,9 @@ type EnrollResult struct {
 	// Resumed says what Enroll did with an unfinished enrollment it found
 	// first: "" (none), "finished" or "undone" (then it enrolled anew).
 	Resumed string
+	// Already: enrolling to a custodian set (EnrollSet), the volume's
+	// ceremony in force is enrolled to that set already; nothing was done.
+	Already bool
 }
 
 // Enroll puts a new recovery key for the volume in the hands of N
@@ -59,6 +62,12 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 	if err := checkNames(opts.Custodians, opts.N); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
+	return enrollOne(ctx, env, opts, nil)
+}
+
+// enrollOne is Enroll of one volume: with sealer, to a custodian set,
+// without cards (EnrollSet).
+func enrollOne(ctx context.Context, env *Env, opts EnrollOptions, sealer *setSealer) (*EnrollResult, error) {
 	v, err := look(ctx, env)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
@@ -66,12 +75,21 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 	if v.logErr != nil {
 		return nil, fmt.Errorf("enroll: %w", v.logErr)
 	}
+	if sealer != nil && v.h.Version != 2 {
+		return nil, withHint(fmt.Errorf("enroll: %w: a luks%d header holds no token, and no card would carry the ceremony", ErrNeedsToken, v.h.Version),
+			"enroll it with its cards present: custos enroll -k K -n N %s", env.device())
+	}
 	cur := v.current()
 	enrolled := func() error {
 		return withHint(fmt.Errorf("enroll: %w: ceremony %s (%d of %d)", ErrAlreadyEnrolled, idText(cur.rec.ID), cur.rec.K, cur.rec.N),
 			"run custos rotate %s to replace it", env.device())
 	}
 	open := v.openLog()
+	if sealer != nil && cur != nil && open == nil && cur.rec.Set != nil && cur.rec.Set.Name == sealer.set.Name {
+		// A rerun of a fleet enrollment meets the volumes it did.
+		env.say("%s is enrolled to set %s already (ceremony %s)", env.device(), cur.rec.Set.Name, idText(cur.rec.ID))
+		return &EnrollResult{Ceremony: cur.rec, TokenID: -1, Already: true}, nil
+	}
 	if cur != nil && (open == nil || open.Record.Replaces != ([16]byte{})) {
 		return nil, enrolled()
 	}
@@ -113,7 +131,7 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 			return nil, fmt.Errorf("enroll: %w", err)
 		}
 	}
-	return res, enroll(ctx, env, v, opts, auth, authSlot, res)
+	return res, enroll(ctx, env, v, opts, auth, authSlot, res, sealer)
 }
 
 // checkNames checks the custodians' names given for a new ceremony.
@@ -146,7 +164,7 @@ func finishable(v *view, rec *Record) bool {
 	return ks != nil && rec.Salt != "" && ks.Salt == rec.Salt
 }
 
-func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []byte, authSlot int, res *EnrollResult) (err error) {
+func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []byte, authSlot int, res *EnrollResult, sealer *setSealer) (err error) {
 	free := v.h.FreeKeyslots()
 	if len(free) == 0 {
 		return fmt.Errorf("enroll: %w", luks.ErrNoFreeKeyslot)
@@ -170,6 +188,9 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 	}()
 	rec := &Record{Version: 2, ID: [16]byte(id), Volume: [16]byte(v.vid), K: opts.K, N: opts.N, Keyslot: free[0],
 		Digest: [32]byte(cer.Digest), AllowUnattested: opts.AllowUnattested}
+	if sealer != nil {
+		rec.Set, rec.AllowUnattested = sealer.ref, sealer.set.AllowUnattested
+	}
 	res.Ceremony = rec
 	if _, err := put(env, StatusOpen, rec); err != nil {
 		return fmt.Errorf("enroll: %w", err)
@@ -212,6 +233,18 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 	}
 	if err := step(fpEnrollOpenToken); err != nil {
 		return err
+	}
+	if sealer != nil {
+		// Sealed to the set's keys, no card present: every entry logged
+		// at once. Until the ceremony is active a failure undoes it (a
+		// rerun after a crash finishes it only from the complete token).
+		if err := sealer.seal(env, rec, cer, shs); err != nil {
+			return fmt.Errorf("enroll: %w", err)
+		}
+		if err := step(fpEnrollSealed); err != nil {
+			return err
+		}
+		return finishEnroll(ctx, env, v, rec, res)
 	}
 	ns := &newShares{rec: rec, cer: cer, shares: shs, names: opts.Custodians, fp: fpEnrollCard}
 	if err := ns.writeAll(ctx, env); err != nil {
@@ -294,6 +327,8 @@ func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *Enro
 	if v.h.Version == 2 {
 		id, err := writeToken(ctx, env, v, rec)
 		switch {
+		case errors.Is(err, luks.ErrTokenTooLarge) && rec.Set != nil:
+			return fmt.Errorf("enroll: %w: %w", ErrNeedsToken, err)
 		case errors.Is(err, luks.ErrTokenTooLarge):
 			env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
 		case err != nil:

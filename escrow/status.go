@@ -156,6 +156,7 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("keyslot %d no longer holds the key of ceremony %s (its salt changed)", rec.Keyslot, idText(rec.ID)))
 		}
 		rep.Cards, rep.Live = cardStatuses(env, v, rec, &rep.Problems)
+		setNotes(env, rec, &rep.Notes)
 		if !rep.KeyslotInUse {
 			rep.Live = 0
 		}
@@ -194,6 +195,7 @@ func cardStatuses(env *Env, v *view, rec *Record, problems *[]string) ([]CardSta
 			*problems = append(*problems, fmt.Sprintf("reading rollcalls: %v", err))
 		}
 	}
+	mergeSetRollcalls(env, rec, last, when)
 	var out []CardStatus
 	live := 0
 	for _, c := range rec.Cards {

@@ -854,3 +854,13 @@ func (l *Log) SetRollcalls(name string) (map[string]SetRollcallState, error) {
 func lateIndex(bucket []byte) bool {
 	return bytes.Equal(bucket, bucketSets) || bytes.Equal(bucket, bucketSetCeremonies) || bytes.Equal(bucket, bucketSetRollcalls)
 }
+
+// CheckSetName checks a set's name against section 14's rule (1-64 of
+// a-z 0-9 . _ -, starting with a letter or digit), so that a command can
+// refuse it before a ceremony begins.
+func CheckSetName(name string) error {
+	if p := setNameProblem([]byte(name)); p != "" {
+		return fmt.Errorf("%w: %s", ErrInvalid, p)
+	}
+	return nil
+}
