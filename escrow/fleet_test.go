@@ -638,4 +638,3 @@ func combineWith(t *testing.T, rec *Record, cs ...*fakeCard) []byte {
 	}
 	return shares.EncodeRecoveryKey(secret)
 }
-
