@@ -264,4 +264,3 @@ func (r *realRig) openAndCombine(recs []*Record, idx ...int) [][]byte {
 	}
 	return out
 }
-
