@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -211,16 +210,18 @@ func (e *env) setCreate(c *cli.Context) error {
 	return e.render(globalsOf(c).json, v)
 }
 
-// setExportView is set export's --json form: the set and its file's text.
+// setExportView is set export's result: as text, the set file itself;
+// with --json, the set file's exact text in file (as a JSON string: an
+// indented copy of the object would not be the canonical file).
 type setExportView struct {
-	Name        string          `json:"name"`
-	Version     int             `json:"version"`
-	Fingerprint string          `json:"fingerprint"`
-	Set         json.RawMessage `json:"set"`
+	Name        string `json:"name"`
+	Version     int    `json:"version"`
+	Fingerprint string `json:"fingerprint"`
+	File        string `json:"file"`
 }
 
 func (v setExportView) writeText(w io.Writer) error {
-	_, err := fmt.Fprintf(w, "%s\n", v.Set)
+	_, err := io.WriteString(w, v.File)
 	return err
 }
 
@@ -240,7 +241,7 @@ func (e *env) setExport(c *cli.Context) error {
 	}
 	e.say("custodian set %s version %d: fingerprint %s", st.Set.Name, st.Set.Version, escrow.FingerprintGroups(st.Fingerprint))
 	return e.render(globalsOf(c).json, setExportView{Name: st.Set.Name, Version: st.Set.Version,
-		Fingerprint: hex.EncodeToString(st.Fingerprint[:]), Set: json.RawMessage(strings.TrimSuffix(string(file), "\n"))})
+		Fingerprint: hex.EncodeToString(st.Fingerprint[:]), File: string(file)})
 }
 
 // maxSetFile bounds a set file read by set import.
