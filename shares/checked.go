@@ -9,8 +9,10 @@ import (
 
 // SealChecked is Seal followed by the proof that the result opens: the
 // ephemeral side of the same key agreement (z = e·R, the z the recipient
-// computes as r·E) opens the sealed share again through Open, which must
-// give back the share's header and value. It proves, without the
+// computes as r·E) opens the sealed share again through Open — the
+// recipient's fingerprint, the ephemeral key read back, the derived key,
+// the associated data and the ciphertext — which must give back the
+// share's header and value. It proves, without the
 // recipient's private key, that the header, fingerprint, ephemeral key and
 // ciphertext are what that key opens to this share: the check a fleet
 // enrollment, sealing to the keys of cards that are not present, makes
@@ -20,7 +22,27 @@ func SealChecked(s *Share, recipient *ecdh.PublicKey) (*SealedShare, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
 	}
-	out, err := seal(s, recipient, eph)
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("seal share: %w", err)
+	}
+	if err := checkValue(s.Value); err != nil {
+		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
+	}
+	if recipient.Curve() != ecdh.P256() {
+		return nil, fmt.Errorf("seal share %d: recipient key is not P-256", s.Index)
+	}
+	fp, err := FingerprintOf(recipient)
+	if err != nil {
+		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
+	}
+	// One key agreement serves both sides: e·R is the z the recipient
+	// computes as r·E.
+	shared, err := eph.ECDH(recipient)
+	if err != nil {
+		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
+	}
+	defer Wipe(shared)
+	out, err := sealShared(s, recipient, fp, eph, shared)
 	if err != nil {
 		return nil, err
 	}
@@ -28,7 +50,7 @@ func SealChecked(s *Share, recipient *ecdh.PublicKey) (*SealedShare, error) {
 		if !e.Equal(eph.PublicKey()) {
 			return nil, fmt.Errorf("the sealed share carries another ephemeral key: %w", ErrUnsealFailed)
 		}
-		return eph.ECDH(recipient)
+		return append([]byte(nil), shared...), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("check sealed share %d: %w", s.Index, err)
