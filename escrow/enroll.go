@@ -62,21 +62,46 @@ func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, e
 	if err := checkNames(opts.Custodians, opts.N); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	return enrollOne(ctx, env, opts, nil)
+	p, res, err := prepareEnroll(ctx, env, opts, nil)
+	if p == nil {
+		return res, err
+	}
+	defer p.release()
+	return p.res, enroll(ctx, env, p.v, opts, p.auth, p.authSlot, p.res)
 }
 
-// enrollOne is Enroll of one volume: with sealer, to a custodian set,
-// without cards (EnrollSet).
-func enrollOne(ctx context.Context, env *Env, opts EnrollOptions, sealer *setSealer) (*EnrollResult, error) {
+// enrollPrep is a volume ready to be enrolled anew: its view, the
+// authorising key and the keyslot it opens, and the result so far (an
+// unfinished enrollment undone first).
+type enrollPrep struct {
+	v        *view
+	auth     []byte
+	authSlot int
+	res      *EnrollResult
+	prompted bool // auth was asked for: wiped by release
+}
+
+func (p *enrollPrep) release() {
+	if p != nil && p.prompted {
+		shares.Wipe(p.auth)
+	}
+}
+
+// prepareEnroll is what Enroll does before it enrolls anew: it reads the
+// copies, refuses a volume enrolled already (or, enrolling to a set with
+// sealer, reports one enrolled to that set done), authorises, and
+// finishes an unfinished enrollment (then it returns no prep) or undoes
+// it. A nil prep comes with the result or the error to report.
+func prepareEnroll(ctx context.Context, env *Env, opts EnrollOptions, sealer *setSealer) (*enrollPrep, *EnrollResult, error) {
 	v, err := look(ctx, env)
 	if err != nil {
-		return nil, fmt.Errorf("enroll: %w", err)
+		return nil, nil, fmt.Errorf("enroll: %w", err)
 	}
 	if v.logErr != nil {
-		return nil, fmt.Errorf("enroll: %w", v.logErr)
+		return nil, nil, fmt.Errorf("enroll: %w", v.logErr)
 	}
 	if sealer != nil && v.h.Version != 2 {
-		return nil, withHint(fmt.Errorf("enroll: %w: a luks%d header holds no token, and no card would carry the ceremony", ErrNeedsToken, v.h.Version),
+		return nil, nil, withHint(fmt.Errorf("enroll: %w: a luks%d header holds no token, and no card would carry the ceremony", ErrNeedsToken, v.h.Version),
 			"enroll it with its cards present: custos enroll -k K -n N %s", env.device())
 	}
 	cur := v.current()
@@ -88,25 +113,31 @@ func enrollOne(ctx context.Context, env *Env, opts EnrollOptions, sealer *setSea
 	if sealer != nil && cur != nil && open == nil && cur.rec.Set != nil && cur.rec.Set.Name == sealer.set.Name {
 		// A rerun of a fleet enrollment meets the volumes it did.
 		env.say("%s is enrolled to set %s already (ceremony %s)", env.device(), cur.rec.Set.Name, idText(cur.rec.ID))
-		return &EnrollResult{Ceremony: cur.rec, TokenID: -1, Already: true}, nil
+		return nil, &EnrollResult{Ceremony: cur.rec, TokenID: -1, Already: true}, nil
 	}
 	if cur != nil && (open == nil || open.Record.Replaces != ([16]byte{})) {
-		return nil, enrolled()
+		return nil, nil, enrolled()
 	}
 	if open != nil && open.Record.Replaces != ([16]byte{}) {
-		return nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, idText(open.Record.ID)), "run custos rotate %s to finish it", env.device())
+		return nil, nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, idText(open.Record.ID)), "run custos rotate %s to finish it", env.device())
 	}
 
-	auth := opts.AuthKey
+	auth, prompted := opts.AuthKey, false
 	if auth == nil {
 		if auth, err = env.Prompt.Secret("passphrase of an existing keyslot of " + env.device()); err != nil {
-			return nil, fmt.Errorf("enroll: %w", &promptError{err})
+			return nil, nil, fmt.Errorf("enroll: %w", &promptError{err})
 		}
-		defer shares.Wipe(auth)
+		prompted = true
+	}
+	release := func() {
+		if prompted {
+			shares.Wipe(auth)
+		}
 	}
 	authSlot, err := env.Volume.FindKeyslot(ctx, auth)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("enroll: authorise: %w", err), "give a passphrase or key file that opens %s", env.device())
+		release()
+		return nil, nil, withHint(fmt.Errorf("enroll: authorise: %w", err), "give a passphrase or key file that opens %s", env.device())
 	}
 
 	res := &EnrollResult{TokenID: -1}
@@ -117,21 +148,25 @@ func enrollOne(ctx context.Context, env *Env, opts EnrollOptions, sealer *setSea
 		if cur == nil && finishable(v, open.Record) {
 			env.say("finishing enrollment %s: every share was written and verified", idText(open.Record.ID))
 			res.Resumed = "finished"
-			return res, finishEnroll(ctx, env, v, open.Record, res)
+			release()
+			return nil, res, finishEnroll(ctx, env, v, open.Record, res)
 		}
 		env.say("undoing unfinished enrollment %s", idText(open.Record.ID))
 		if err := undo(ctx, env, v, open.Record, authSlot, auth, nil, "interrupted enrollment"); err != nil {
-			return nil, fmt.Errorf("enroll: undo %s: %w", idText(open.Record.ID), err)
+			release()
+			return nil, nil, fmt.Errorf("enroll: undo %s: %w", idText(open.Record.ID), err)
 		}
 		res.Resumed = "undone"
 		if cur != nil {
-			return res, enrolled()
+			release()
+			return nil, res, enrolled()
 		}
 		if v, err = look(ctx, env); err != nil {
-			return nil, fmt.Errorf("enroll: %w", err)
+			release()
+			return nil, nil, fmt.Errorf("enroll: %w", err)
 		}
 	}
-	return res, enroll(ctx, env, v, opts, auth, authSlot, res, sealer)
+	return &enrollPrep{v: v, auth: auth, authSlot: authSlot, res: res, prompted: prompted}, nil, nil
 }
 
 // checkNames checks the custodians' names given for a new ceremony.
@@ -164,7 +199,7 @@ func finishable(v *view, rec *Record) bool {
 	return ks != nil && rec.Salt != "" && ks.Salt == rec.Salt
 }
 
-func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []byte, authSlot int, res *EnrollResult, sealer *setSealer) (err error) {
+func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []byte, authSlot int, res *EnrollResult) (err error) {
 	free := v.h.FreeKeyslots()
 	if len(free) == 0 {
 		return fmt.Errorf("enroll: %w", luks.ErrNoFreeKeyslot)
@@ -188,9 +223,6 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 	}()
 	rec := &Record{Version: 2, ID: [16]byte(id), Volume: [16]byte(v.vid), K: opts.K, N: opts.N, Keyslot: free[0],
 		Digest: [32]byte(cer.Digest), AllowUnattested: opts.AllowUnattested}
-	if sealer != nil {
-		rec.Set, rec.AllowUnattested = sealer.ref, sealer.set.AllowUnattested
-	}
 	res.Ceremony = rec
 	if _, err := put(env, StatusOpen, rec); err != nil {
 		return fmt.Errorf("enroll: %w", err)
@@ -233,18 +265,6 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 	}
 	if err := step(fpEnrollOpenToken); err != nil {
 		return err
-	}
-	if sealer != nil {
-		// Sealed to the set's keys, no card present: every entry logged
-		// at once. Until the ceremony is active a failure undoes it (a
-		// rerun after a crash finishes it only from the complete token).
-		if err := sealer.seal(env, rec, cer, shs); err != nil {
-			return fmt.Errorf("enroll: %w", err)
-		}
-		if err := step(fpEnrollSealed); err != nil {
-			return err
-		}
-		return finishEnroll(ctx, env, v, rec, res)
 	}
 	ns := &newShares{rec: rec, cer: cer, shares: shs, names: opts.Custodians, fp: fpEnrollCard}
 	if err := ns.writeAll(ctx, env); err != nil {

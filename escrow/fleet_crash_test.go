@@ -96,38 +96,60 @@ func TestRotateSetCrashAtEachStep(t *testing.T) {
 	}
 }
 
-// A crash after a volume's shares were sealed and logged, before its
-// token: the rerun undoes that volume and enrolls it anew; the volume done
-// before is left as it is.
+// A fleet enrollment takes its volumes through each step together (a
+// batch): a crash after their shares were sealed and logged, before their
+// complete tokens, leaves each open with the log alone holding its
+// entries, and the rerun undoes each and enrolls it anew; a crash after
+// the complete tokens leaves each finishable, and the rerun finishes it.
 func TestEnrollSetCrash(t *testing.T) {
-	r := newFleetRig(t, 5, 3)
-	r.createSet(5, 3)
-	crashAt(t, fpEnrollSealed, 2)
-	_, err := EnrollSet(context.Background(), r.env, EnrollSetOptions{Set: "fleet", Volumes: r.fleet()})
-	if !crashed(err) {
-		t.Fatalf("no crash: %v", err)
-	}
-	failpoint = nil
-	r.env.Volume = r.vols[1]
-	st := r.status()
-	if st.Unfinished == nil || st.Unfinished.Kind != "enroll" {
-		t.Fatalf("status after the crash: %+v", st)
-	}
-	res, err := EnrollSet(context.Background(), r.env, EnrollSetOptions{Set: "fleet", Volumes: r.fleet()})
-	if err != nil {
-		t.Fatalf("rerun: %v\n%s", err, r.p.transcript())
-	}
-	if !res.Volumes[0].Already || res.Volumes[1].Resumed != "undone" || res.Volumes[2].Resumed != "" || res.Volumes[2].Already {
-		t.Fatalf("rerun: %+v", res.Volumes)
-	}
-	for i, v := range r.vols {
-		r.env.Volume = v
-		st := r.status()
-		if st.Unfinished != nil || len(st.Problems) != 0 || st.Ceremony == nil || st.Ceremony.Set == nil {
-			t.Fatalf("volume %d: %+v", i, st)
-		}
-		if h, _ := v.Inspect(context.Background()); len(h.Keyslots) != 2 {
-			t.Fatalf("volume %d: keyslots %+v", i, h.Keyslots)
-		}
+	for _, tc := range []struct {
+		p    crashPoint
+		want string
+	}{
+		{crashPoint{fpEnrollSealed, 2}, "undone"},
+		{crashPoint{fpEnrollToken, 2}, "finished"},
+	} {
+		t.Run(tc.p.name, func(t *testing.T) {
+			r := newFleetRig(t, 5, 3)
+			r.createSet(5, 3)
+			crashAt(t, tc.p.name, tc.p.nth)
+			_, err := EnrollSet(context.Background(), r.env, EnrollSetOptions{Set: "fleet", Volumes: r.fleet()})
+			if !crashed(err) {
+				t.Fatalf("no crash: %v", err)
+			}
+			failpoint = nil
+			for _, v := range r.vols {
+				r.env.Volume = v
+				r.opensWithOperatorKey()
+				st := r.status()
+				if st.Unfinished == nil || st.Unfinished.Kind != "enroll" || strings.Contains(st.Unfinished.Step, "a rerun finishes it") != (tc.want == "finished") {
+					t.Fatalf("status after the crash: %+v", st.Unfinished)
+				}
+			}
+			res, err := EnrollSet(context.Background(), r.env, EnrollSetOptions{Set: "fleet", Volumes: r.fleet()})
+			if err != nil {
+				t.Fatalf("rerun: %v\n%s", err, r.p.transcript())
+			}
+			for i, vr := range res.Volumes {
+				if vr.Resumed != tc.want || vr.Already {
+					t.Fatalf("volume %d: resumed %q, want %q", i, vr.Resumed, tc.want)
+				}
+			}
+			for i, v := range r.vols {
+				r.env.Volume = v
+				st := r.status()
+				if st.Unfinished != nil || len(st.Problems) != 0 || st.Ceremony == nil || st.Ceremony.Set == nil {
+					t.Fatalf("volume %d: %+v", i, st)
+				}
+				if h, _ := v.Inspect(context.Background()); len(h.Keyslots) != 2 {
+					t.Fatalf("volume %d: keyslots %+v", i, h.Keyslots)
+				}
+			}
+			// A third run: every volume enrolled already.
+			res, err = EnrollSet(context.Background(), r.env, EnrollSetOptions{Set: "fleet", Volumes: r.fleet()})
+			if err != nil || !res.Volumes[0].Already || !res.Volumes[2].Already {
+				t.Fatalf("third run: %v %+v", err, res.Volumes)
+			}
+		})
 	}
 }

@@ -638,3 +638,25 @@ func combineWith(t *testing.T, rec *Record, cs ...*fakeCard) []byte {
 	}
 	return shares.EncodeRecoveryKey(secret)
 }
+
+// More volumes than one batch: every one enrolled, in order, progress
+// said for each.
+func TestEnrollSetBatches(t *testing.T) {
+	r := newFleetRig(t, 5, enrollBatch+9)
+	r.createSet(5, 3)
+	var done []int
+	res, err := EnrollSet(context.Background(), r.env, EnrollSetOptions{Set: "fleet", Volumes: r.fleet(),
+		Progress: func(d, total int, _ string) { done = append(done, d) }})
+	if err != nil || len(res.Volumes) != enrollBatch+9 {
+		t.Fatalf("enroll: %v", err)
+	}
+	for i, vr := range res.Volumes {
+		if !vr.OK() || vr.TokenID < 0 || done[i] != i+1 || vr.Device != fmt.Sprintf("/dev/fleet%d", i) {
+			t.Fatalf("volume %d: %+v (progress %v)", i, vr, done)
+		}
+		_, tok := r.vols[i].custosToken(t)
+		if tok.Record.ID != vr.Ceremony.ID {
+			t.Fatalf("volume %d's token names another ceremony", i)
+		}
+	}
+}

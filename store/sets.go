@@ -678,6 +678,14 @@ func planSetRollcall(ix indexes, ev Event) ([]write, error) {
 // set's ceremonies, for status and the fleet's ceremonies. ws are the
 // ceremony's own writes, which it returns with its own.
 func planSetCeremony(ix indexes, ev Event, ws []write) ([]write, error) {
+	// Only a record with a set member, and only its first event, is
+	// indexed: the set's name is found without parsing the body (no
+	// string of a record holds a quote), and the body is parsed only when
+	// the index lacks the ceremony.
+	name, ok := setNameIn(ev.Body)
+	if !ok || ix.get(bucketSetCeremonies, setSubKey(name, ev.Ceremony)) != nil {
+		return ws, nil
+	}
 	_, rec, err := parseCeremonyBody(ev.Body)
 	if err != nil || rec.Set == nil {
 		return ws, err
@@ -687,6 +695,23 @@ func planSetCeremony(ix indexes, ev Event, ws []write) ([]write, error) {
 		return ws, nil
 	}
 	return append(ws, write{bucketSetCeremonies, key, mustJSON(setCeremony{Volume: rec.VolumeString(), Version: rec.Set.Version})}), nil
+}
+
+// setNameIn finds the set's name in a version 2 ceremony body without
+// parsing it: the text after its only `"set":{"name":"` up to the next
+// quote. The body is parsed (and checked) by planCeremony before.
+func setNameIn(body []byte) (string, bool) {
+	const marker = `"set":{"name":"`
+	i := bytes.Index(body, []byte(marker))
+	if i < 0 {
+		return "", false
+	}
+	rest := body[i+len(marker):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return "", false
+	}
+	return string(rest[:j]), true
 }
 
 // cardsIndexed are the cards of a ceremony record that learn the ceremony
