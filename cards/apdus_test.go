@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"custos.dev/custos/cards/vcard"
+	"custos.dev/custos/shares"
 )
 
 // insNames names the instructions custos sends, for APDU sequences.
@@ -104,19 +106,17 @@ func TestAPDUFloor(t *testing.T) {
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
 
 	// A forged share sealed "to" this card (its recipient is the card's
-	// key, its ciphertext is not), or the wrong PIN: EnrollShare writes
+	// key, its ciphertext is not), or the wrong PIN: WriteShare writes
 	// nothing, and spends the one VERIFY only on the PIN.
-	forged := *scs[0]
 	sealed := *scs[0].Sealed
 	sealed.Ciphertext = append([]byte(nil), sealed.Ciphertext...)
 	sealed.Ciphertext[0] ^= 1
-	forged.Sealed = &sealed
 	c = openCard(t, in.Reader())
-	if _, _, err := c.EnrollShare(cu.Slot, testPIN, &forged); err == nil {
-		t.Fatal("EnrollShare of a share the card's key does not open succeeded")
+	if _, err := c.WriteShare(cu.Slot, testPIN, &sealed, scs[0].Payload); err == nil {
+		t.Fatal("WriteShare of a share the card's key does not open succeeded")
 	}
-	if _, _, err := c.EnrollShare(cu.Slot, []byte("000000"), scs[0]); !errors.Is(err, ErrWrongPIN) {
-		t.Fatalf("EnrollShare with a wrong PIN = %v", err)
+	if _, err := c.WriteShare(cu.Slot, []byte("000000"), scs[0].Sealed, scs[0].Payload); !errors.Is(err, ErrWrongPIN) {
+		t.Fatalf("WriteShare with a wrong PIN = %v", err)
 	}
 	c.Close()
 	refused := log.take()
@@ -131,16 +131,16 @@ func TestAPDUFloor(t *testing.T) {
 	log.take()
 
 	c = openCard(t, in.Reader())
-	sh, back, err := c.EnrollShare(cu.Slot, testPIN, scs[0])
+	sh, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload)
 	if err != nil {
-		t.Fatalf("EnrollShare: %v", err)
+		t.Fatalf("WriteShare: %v", err)
 	}
-	if sh.Header != scs[0].Sealed.Header || back.Ceremony != scs[0].Ceremony || back.Commitment != scs[0].Commitment || back.Anchor != scs[0].Anchor {
-		t.Errorf("EnrollShare opened %+v, read back %+v", sh.Header, back)
+	if sh.Header != scs[0].Sealed.Header {
+		t.Errorf("WriteShare opened %+v", sh.Header)
 	}
 	c.Close()
 	enrollSeq := log.take()
-	t.Logf("enroll, one card (Open, EnrollShare): %d APDUs\n\t%s", len(enrollSeq), strings.Join(enrollSeq, "\n\t"))
+	t.Logf("enroll, one card (Open, WriteShare): %d APDUs\n\t%s", len(enrollSeq), strings.Join(enrollSeq, "\n\t"))
 	if n := count(enrollSeq, "VERIFY"); n != 1 {
 		t.Errorf("enrollment sent %d VERIFY, want 1", n)
 	}
@@ -161,9 +161,37 @@ func TestAPDUFloor(t *testing.T) {
 		t.Errorf("opening a share sent %q, want %q", got, want)
 	}
 
+	// Checking the recipient before asking for the PIN costs nothing:
+	// OpenShare does not ask for the slot key again.
 	c = openCard(t, in.Reader())
-	if _, err := c.ReadShare(cu.Slot); err != nil {
+	if err := c.CheckRecipient(cu.Slot, scs[0].Sealed); err != nil {
+		t.Fatalf("CheckRecipient: %v", err)
+	}
+	if _, err := c.OpenShare(cu.Slot, testPIN, scs[0].Sealed); err != nil {
 		t.Fatal(err)
+	}
+	c.Close()
+	if got := instructions(log.take()); strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("CheckRecipient and OpenShare sent %q, want %q", got, want)
+	}
+	// Nor does OpenShares, a pass over many volumes, after CheckRecipient
+	// read the key and its policy (always: VERIFY before each share).
+	c = openCard(t, in.Reader())
+	if err := c.CheckRecipient(cu.Slot, scs[1].Sealed); err != nil {
+		t.Fatalf("CheckRecipient: %v", err)
+	}
+	if opened, errs, err := c.OpenShares(cu.Slot, testPIN, []*shares.SealedShare{scs[0].Sealed, scs[1].Sealed}); err != nil || opened[0] == nil || opened[1] == nil {
+		t.Fatalf("OpenShares: %v %v", errs, err)
+	}
+	c.Close()
+	wantPass := append(slices.Clone(want), "VERIFY", "GENERAL AUTHENTICATE")
+	if got := instructions(log.take()); strings.Join(got, ", ") != strings.Join(wantPass, ", ") {
+		t.Errorf("CheckRecipient and OpenShares of two shares sent %q, want %q", got, wantPass)
+	}
+
+	c = openCard(t, in.Reader())
+	if sc, err := c.ReadShare(cu.Slot); err != nil || !carries(sc, scs[0]) {
+		t.Fatalf("ReadShare = %+v, %v; want the payload written", sc, err)
 	}
 	if _, err := c.OpenShare(cu.Slot, testPIN, scs[0].Sealed); err != nil {
 		t.Fatal(err)

@@ -30,16 +30,22 @@ type Attestation struct {
 	// PINPolicy and TouchPolicy are the key's policies, as attested.
 	PINPolicy   piv.PINPolicy
 	TouchPolicy piv.TouchPolicy
-	// Issuer names who vouches for the card: the subject of the root
-	// the chain ends at (the intermediate's issuer).
+	// Issuer names who vouches for the card: the common name of the root
+	// the chain ends at (the intermediate's issuer), or its whole
+	// distinguished name when it has none. It comes from a certificate:
+	// filter it before it reaches a terminal.
 	Issuer string
 }
 
 // Summary describes the attestation for a person: issuer, firmware and
 // policies.
-func (a *Attestation) Summary() string {
-	return fmt.Sprintf("%s; firmware %s; pin policy %s, touch policy %s", a.Issuer, a.Firmware,
-		pinPolicyName(a.PINPolicy), touchPolicyName(a.TouchPolicy))
+func (a *Attestation) Summary() string { return a.Issuer + "; " + a.Policies() }
+
+// Policies describes what the card attests of the key, issuer aside:
+// firmware, PIN and touch policy ("firmware 5.7.1; pin policy always,
+// touch policy never"). Every part of it is custos's own text.
+func (a *Attestation) Policies() string {
+	return fmt.Sprintf("firmware %s; pin policy %s, touch policy %s", a.Firmware, pinPolicyName(a.PINPolicy), touchPolicyName(a.TouchPolicy))
 }
 
 // Attest reads the attestation of the key in slot (Yubico's ATTEST, INS
@@ -153,6 +159,13 @@ func verifyAttestation(cert, inter *x509.Certificate, roots *x509.CertPool) (*At
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrAttestation, err)
 	}
+	// piv-go only checks that cert chains to a root with inter as a
+	// possible intermediate: the card's own certificate in cert's place
+	// (the two swapped) passes, and would attest the card's attestation
+	// key. The slot's certificate must be signed by inter itself.
+	if err := inter.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
+		return nil, fmt.Errorf("%w: the slot's attestation is not signed by the card's attestation key: %v", ErrAttestation, err)
+	}
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("%w: the attested key is a %T, not a P-256 key", ErrAttestation, cert.PublicKey)
@@ -166,6 +179,15 @@ func verifyAttestation(cert, inter *x509.Certificate, roots *x509.CertPool) (*At
 		Serial:    pa.Serial,
 		Firmware:  fmt.Sprintf("%d.%d.%d", pa.Version.Major, pa.Version.Minor, pa.Version.Patch),
 		PINPolicy: pa.PINPolicy, TouchPolicy: pa.TouchPolicy,
-		Issuer: inter.Issuer.String(),
+		Issuer: issuerName(inter),
 	}, nil
+}
+
+// issuerName is the common name of the certificate's issuer, or its whole
+// name when it has none.
+func issuerName(c *x509.Certificate) string {
+	if c.Issuer.CommonName != "" {
+		return c.Issuer.CommonName
+	}
+	return c.Issuer.String()
 }

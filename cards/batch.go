@@ -16,8 +16,9 @@ const pinPolicyOnceByte = 0x02
 // OpenShares opens several shares sealed to the slot's key in one pass of
 // the card: the pass of a one-pass recovery of many volumes. The slot's
 // key is read once (GET METADATA, Yubico's extension; ATTEST before
-// firmware 5.3) and checked against every share's recipient before the
-// PIN is sent: a share sealed to another key gets ErrWrongCard and sends
+// firmware 5.3), or not at all when this Card read it with its policy
+// already (CheckRecipient, Custody), and checked against every share's
+// recipient before the PIN is sent: a share sealed to another key gets ErrWrongCard and sends
 // nothing. Then, for each share, VERIFY (SP 800-73-4 Part 2 section
 // 3.2.1) and GENERAL AUTHENTICATE (section 3.2.4, the key agreement): a
 // key with PIN policy "always" needs the VERIFY right before each use.
@@ -31,7 +32,8 @@ const pinPolicyOnceByte = 0x02
 // retried), a blocked PIN, the card removed or mute — after which nothing
 // more was sent; the shares opened before it are returned with it.
 //
-// Commands: 1 + 2 per share (policy always), or 2 + 1 per share (once).
+// Commands: 1 + 2 per share (policy always), or 2 + 1 per share (once);
+// the first of them, GET METADATA, not sent after CheckRecipient.
 func (c *Card) OpenShares(slot uint8, pin []byte, sealed []*shares.SealedShare) ([]*shares.Share, []error, error) {
 	c.tr.begin()
 	opened := make([]*shares.Share, len(sealed))
@@ -103,26 +105,16 @@ func (c *Card) OpenShares(slot uint8, pin []byte, sealed []*shares.SealedShare) 
 }
 
 // slotKeyPolicy is slotKey with the key's PIN policy: once tells a policy
-// of "once" that GET METADATA reported. One command.
+// of "once" that GET METADATA reported. At most one command: none when
+// this Card read the key and its policy before.
 func (c *Card) slotKeyPolicy(slot uint8) (pub *ecdsa.PublicKey, once bool, err error) {
-	if !c.noMetadata {
-		m, err := c.getMetadata(slot)
-		switch {
-		case err == nil:
-			if m.alg != algECCP256 {
-				return nil, false, fmt.Errorf("slot %02x holds a key of algorithm %#x, not P-256: %w", slot, m.alg, ErrNoCustodySlot)
-			}
-			pub, err := p256Point(m.point)
-			if err != nil {
-				return nil, false, c.malformed("GET METADATA", err)
-			}
-			return pub, m.pinPolicy == pinPolicyOnceByte, nil
-		case errors.Is(err, errNotSupported):
-			c.noMetadata = true
-		default:
-			return nil, false, err
-		}
+	if _, told := c.policies[slot]; !told && !c.noMetadata {
+		// Read the key again (a key this Card generated, or one read
+		// before), for its policy.
+		c.forgetKey(slot)
 	}
-	pub, err = c.slotKey(slot)
-	return pub, false, err
+	if pub, err = c.slotKey(slot); err != nil {
+		return nil, false, err
+	}
+	return pub, c.policies[slot] == pinPolicyOnceByte, nil
 }

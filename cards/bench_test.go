@@ -6,10 +6,14 @@ import (
 	"github.com/go-piv/piv-go/v2/piv"
 
 	"custos.dev/custos/cards/vcard"
+	"custos.dev/custos/shares"
+	"custos.dev/custos/store"
 )
 
 // TestInitPolicies: PIN policy once and touch policy cached are attested as
-// chosen, and a share still opens (the virtual card confirms touches).
+// chosen, the enrollment's opening of the share asks for a touch, and the
+// share opens again within the touch cache (the virtual card confirms
+// touches).
 func TestInitPolicies(t *testing.T) {
 	lock(t)
 	vc := newVCard(t, 4000111, "")
@@ -23,15 +27,15 @@ func TestInitPolicies(t *testing.T) {
 		t.Fatalf("Custody = slot %02x, PIN %q, touch %q", cu.Slot, cu.PINPolicy, cu.TouchPolicy)
 	}
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
-	if err := c.WriteShare(0x90, scs[0]); err != nil {
-		t.Fatal(err)
-	}
 	touches := vc.Counts().Touches
-	if _, err := c.OpenShare(0x90, testPIN, scs[0].Sealed); err != nil {
+	if _, err := c.WriteShare(0x90, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
 		t.Fatal(err)
 	}
 	if vc.Counts().Touches == touches {
-		t.Error("opening a share with touch policy cached asked for no touch")
+		t.Error("opening a share at enrollment with touch policy cached asked for no touch")
+	}
+	if _, err := c.OpenShare(0x90, testPIN, scs[0].Sealed); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := c.Init(InitOptions{PIN: testPIN, PUK: testPUK, Slot: 0x90, CurrentPIN: testPIN, CurrentPUK: testPUK, Roots: virtualCA(t).Pool()}); err == nil {
 		t.Error("Init over a slot that holds a key succeeded")
@@ -48,7 +52,7 @@ func BenchmarkOpenShare(b *testing.B) {
 	lock(b)
 	vc, in, c, cu := custodyCard(b, 4000121, vcard.Port0)
 	_, _, scs := ceremony(b, cu.PublicKey, cu.PublicKey)
-	if err := c.WriteShare(cu.Slot, scs[0]); err != nil {
+	if _, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
 		b.Fatal(err)
 	}
 	c.Close()
@@ -70,7 +74,13 @@ func BenchmarkOpenShare(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					sealed = sc.Sealed
+					cp, err := store.ParseCardCopy(sc.Payload)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if sealed, err = shares.ParseSealedShare(cp.Record.Cards[0].Sealed); err != nil {
+						b.Fatal(err)
+					}
 				}
 				sh, err := c.OpenShare(cu.Slot, testPIN, sealed)
 				if err != nil {

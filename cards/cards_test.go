@@ -35,8 +35,12 @@ func TestCustodyRoundTrip(t *testing.T) {
 
 	cer, secret, scs := ceremony(t, cuA.PublicKey, cuB.PublicKey)
 	for i, c := range []*Card{a, b} {
-		if err := c.WriteShare(0x82, scs[i]); err != nil {
+		sh, err := c.WriteShare(0x82, testPIN, scs[i].Sealed, scs[i].Payload)
+		if err != nil {
 			t.Fatalf("card %d: WriteShare: %v", i, err)
+		}
+		if sh.Header != scs[i].Sealed.Header || cer.Check(sh) != nil {
+			t.Errorf("card %d: WriteShare opened %+v, not the share sealed", i, sh.Header)
 		}
 	}
 
@@ -47,11 +51,20 @@ func TestCustodyRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("card %d: ReadShare: %v", i, err)
 		}
-		if sc.Ceremony != cer.ID || sc.Index != scs[i].Index || sc.K != 2 || sc.N != 2 || sc.Keyslot != 1 ||
-			sc.Digest != cer.Digest || sc.Commitment != scs[i].Commitment || sc.Anchor != scs[i].Anchor {
-			t.Errorf("card %d: ReadShare = %+v, want %+v", i, sc, scs[i])
+		if !carries(sc, scs[i]) {
+			t.Errorf("card %d: ReadShare = %+v, want the payload written", i, sc)
 		}
-		sh, err := c.OpenShare(0x82, testPIN, sc.Sealed)
+		cp := copyOf(t, sc)
+		e := cp.Record.Cards[0]
+		if cp.Record.ID != [16]byte(cer.ID) || e.Index != scs[i].Sealed.Index || cp.Record.K != 2 || cp.Record.N != 2 ||
+			cp.Record.Digest != [32]byte(cer.Digest) || e.Commitment != [32]byte(scs[i].Commitment) || cp.Anchor != scs[i].Anchor {
+			t.Errorf("card %d: the payload read back decodes to %+v", i, cp)
+		}
+		sealed, err := shares.ParseSealedShare(e.Sealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh, err := c.OpenShare(0x82, testPIN, sealed)
 		if err != nil {
 			t.Fatalf("card %d: OpenShare: %v", i, err)
 		}
@@ -75,7 +88,7 @@ func TestCustodyRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(slots) != 1 || slots[0].Slot != 0x82 || slots[0].Fingerprint != cuA.Fingerprint ||
-		slots[0].Share == nil || slots[0].Share.Ceremony != cer.ID {
+		!carries(slots[0].Cert, scs[0]) {
 		t.Errorf("Custody() = %+v", slots)
 	}
 }
@@ -121,16 +134,12 @@ func TestInitLeavesNoFactoryDefault(t *testing.T) {
 	}
 	yk.Close()
 
+	// A second Card, given only the PIN, writes: the management key is
+	// read from the card with it.
 	c2 := openCard(t, in.Reader())
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
-	if err := c2.WriteShare(0x82, scs[0]); !errors.Is(err, ErrPINRequired) {
-		t.Fatalf("WriteShare before VerifyPIN = %v, want ErrPINRequired", err)
-	}
-	if err := c2.VerifyPIN(testPIN); err != nil {
-		t.Fatal(err)
-	}
-	if err := c2.WriteShare(0x82, scs[0]); err != nil {
-		t.Fatalf("WriteShare after VerifyPIN: %v", err)
+	if _, err := c2.WriteShare(0x82, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
+		t.Fatalf("WriteShare with the PIN alone: %v", err)
 	}
 
 	// A second Init on the same card uses the stored management key and
@@ -177,7 +186,7 @@ func TestWrongAndBlockedPIN(t *testing.T) {
 	lock(t)
 	vc, _, c, cu := custodyCard(t, 4000021, vcard.Port0)
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
-	if err := c.WriteShare(0x82, scs[0]); err != nil {
+	if _, err := c.WriteShare(0x82, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
 		t.Fatal(err)
 	}
 	for want := 2; want >= 1; want-- {
@@ -217,17 +226,21 @@ func TestShareForAnotherCard(t *testing.T) {
 	vcA, _, a, cuA := custodyCard(t, 4000031, vcard.Port0)
 	_, _, b, cuB := custodyCard(t, 4000032, vcard.Port1)
 	cer1, _, scs := ceremony(t, cuA.PublicKey, cuB.PublicKey)
-	if err := a.WriteShare(0x82, scs[0]); err != nil {
+	if _, err := a.WriteShare(0x82, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.WriteShare(0x82, scs[1]); err != nil {
+	if _, err := b.WriteShare(0x82, testPIN, scs[1].Sealed, scs[1].Payload); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.WriteShare(0x82, scs[1]); !errors.Is(err, ErrWrongCard) {
+	before := vcA.Counts().Instructions[0x20]
+	if _, err := a.WriteShare(0x82, testPIN, scs[1].Sealed, scs[1].Payload); !errors.Is(err, ErrWrongCard) {
 		t.Errorf("WriteShare of card B's share on card A = %v, want ErrWrongCard", err)
 	}
+	if n := vcA.Counts().Instructions[0x20] - before; n != 0 {
+		t.Errorf("the PIN was sent (%d VERIFY) to write a share of another card", n)
+	}
 
-	before := vcA.Counts().Instructions[0x20]
+	before = vcA.Counts().Instructions[0x20]
 	if _, err := a.OpenShare(0x82, testPIN, scs[1].Sealed); !errors.Is(err, ErrWrongCard) {
 		t.Fatalf("OpenShare(share of card B) on card A = %v, want ErrWrongCard", err)
 	}
@@ -244,6 +257,9 @@ func TestShareForAnotherCard(t *testing.T) {
 		t.Errorf("ReadShare after wipe = %v, want ErrNoCustodySlot", err)
 	}
 	before = vcA.Counts().Instructions[0x20]
+	if err := a.CheckRecipient(0x82, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
+		t.Errorf("CheckRecipient(old ceremony's share) after wipe = %v, want ErrWrongCard", err)
+	}
 	if _, err := a.OpenShare(0x82, testPIN, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
 		t.Errorf("OpenShare(old ceremony's share) after wipe = %v, want ErrWrongCard", err)
 	}
@@ -251,22 +267,19 @@ func TestShareForAnotherCard(t *testing.T) {
 		t.Errorf("the PIN was sent (%d VERIFY) for a share of a wiped key", n)
 	}
 	slots, err := a.Custody()
-	if err != nil || len(slots) != 1 || slots[0].Share != nil || slots[0].Fingerprint == cuA.Fingerprint {
+	if err != nil || len(slots) != 1 || slots[0].Cert != nil || slots[0].Fingerprint == cuA.Fingerprint {
 		t.Errorf("Custody() after wipe = %+v, %v; want one slot with a new key and no share", slots, err)
 	}
 	// A share of ceremony 2 sealed to the new key opens; card B still has
 	// ceremony 1's, which its ReadShare names.
-	_, _, scs2 := ceremony(t, slots[0].PublicKey, cuB.PublicKey)
-	if err := a.VerifyPIN(testPIN); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.WriteShare(0x82, scs2[0]); err != nil {
+	cer2, _, scs2 := ceremony(t, slots[0].PublicKey, cuB.PublicKey)
+	if _, err := a.WriteShare(0x82, testPIN, scs2[0].Sealed, scs2[0].Payload); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.OpenShare(0x82, testPIN, scs2[0].Sealed); err != nil {
 		t.Errorf("OpenShare of the new ceremony's share: %v", err)
 	}
-	if sc, err := b.ReadShare(0x82); err != nil || sc.Ceremony != cer1.ID || sc.Ceremony == scs2[0].Ceremony {
+	if sc, err := b.ReadShare(0x82); err != nil || !carries(sc, scs[1]) || copyOf(t, sc).Record.ID != [16]byte(cer1.ID) || cer1.ID == cer2.ID {
 		t.Errorf("card B ReadShare = %+v, %v; want ceremony 1", sc, err)
 	}
 }
@@ -277,7 +290,7 @@ func TestCardRemoved(t *testing.T) {
 	lock(t)
 	vc, in, c, cu := custodyCard(t, 4000041, vcard.Port0)
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
-	if err := c.WriteShare(0x82, scs[0]); err != nil {
+	if _, err := c.WriteShare(0x82, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
 		t.Fatal(err)
 	}
 	if err := in.Remove(); err != nil {
@@ -302,7 +315,10 @@ func TestCardRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ReadShare after reinsertion: %v", err)
 	}
-	if _, err := c2.OpenShare(0x82, testPIN, sc.Sealed); err != nil {
+	if !carries(sc, scs[0]) {
+		t.Errorf("ReadShare after reinsertion = %+v", sc)
+	}
+	if _, err := c2.OpenShare(0x82, testPIN, scs[0].Sealed); err != nil {
 		t.Fatalf("OpenShare after reinsertion: %v", err)
 	}
 }
@@ -313,7 +329,7 @@ func TestCardRemovedMidRead(t *testing.T) {
 	lock(t)
 	vc, in, c, cu := custodyCard(t, 4000042, vcard.Port0)
 	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
-	if err := c.WriteShare(0x82, scs[0]); err != nil {
+	if _, err := c.WriteShare(0x82, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
 		t.Fatal(err)
 	}
 	// The trace writer sees each APDU as the card answers it: pull the
@@ -536,5 +552,75 @@ func TestWaitNewCard(t *testing.T) {
 	again, err := WaitNewCard(ctx, skip, seen)
 	if err != nil || again.Reader != inA.Reader() || again == first {
 		t.Errorf("WaitNewCard after the card came back = %+v, %v; want a new stay in %q (first %+v)", again, err, inA.Reader(), first)
+	}
+}
+
+// TestReadVersion1Certificate: a card written by custos before the version
+// 2 record (the DER extension of testdata/sharecert) still reads: ReadShare
+// and Custody give its content as SlotCert.V1, whose sealed share opens;
+// writing the version 2 payload over it replaces it.
+func TestReadVersion1Certificate(t *testing.T) {
+	lock(t)
+	_, _, c, cu := custodyCard(t, 4000081, vcard.Port0)
+	cer, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
+	v1 := v1ShareCert(cer, scs[0])
+	writeV1(t, c, cu.Slot, testPIN, v1)
+
+	sc, err := c.ReadShare(cu.Slot)
+	if err != nil {
+		t.Fatalf("ReadShare of a version 1 certificate: %v", err)
+	}
+	if sc.Payload != nil || sc.V1 == nil || sc.Key != cu.Fingerprint || sc.V1.Ceremony != cer.ID || sc.V1.Index != 1 ||
+		sc.V1.Keyslot != 1 || sc.V1.Digest != cer.Digest || sc.V1.Commitment != scs[0].Commitment || sc.V1.Anchor != [32]byte(scs[0].Anchor.Hash) {
+		t.Errorf("ReadShare = %+v (V1 %+v), want the version 1 content", sc, sc.V1)
+	}
+	sh, err := c.OpenShare(cu.Slot, testPIN, sc.V1.Sealed)
+	if err != nil || cer.Check(sh) != nil {
+		t.Fatalf("OpenShare of the version 1 share: %v", err)
+	}
+	slots, err := c.Custody()
+	if err != nil || len(slots) != 1 || slots[0].Cert == nil || slots[0].Cert.V1 == nil || slots[0].Cert.V1.Ceremony != cer.ID {
+		t.Errorf("Custody() = %+v, %v; want the version 1 certificate", slots, err)
+	}
+
+	if _, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
+		t.Fatal(err)
+	}
+	if sc, err := c.ReadShare(cu.Slot); err != nil || !carries(sc, scs[0]) {
+		t.Errorf("ReadShare after the version 2 write = %+v, %v", sc, err)
+	}
+}
+
+// TestSlotKeyReplaced: a slot whose key another tool replaced (a new
+// generated key, or an imported one) no longer is the share's recipient:
+// CheckRecipient, OpenShare and WriteShare refuse it with ErrWrongCard and
+// never send the PIN.
+func TestSlotKeyReplaced(t *testing.T) {
+	lock(t)
+	vc, in, c, cu := custodyCard(t, 4000043, vcard.Port0)
+	_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
+	if _, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for _, imported := range []bool{false, true} {
+		if _, err := vc.PutKey(cu.Slot, vcard.PINPolicyAlways, vcard.TouchPolicyNever, imported); err != nil {
+			t.Fatal(err)
+		}
+		c := openCard(t, in.Reader())
+		before := vc.Counts().Instructions[insVerify]
+		if err := c.CheckRecipient(cu.Slot, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
+			t.Errorf("imported %v: CheckRecipient = %v, want ErrWrongCard", imported, err)
+		}
+		if _, err := c.OpenShare(cu.Slot, testPIN, scs[0].Sealed); !errors.Is(err, ErrWrongCard) {
+			t.Errorf("imported %v: OpenShare = %v, want ErrWrongCard", imported, err)
+		}
+		if _, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload); !errors.Is(err, ErrWrongCard) {
+			t.Errorf("imported %v: WriteShare = %v, want ErrWrongCard", imported, err)
+		}
+		if n := vc.Counts().Instructions[insVerify] - before; n != 0 {
+			t.Errorf("imported %v: the PIN was sent %d times to a slot whose key was replaced", imported, n)
+		}
+		c.Close()
 	}
 }

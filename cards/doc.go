@@ -16,15 +16,17 @@
 //
 // A custodian's card holds a P-256 key in a retired key-management slot
 // (82–95), generated on the card, and, in the same slot's certificate object,
-// a certificate for that key that carries the sealed share and the ceremony
-// metadata in a non-critical extension (ShareCert).
+// a certificate for that key that carries the ceremony's record with this
+// card's sealed share in a non-critical extension (the payload, opaque to
+// this package).
 //
 //	c, err := cards.Open(reader) // exclusive; cards.OpenTimeout for another deadline
 //	defer c.Close()
 //	custody, err := c.Init(cards.InitOptions{PIN: pin, PUK: puk, Roots: extra})
-//	share, back, err := c.EnrollShare(custody.Slot, pin, &cards.ShareCert{...})
-//	sc, err := c.ReadShare(custody.Slot)
-//	share, err = c.OpenShare(custody.Slot, pin, sc.Sealed)
+//	att, err := c.Attest(custody.Slot, extra)    // before each seal
+//	share, err := c.WriteShare(custody.Slot, pin, sealed, payload)
+//	sc, err := c.ReadShare(custody.Slot)         // sc.Payload (sc.V1 for a version 1 card)
+//	share, err = c.OpenShare(custody.Slot, pin, sealed)
 //
 // Init reads the PIN, PUK and management-key state with GET METADATA (never
 // by trying a PIN), refuses YubiKey FIPS firmware 4.4.2 and 4.4.4, generates
@@ -32,10 +34,17 @@
 // plus InitOptions.Roots), writes a certificate for the key (no share yet)
 // and counts the slot in the Key History object, then sets a random
 // management key that it stores PIN-protected on the card (nobody needs to
-// know it) and the custodian's PIN and PUK. EnrollShare, and VerifyPIN with
-// WriteShare, need only the PIN: the management key is read back from the
-// card. WipeShare generates a new key over the slot and replaces the
-// certificate by one for the new key that carries no share.
+// know it) and the custodian's PIN and PUK. WriteShare and WipeShare need
+// only the PIN: the management key is read back from the card. WipeShare
+// generates a new key over the slot and replaces the certificate by one for
+// the new key that carries no share.
+//
+// Attest reads and verifies a slot key's attestation at any time (custos
+// attests at every seal, not only at card init); VerifyAttestation verifies
+// one again from the bytes a log recorded. A card that cannot attest (a key
+// imported rather than generated on it, or a PIV card without Yubico's
+// ATTEST) gives ErrNoAttestation; an attestation that does not verify,
+// ErrAttestation.
 //
 // # The share certificate
 //
@@ -43,7 +52,13 @@
 // slot's key (yubico-piv-tool -a read-certificate shows it), signed by an
 // ephemeral P-256 key that is dropped at once: the signature only makes it
 // well-formed; trust comes from the commitments and the anchor, not from the
-// issuer. Its non-critical extension 2.25.1981978833 holds
+// issuer. Its non-critical extension 2.25.1981978833 holds the payload
+// WriteShare is given: the JSON of docs/FORMAT.md section 12 (the ceremony
+// record with this card alone, and the log's anchor), which this package
+// only bounds (it begins with '{', 4096 bytes at most) and compares on
+// read-back; package escrow decodes it. Cards written by custos before the
+// version 2 record carry instead, and ReadShare still decodes as
+// SlotCert.V1,
 //
 //	ShareCert ::= SEQUENCE {
 //	    version     INTEGER (1),
@@ -59,7 +74,12 @@
 //
 // OpenShare checks that the slot's key is the one the share was sealed to
 // before it sends the PIN, so a card is never asked for its PIN for a share
-// that is not its own; the ECDH happens on the card.
+// that is not its own; the ECDH happens on the card. CheckRecipient makes
+// the same check alone, so that a caller can set a card aside before it
+// asks the custodian for the PIN: a Card keeps the slot keys it read (its
+// connection is exclusive, so only it changes them until Close), and
+// OpenShare or WriteShare after CheckRecipient or Custody do not ask the
+// card again.
 //
 // # Every PIV client sees the key
 //
@@ -99,7 +119,8 @@
 // Version reads it when asked, Init before anything else), no certificate
 // (the token carries the sealed share). Reading the share from the card
 // instead (ReadShare) adds GET DATA of the slot's certificate object and
-// its GET RESPONSE pieces (three commands for a custos certificate).
+// its GET RESPONSE pieces (six commands for a custos certificate carrying
+// a version 2 record, about 1.3 KB).
 //
 // On older firmware the card itself says what it lacks: GET SERIAL answers
 // 6D00 on a YubiKey 4, whose serial Open then reads from the YubiKey OTP
@@ -110,7 +131,7 @@
 // in the slot, while the certificate object could hold any key. It costs
 // the attestation certificate's GET RESPONSE pieces (about three commands).
 //
-// One custodian's step of an enrollment, EnrollShare, sends one VERIFY:
+// One custodian's step of an enrollment, WriteShare, sends one VERIFY:
 //
 //	GET METADATA          the slot key is the share's recipient, before the PIN
 //	VERIFY                the PIN, once
@@ -118,8 +139,8 @@
 //	GET DATA 5FC109       the PIN-protected management key (the PIN is still verified)
 //	GET METADATA 9B       the management key's algorithm (5.3+; 3DES before)
 //	GENERAL AUTHENTICATE ×2  mutual authentication with the management key (3.2.4, Appendix A.2)
-//	PUT DATA (chained)    the certificate carrying the share (3.3.1), three pieces
-//	GET DATA, GET RESPONSE ×2  read it back, byte for byte
+//	PUT DATA (chained)    the certificate carrying the share (3.3.1), six pieces
+//	GET DATA, GET RESPONSE ×5  read it back, byte for byte
 //
 // The order is forced by a YubiKey's PIN policies: a key with policy
 // "always" answers only the command right after a successful VERIFY (any
@@ -128,7 +149,7 @@
 // protected data and "once" keys until the card is reset or PIV selected
 // again. So the ECDH comes first, the management key after. A card that
 // ended the PIN's verification with the "always" key's use (no YubiKey
-// does) would answer GET DATA 5FC109 with 6982: EnrollShare then verifies
+// does) would answer GET DATA 5FC109 with 6982: WriteShare then verifies
 // the same PIN once more, which cannot be wrong, rather than fail.
 //
 // Init sends, on firmware 5.7: SELECT, GET SERIAL (Open); GET VERSION; GET
@@ -139,6 +160,11 @@
 // certificate; GET DATA and PUT DATA of the Key History; PUT DATA of the
 // protected data; GET DATA and PUT DATA of the admin data; SET MANAGEMENT
 // KEY; CHANGE REFERENCE DATA of the PIN and of the PUK.
+//
+// Attest sends ATTEST and GET DATA 5FFF01, with their GET RESPONSE pieces:
+// five commands for a YubiKey's (and the virtual card's) certificates. A
+// card that does not know ATTEST answers the first, and is sent nothing
+// else.
 //
 // # Errors
 //

@@ -1,8 +1,15 @@
 package cards
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,6 +19,7 @@ import (
 	"custos.dev/custos/cards/vcard"
 	"custos.dev/custos/internal/realtest"
 	"custos.dev/custos/shares"
+	"custos.dev/custos/store"
 )
 
 var (
@@ -113,9 +121,21 @@ func lock(t testing.TB) {
 	}
 }
 
+// testShare is one card's part of a test ceremony: its sealed share and
+// the version 2 payload its certificate carries (docs/FORMAT.md section
+// 12), which package cards treats as opaque bytes.
+type testShare struct {
+	Sealed     *shares.SealedShare
+	Commitment shares.Commitment
+	Anchor     store.Head
+	Payload    []byte
+}
+
 // ceremony splits a fresh recovery key among the given card keys, one
-// sealed share each, and returns the ceremony and the ShareCerts.
-func ceremony(t testing.TB, keys ...*ecdsa.PublicKey) (*shares.Ceremony, []byte, []*ShareCert) {
+// sealed share each, and returns the ceremony, the secret and each card's
+// share with its certificate payload (store.EncodeCardCopy of the record
+// with that card alone).
+func ceremony(t testing.TB, keys ...*ecdsa.PublicKey) (*shares.Ceremony, []byte, []*testShare) {
 	t.Helper()
 	secret, err := shares.NewRecoveryKey()
 	if err != nil {
@@ -131,7 +151,9 @@ func ceremony(t testing.TB, keys ...*ecdsa.PublicKey) (*shares.Ceremony, []byte,
 	if err != nil {
 		t.Fatal(err)
 	}
-	var scs []*ShareCert
+	rec := &store.Record{Version: store.RecordVersion, ID: [16]byte(c.ID), Volume: [16]byte(vol), K: k, N: len(keys),
+		Keyslot: 1, Salt: "5a17", Digest: [32]byte(c.Digest)}
+	var out []*testShare
 	for i, s := range ss {
 		rcpt, err := keys[i].ECDH()
 		if err != nil {
@@ -141,14 +163,101 @@ func ceremony(t testing.TB, keys ...*ecdsa.PublicKey) (*shares.Ceremony, []byte,
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc := &ShareCert{
-			Ceremony: sealed.Ceremony, Volume: sealed.Volume, K: sealed.K, N: sealed.N, Index: sealed.Index,
-			Keyslot: 1, Digest: c.Digest, Commitment: c.Commitments[s.Index-1], Sealed: sealed,
+		raw, err := sealed.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
 		}
-		sc.Anchor[0], sc.Anchor[31] = 0xa1, byte(i)
-		scs = append(scs, sc)
+		entry := store.RecordCard{Index: s.Index, Serial: fmt.Sprint(1000 + i), Slot: 0x82, Key: [32]byte(sealed.Recipient),
+			Commitment: [32]byte(c.Commitments[s.Index-1]), Sealed: raw}
+		entry.Attestation[0], entry.Attestation[31] = 0xa7, byte(i)
+		one := *rec
+		one.Cards = []store.RecordCard{entry}
+		ts := &testShare{Sealed: sealed, Commitment: c.Commitments[s.Index-1], Anchor: store.Head{Seq: uint64(10 + i)}}
+		ts.Anchor.Hash[0], ts.Anchor.Hash[31] = 0xa1, byte(i)
+		if ts.Payload, err = store.EncodeCardCopy(&one, ts.Anchor); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ts)
 	}
-	return c, secret, scs
+	return c, secret, out
+}
+
+// copyOf decodes a version 2 payload read from a card.
+func copyOf(t testing.TB, sc *SlotCert) *store.CardCopy {
+	t.Helper()
+	if sc == nil || sc.Payload == nil {
+		t.Fatalf("no version 2 payload: %+v", sc)
+	}
+	cp, err := store.ParseCardCopy(sc.Payload)
+	if err != nil {
+		t.Fatalf("the payload read back does not decode: %v", err)
+	}
+	return cp
+}
+
+// carries tells whether sc is exactly ts's payload, for ts's key.
+func carries(sc *SlotCert, ts *testShare) bool {
+	return sc != nil && sc.V1 == nil && bytes.Equal(sc.Payload, ts.Payload) && sc.Key == ts.Sealed.Recipient
+}
+
+// writeV1 writes a version 1 custody certificate (the DER extension custos
+// wrote before the version 2 record) for the slot's key carrying sc, as
+// custos 1 did: the management key read with the PIN.
+func writeV1(t testing.TB, c *Card, slot uint8, pin []byte, sc *ShareCert) {
+	t.Helper()
+	pub, err := c.slotKey(slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := v1Certificate(t, pub, sc)
+	if err := c.verifyAndReadKey(pin); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.authenticateStored(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.storeCertificate(slot, cert); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// v1Certificate is a certificate for pub with the version 1 extension.
+func v1Certificate(t testing.TB, pub *ecdsa.PublicKey, sc *ShareCert) *x509.Certificate {
+	t.Helper()
+	ext, err := marshalShareCert(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eph, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:    big.NewInt(1),
+		Subject:         pkix.Name{CommonName: fmt.Sprintf("custos share %d of %d, ceremony %s", sc.Index, sc.N, sc.Ceremony)},
+		NotBefore:       time.Now().UTC().Truncate(time.Second),
+		NotAfter:        noExpiry,
+		KeyUsage:        x509.KeyUsageKeyAgreement,
+		ExtraExtensions: []pkix.Extension{{Id: oidShareCert, Value: ext}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, &x509.Certificate{Subject: pkix.Name{CommonName: "custos ceremony " + sc.Ceremony.String()}}, pub, eph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// v1ShareCert is the version 1 content for ts's sealed share.
+func v1ShareCert(c *shares.Ceremony, ts *testShare) *ShareCert {
+	s := ts.Sealed
+	sc := &ShareCert{Ceremony: s.Ceremony, Volume: s.Volume, K: s.K, N: s.N, Index: s.Index, Keyslot: 1,
+		Digest: c.Digest, Commitment: ts.Commitment, Sealed: s}
+	sc.Anchor = [32]byte(ts.Anchor.Hash)
+	return sc
 }
 
 // credentialsOf reads the PIN's, PUK's and management key's GET METADATA

@@ -54,12 +54,13 @@ func TestFirmwareMatrix(t *testing.T) {
 			// Enrollment, one VERIFY; then the card alone: read and open.
 			_, _, scs := ceremony(t, cu.PublicKey, cu.PublicKey)
 			c = openCard(t, in.Reader())
-			sh, back, err := c.EnrollShare(cu.Slot, testPIN, scs[0])
+			before := vc.Counts()
+			sh, err := c.WriteShare(cu.Slot, testPIN, scs[0].Sealed, scs[0].Payload)
 			if err != nil {
-				t.Fatalf("EnrollShare: %v", err)
+				t.Fatalf("WriteShare: %v", err)
 			}
-			if back.Commitment != scs[0].Commitment {
-				t.Error("the certificate read back carries another commitment")
+			if n := vc.Counts().Instructions[insVerify] - before.Instructions[insVerify]; n != 1 {
+				t.Errorf("WriteShare sent %d VERIFY, want 1", n)
 			}
 			c.Close()
 			c = openCard(t, in.Reader())
@@ -75,8 +76,11 @@ func TestFirmwareMatrix(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ReadShare: %v", err)
 			}
-			before := vc.Counts()
-			sh2, err := c.OpenShare(cu.Slot, testPIN, sc.Sealed)
+			if !carries(sc, scs[0]) {
+				t.Errorf("ReadShare = %+v, want the payload written", sc)
+			}
+			before = vc.Counts()
+			sh2, err := c.OpenShare(cu.Slot, testPIN, scs[0].Sealed)
 			if err != nil {
 				t.Fatalf("OpenShare: %v", err)
 			}
@@ -88,7 +92,7 @@ func TestFirmwareMatrix(t *testing.T) {
 				t.Error("without GET METADATA the key was not checked by ATTEST before the PIN")
 			}
 			slots, err := c.Custody()
-			if err != nil || len(slots) != 1 || slots[0].Slot != cu.Slot || slots[0].Fingerprint != cu.Fingerprint || slots[0].Share == nil {
+			if err != nil || len(slots) != 1 || slots[0].Slot != cu.Slot || slots[0].Fingerprint != cu.Fingerprint || !carries(slots[0].Cert, scs[0]) {
 				t.Errorf("Custody() = %+v, %v", slots, err)
 			}
 			// A second card init picks the next slot, reading the

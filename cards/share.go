@@ -48,6 +48,26 @@ func (c *Card) recipientKey(slot uint8, sealed *shares.SealedShare) (*ecdsa.Publ
 	return pub, nil
 }
 
+// CheckRecipient checks, without the PIN, that the slot's key is the one
+// sealed was sealed to: ErrWrongCard otherwise (a share of another card,
+// or a slot whose key was replaced since), ErrNoCustodySlot when the slot
+// holds no key. One command, GET METADATA (ATTEST before firmware 5.3),
+// which OpenShare and WriteShare on the same Card then do not send again:
+// a caller checks before it asks the custodian for the PIN, at no cost.
+func (c *Card) CheckRecipient(slot uint8, sealed *shares.SealedShare) error {
+	c.tr.begin()
+	if err := checkRetired(slot); err != nil {
+		return fmt.Errorf("check slot %02x: %w", slot, err)
+	}
+	if sealed == nil {
+		return fmt.Errorf("check slot %02x: no sealed share", slot)
+	}
+	if _, err := c.recipientKey(slot, sealed); err != nil {
+		return fmt.Errorf("check slot %02x: %w", slot, mapError(c.reader, err))
+	}
+	return nil
+}
+
 // ReadShare reads the custos content of the certificate in slot (GET DATA,
 // with GET RESPONSE). A slot without a certificate, or with one that is not
 // custos's, gives ErrNoCustodySlot.

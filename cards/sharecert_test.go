@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
 	"flag"
@@ -136,15 +137,19 @@ func TestShareCertRefusesMismatch(t *testing.T) {
 	}
 }
 
-// TestSlotCertificate: the certificate carries the extension, non-critical,
-// for the slot's key, and Go (so piv-go) parses it back.
+// TestSlotCertificate: the certificate carries the version 2 payload in
+// the extension, non-critical, for the slot's key, and Go (so piv-go)
+// parses it back; a version 1 certificate (good.der's extension) still
+// reads, as SlotCert.V1; a payload that is no version 2 record is not
+// written.
 func TestSlotCertificate(t *testing.T) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := vectorShareCert(t)
-	cert, err := newSlotCertificate(&key.PublicKey, sc)
+	_, _, scs := ceremony(t, &key.PublicKey, &key.PublicKey, &key.PublicKey)
+	ts := scs[0]
+	cert, err := newSlotCertificate(&key.PublicKey, ts.Sealed, ts.Payload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,19 +168,55 @@ func TestSlotCertificate(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d share extensions, want 1", n)
 	}
-	got, err := shareCertOf(cert)
-	if err != nil || !reflect.DeepEqual(got, sc) {
-		t.Errorf("shareCertOf = %+v, %v", got, err)
+	got, err := slotCertOf(cert)
+	if err != nil || !carries(got, ts) {
+		t.Errorf("slotCertOf = %+v, %v", got, err)
 	}
 	if !strings.Contains(cert.Subject.CommonName, "custos share 1 of 3") {
 		t.Errorf("subject %q", cert.Subject.CommonName)
 	}
-	wiped, err := newSlotCertificate(&key.PublicKey, nil)
+	for name, payload := range map[string][]byte{
+		"empty":         nil,
+		"not json":      []byte("\x30\x03\x02\x01\x01"),
+		"over 4096":     append([]byte("{"), bytes.Repeat([]byte(" "), maxPayload)...),
+		"leading space": []byte(` {"record":{}}`),
+	} {
+		if _, err := newSlotCertificate(&key.PublicKey, ts.Sealed, payload); err == nil {
+			t.Errorf("%s: a certificate was made with a payload that is no version 2 record", name)
+		}
+	}
+	wiped, err := newSlotCertificate(&key.PublicKey, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := shareCertOf(wiped); got != nil || err != nil {
+	if got, err := slotCertOf(wiped); got != nil || err != nil {
 		t.Errorf("a wiped slot's certificate carries %+v, %v", got, err)
+	}
+
+	// Version 1: the DER extension of good.der, read as V1 with the
+	// certificate's key.
+	sc := vectorShareCert(t)
+	v1 := v1Certificate(t, &key.PublicKey, sc)
+	got, err = slotCertOf(v1)
+	fp, _ := shares.FingerprintOf(&key.PublicKey)
+	if err != nil || got == nil || got.Payload != nil || !reflect.DeepEqual(got.V1, sc) || got.Key != fp {
+		t.Errorf("slotCertOf(version 1) = %+v, %v; want V1 %+v", got, err, sc)
+	}
+	// A damaged version 1 extension is refused, not half read.
+	badCert := v1Certificate(t, &key.PublicKey, sc)
+	for i, e := range badCert.Extensions {
+		if e.Id.Equal(oidShareCert) {
+			badCert.Extensions[i].Value = e.Value[:len(e.Value)-1]
+		}
+	}
+	if got, err := slotCertOf(badCert); err == nil {
+		t.Errorf("slotCertOf(truncated version 1) = %+v", got)
+	}
+	// A version 2 payload over 4096 bytes read from a card is refused.
+	big := *cert
+	big.Extensions = []pkix.Extension{{Id: oidShareCert, Value: append([]byte("{"), bytes.Repeat([]byte(" "), maxPayload)...)}}
+	if got, err := slotCertOf(&big); err == nil {
+		t.Errorf("slotCertOf(payload over 4096 bytes) = %+v", got)
 	}
 }
 

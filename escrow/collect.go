@@ -302,6 +302,12 @@ func (c *collector) prepare(card Card, out *CardOutcome) (*pending, error) {
 			return nil, fmt.Errorf("card %s: %w", serial, err)
 		}
 	}
+	// The slot's key must be the one the record names (the attested one,
+	// which the share is sealed to) before the custodian is asked for the
+	// PIN: a card whose key was replaced is set aside without it.
+	if err := card.CheckRecipient(entry.Slot, sealed); err != nil {
+		return nil, fmt.Errorf("card %s: share %d: %w", serial, entry.Index, err)
+	}
 	return p, nil
 }
 

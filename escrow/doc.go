@@ -22,26 +22,12 @@
 // # Prompts
 //
 // Every secret comes through Prompter.Secret, one prompt at a time, in an
-// order the caller can script (one line of standard input per prompt):
-//
-//   - InitCard: new PIN, repeat new PIN, new PUK, repeat new PUK (and the
-//     current PIN and PUK first when InitCardOptions.AskCurrent is set).
-//   - Enroll: the existing passphrase (unless EnrollOptions.AuthKey is
-//     given), then for each card in the order inserted: its PIN. A wrong PIN
-//     is asked for again (at most three tries, never the card's last).
-//   - Recover: for each card in the order inserted: its PIN; then the new
-//     passphrase and its repetition (unless RecoverOptions.NewKey is given).
-//   - Rotate: unless RotateOptions.AuthKey is given, one PIN per old card
-//     until k shares are good; then one PIN per new card; then one PIN per
-//     old card presented for wiping.
-//   - Rollcall: one PIN per card.
-//   - CreateSet, RollcallSet: one PIN per card (its challenge).
-//   - EnrollSet: none (each FleetVolume's AuthKey; nil asks for the
-//     existing passphrase per volume).
-//   - RecoverMany: for each card in the order inserted, its PIN, once for
-//     all the volumes; then the new passphrase and its repetition, once.
-//   - RotateSet: the new card's PIN (unless the set's new version is in
-//     the log already); then for each card of the pass, its PIN.
+// order the caller can script (one line of standard input per prompt). The
+// order of each ceremony is part of the command line's contract and is
+// written down once, with the commands (cmd/custos, from which --help, the
+// man page and the README's "Prompt order" are generated); tests of this
+// package check that the ceremonies ask in that order. A wrong PIN is asked
+// for again at once (at most three tries, never the card's last).
 //
 // Progress goes through Prompter.Say: "insert card 2 of 5 (custodian
 // alice)". Neither Say messages nor errors nor the log nor the token ever
@@ -82,12 +68,29 @@
 // and rolled forward after; at every point the volume opens with the
 // operator's key and with the old or the new recovery key.
 //
+// # Attestation
+//
+// Enroll and Rotate attest each card's slot key (Card.Attest) right before
+// they seal a share to it: a key imported rather than generated on the
+// card, a key of PIN policy never, a card that cannot attest, and a card
+// whose attestation chains to none of Yubico's roots or Env.Roots are set
+// aside with ErrUnattested; when no other card comes, the ceremony stops
+// with it (exit 4). EnrollOptions.AllowUnattested (recorded in the
+// ceremony) lets through only a card that cannot attest. The chain is
+// logged beside the card, the record keeps its digest, and
+// VerifyAttestations verifies every chain again from the log alone;
+// Status, Enroll and Rotate report each card's attestation from its
+// ceremony's chain (CardAttestation). Recover and Rollcall check that a
+// card's slot key is the record's, the attested one, before they ask for
+// its PIN (Card.CheckRecipient).
+//
 // # Errors
 //
 // Errors are lowercase, wrap a sentinel from errors.go where one applies,
 // and may carry a hint for the operator (Hint). ExitCode maps an error to
 // the command's exit status: 0 done, 1 error, 2 usage, 3 quorum not
-// reached, 4 verification failed (log, commitments, copies or keyslot).
+// reached, 4 verification failed (log, commitments, copies, keyslot or a
+// card's attestation).
 //
 // # Caveats
 //

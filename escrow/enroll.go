@@ -41,6 +41,9 @@ type EnrollResult struct {
 	// Already: enrolling to a custodian set (EnrollSet), the volume's
 	// ceremony in force is enrolled to that set already; nothing was done.
 	Already bool
+	// Attestations are the cards' attestations as the log's chains tell
+	// them, by share (once the ceremony is complete).
+	Attestations []CardAttestation
 }
 
 // Enroll puts a new recovery key for the volume in the hands of N
@@ -53,6 +56,14 @@ type EnrollResult struct {
 // new keyslot again; a crash leaves what Status explains and a rerun
 // finishes or undoes.
 func Enroll(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, error) {
+	res, err := enrollVolume(ctx, env, opts)
+	if err == nil && res != nil && res.Ceremony != nil {
+		res.Attestations = attestationsOf(env, res.Ceremony)
+	}
+	return res, err
+}
+
+func enrollVolume(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollResult, error) {
 	if err := env.need("enroll", true, true, true, true); err != nil {
 		return nil, err
 	}

@@ -226,14 +226,25 @@ func TestEnrollAttestation(t *testing.T) {
 					t.Fatalf("enroll: %v %+v", err, res)
 				}
 				st := r.status()
-				if len(st.Notes) == 0 || !strings.Contains(strings.Join(st.Notes, "\n"), "without attestation") {
+				if len(st.Notes) == 0 || !strings.Contains(strings.Join(st.Notes, "\n"), "without attestation") ||
+					!strings.Contains(strings.Join(st.Notes, "\n"), "card 1001, share 2, is unattested") {
 					t.Fatalf("status notes %q", st.Notes)
+				}
+				if !st.Cards[1].Attestation.Unattested || st.Cards[0].Attestation.Summary == "" || !res.Attestations[1].Unattested || res.Attestations[0].Summary == "" {
+					t.Errorf("attestations: status %+v, enroll %+v", st.Cards, res.Attestations)
+				}
+				// The log alone: one chain, one attested card, one
+				// allowed without.
+				if rep, err := VerifyAttestations(r.env); err != nil || rep.Cards != 1 || rep.Unattested != 1 || len(rep.Chains) != 1 {
+					t.Errorf("VerifyAttestations = %+v, %v", rep, err)
 				}
 				return
 			}
 			// The card is set aside; with no other card the enrollment
-			// stops and leaves the volume as it was.
-			if !errors.Is(err, errNoMoreCards) || !strings.Contains(r.p.transcript(), "card attestation") {
+			// stops, a verification failure (exit 4), and leaves the
+			// volume as it was.
+			if !errors.Is(err, errNoMoreCards) || !errors.Is(err, ErrUnattested) || ExitCode(err) != ExitVerification ||
+				!strings.Contains(r.p.transcript(), "card attestation") {
 				t.Fatalf("enroll: %v\n%s", err, r.p.transcript())
 			}
 			if h := r.header(); len(h.Keyslots) != 1 || len(h.Tokens) != 0 {
@@ -337,8 +348,19 @@ func TestInitCard(t *testing.T) {
 		t.Fatalf("log card %+v %v", cr, err)
 	}
 	r.p.answer("123123", "123124")
-	if _, err := InitCard(context.Background(), r.env, c, InitCardOptions{}); !errors.Is(err, ErrMismatch) {
+	if _, err := InitCard(context.Background(), r.env, c, InitCardOptions{Custodian: "alice"}); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("mismatched pins: %v", err)
+	}
+	// With a log, the card's holder must be named (the log registers the
+	// card under that name), before anything is asked or done.
+	prompts := len(r.p.prompts)
+	for _, name := range []string{"", "bob\x1b[2J"} {
+		if _, err := InitCard(context.Background(), r.env, c, InitCardOptions{Custodian: name}); !errors.Is(err, ErrUsage) {
+			t.Fatalf("custodian %q: %v", name, err)
+		}
+	}
+	if len(r.p.prompts) != prompts {
+		t.Fatalf("card init asked %v before refusing the custodian's name", r.p.prompts[prompts:])
 	}
 	// Enrollment names the custodians from the registry.
 	r2 := newRig(t, 2, 2)

@@ -49,6 +49,10 @@ type Card interface {
 	Custody() ([]cards.SlotInfo, error)
 	// ReadShare reads the custos certificate in slot.
 	ReadShare(slot uint8) (*cards.SlotCert, error)
+	// CheckRecipient checks, without the PIN, that slot's key is the
+	// share's recipient (cards.ErrWrongCard if not): asked before the
+	// custodian is asked for the PIN.
+	CheckRecipient(slot uint8, sealed *shares.SealedShare) error
 	// OpenShare opens a share sealed to slot's key, on the card, after
 	// checking that the slot's key is the share's recipient.
 	OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error)

@@ -8,15 +8,19 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-piv/piv-go/v2/piv"
 
@@ -486,6 +490,13 @@ func (c *fakeCard) ReadShare(slot uint8) (*cards.SlotCert, error) {
 	return copyCert(fs.cert), nil
 }
 
+func (c *fakeCard) CheckRecipient(slot uint8, sealed *shares.SealedShare) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, err := c.slotOf(slot, sealed.Recipient)
+	return err
+}
+
 func (c *fakeCard) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare) (*shares.Share, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -499,10 +510,79 @@ func (c *fakeCard) OpenShare(slot uint8, pin []byte, sealed *shares.SealedShare)
 	return c.open(fs, sealed)
 }
 
-// fakeAttestationCA stands for a card maker's attestation chain: the
-// fake's attestations carry its "certificates" (bytes, not verified: the
-// real stack's tests verify real chains).
-var fakeAttestationCA = &x509.Certificate{Raw: []byte("fake attestation-signing certificate")}
+// The fakes' attestation maker: a root (fakeRoots trusts it) and, per
+// attestation, a card's attestation-signing certificate and the slot's
+// certificate with Yubico's extensions, so that the fakes' chains verify
+// (and fail) through cards.VerifyAttestation as real ones do.
+var (
+	fakeRootOnce sync.Once
+	fakeRootCert *x509.Certificate
+	fakeRootKey  *ecdsa.PrivateKey
+	fakeRoots    *x509.CertPool
+)
+
+func fakeRoot() (*x509.Certificate, *ecdsa.PrivateKey) {
+	fakeRootOnce.Do(func() {
+		fakeRootCert, fakeRootKey = newFakeRoot("fake attestation root")
+		fakeRoots = x509.NewCertPool()
+		fakeRoots.AddCert(fakeRootCert)
+	})
+	return fakeRootCert, fakeRootKey
+}
+
+// newFakeRoot makes a card maker's attestation root.
+func newFakeRoot(name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		panic(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		panic(err)
+	}
+	return cert, k
+}
+
+// fakeAttestationChain is the slot's attestation certificate followed by
+// the card's attestation-signing certificate, DER, as a card gives them,
+// under the fakes' root.
+func fakeAttestationChain(serial uint32, slot uint8, pub *ecdsa.PublicKey, pinPolicy piv.PINPolicy) []byte {
+	root, rootKey := fakeRoot()
+	return attestationChainUnder(root, rootKey, serial, slot, pub, pinPolicy)
+}
+
+// attestationChainUnder is an attestation chain under a maker's root.
+func attestationChainUnder(root *x509.Certificate, rootKey *ecdsa.PrivateKey, serial uint32, slot uint8, pub *ecdsa.PublicKey, pinPolicy piv.PINPolicy) []byte {
+	ik, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	itmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(serial)), Subject: pkix.Name{CommonName: fmt.Sprintf("fake card %d", serial)},
+		NotBefore: root.NotBefore, NotAfter: root.NotAfter, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	ider, err := x509.CreateCertificate(rand.Reader, itmpl, root, &ik.PublicKey, rootKey)
+	if err != nil {
+		panic(err)
+	}
+	inter, _ := x509.ParseCertificate(ider)
+	sn, _ := asn1.Marshal(int64(serial))
+	yk := func(n int) asn1.ObjectIdentifier { return asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 41482, 3, n} }
+	stmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: fmt.Sprintf("YubiKey PIV Attestation %02x", slot)},
+		NotBefore: root.NotBefore, NotAfter: root.NotAfter,
+		ExtraExtensions: []pkix.Extension{{Id: yk(3), Value: []byte{5, 7, 1}}, {Id: yk(7), Value: sn},
+			{Id: yk(8), Value: []byte{byte(pinPolicy), byte(piv.TouchPolicyNever)}}}}
+	sder, err := x509.CreateCertificate(rand.Reader, stmpl, inter, pub, ik)
+	if err != nil {
+		panic(err)
+	}
+	return append(sder, ider...)
+}
 
 func (c *fakeCard) Attest(slot uint8, roots *x509.CertPool) (*cards.Attestation, error) {
 	c.mu.Lock()
@@ -511,18 +591,23 @@ func (c *fakeCard) Attest(slot uint8, roots *x509.CertPool) (*cards.Attestation,
 	if !ok {
 		return nil, cards.ErrNoCustodySlot
 	}
+	policy := piv.PINPolicyAlways
 	switch c.attest {
 	case attestNone:
 		return nil, fmt.Errorf("attest slot %02x: %w", slot, cards.ErrNoAttestation)
 	case attestUnknownCA:
-		return nil, fmt.Errorf("attest slot %02x: %w: x509: certificate signed by unknown authority", slot, cards.ErrAttestation)
+		// Trusted by nobody: the card's own root.
+		roots = x509.NewCertPool()
+	case attestNoPIN:
+		policy = piv.PINPolicyNever
 	}
-	fp, _ := shares.FingerprintOf(&fs.priv.PublicKey)
-	a := &cards.Attestation{Slot: slot, PublicKey: &fs.priv.PublicKey, Fingerprint: fp, Serial: c.serial, Firmware: "5.7.1",
-		PINPolicy: piv.PINPolicyAlways, TouchPolicy: piv.TouchPolicyNever, Issuer: "CN=fake attestation root",
-		Cert: &x509.Certificate{Raw: append([]byte("fake slot attestation "), fp[:]...)}, Intermediate: fakeAttestationCA}
-	if c.attest == attestNoPIN {
-		a.PINPolicy = piv.PINPolicyNever
+	fakeRoot()
+	if roots == nil {
+		roots = x509.NewCertPool() // Yubico's roots alone trust no fake
+	}
+	a, err := cards.VerifyAttestation(fakeAttestationChain(c.serial, slot, &fs.priv.PublicKey, policy), roots)
+	if err != nil {
+		return nil, fmt.Errorf("attest slot %02x: %w", slot, err)
 	}
 	return a, nil
 }
@@ -681,7 +766,8 @@ func newRig(t *testing.T, version, ncards int) *rig {
 	}
 	r.dbPath = filepath.Join(t.TempDir(), "custos.db")
 	r.openLog()
-	r.env = &Env{Volume: r.vol, Device: "/dev/test", Cards: r.src, Log: r.log, Prompt: r.p, Actor: "tester"}
+	fakeRoot()
+	r.env = &Env{Volume: r.vol, Device: "/dev/test", Cards: r.src, Log: r.log, Prompt: r.p, Actor: "tester", Roots: fakeRoots}
 	// Whatever a test forged, nothing custos says or asks may carry a
 	// character that moves a terminal's cursor or reorders what it shows.
 	t.Cleanup(func() {

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdh"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/go-piv/piv-go/v2/piv"
 
 	"custos.dev/custos/cards"
 	"custos.dev/custos/shares"
@@ -21,35 +18,6 @@ import (
 // one pass of cards over many volumes, the set's rollcall and status, and
 // a card replaced across the fleet, each with its refusals.
 
-// fakeVerifier stands for cards.VerifyAttestation with the fakes: their
-// attestation "chains" are bytes naming the slot key's fingerprint, not
-// certificates. It answers what the real one would for the card and slot
-// holding that key, and refuses any other bytes.
-func (r *rig) fakeVerifier() {
-	old := verifyAttestation
-	r.t.Cleanup(func() { verifyAttestation = old })
-	verifyAttestation = func(chain []byte, roots *x509.CertPool) (*cards.Attestation, error) {
-		prefix := []byte("fake slot attestation ")
-		if !bytes.HasPrefix(chain, prefix) || len(chain) != len(prefix)+32+len(fakeAttestationCA.Raw) ||
-			!bytes.Equal(chain[len(prefix)+32:], fakeAttestationCA.Raw) {
-			return nil, fmt.Errorf("%w: x509: certificate signed by unknown authority", cards.ErrAttestation)
-		}
-		fp := shares.Fingerprint(chain[len(prefix) : len(prefix)+32])
-		for _, c := range r.cards {
-			for slot, fs := range c.slots {
-				if f, _ := shares.FingerprintOf(&fs.priv.PublicKey); f == fp {
-					a := &cards.Attestation{Slot: slot, Fingerprint: fp, Serial: c.serial, PINPolicy: piv.PINPolicyAlways, PublicKey: &fs.priv.PublicKey}
-					if c.attest == attestNoPIN {
-						a.PINPolicy = piv.PINPolicyNever
-					}
-					return a, nil
-				}
-			}
-		}
-		return nil, fmt.Errorf("%w: no such card", cards.ErrAttestation)
-	}
-}
-
 // fleetRig is a rig with many volumes.
 type fleetRig struct {
 	*rig
@@ -58,7 +26,6 @@ type fleetRig struct {
 
 func newFleetRig(t *testing.T, ncards, nvols int) *fleetRig {
 	r := &fleetRig{rig: newRig(t, 2, ncards)}
-	r.fakeVerifier()
 	for range nvols {
 		r.vols = append(r.vols, newFakeVolume(t, 2, operatorKey))
 	}
@@ -657,6 +624,82 @@ func TestEnrollSetBatches(t *testing.T) {
 		_, tok := r.vols[i].custosToken(t)
 		if tok.Record.ID != vr.Ceremony.ID {
 			t.Fatalf("volume %d's token names another ceremony", i)
+		}
+	}
+}
+
+// otherSetLog is a log whose set versions are not the ones the records
+// name: another version with the same name and number, or none.
+type otherSetLog struct {
+	Log
+	other *store.SetState // nil: the log holds no version
+}
+
+func (l otherSetLog) SetVersion(name string, version int) (store.SetState, error) {
+	if l.other == nil {
+		return store.SetState{}, fmt.Errorf("set %q version %d: %w", name, version, store.ErrNotFound)
+	}
+	return *l.other, nil
+}
+
+// A volume enrolled to a set has its cards' attestation chains in the
+// set's event, not in card events of its own: status and VerifyAttestations
+// find them there, and only in the set version the record names.
+func TestSetAttestations(t *testing.T) {
+	r := newFleetRig(t, 5, 2)
+	r.createSet(5, 3)
+	r.enrollSet(0)
+	rep, err := VerifyAttestations(r.env)
+	if err != nil || rep.Cards != 10 || len(rep.Chains) != 5 || rep.Unattested != 0 || len(rep.Problems) != 0 {
+		t.Fatalf("VerifyAttestations = %+v, %v", rep, err)
+	}
+	for _, ch := range rep.Chains {
+		if ch.Set != "fleet version 1" || ch.Ceremony != "" || ch.Problem != "" || !strings.Contains(ch.Summary, "fake attestation root") {
+			t.Errorf("chain %+v", ch)
+		}
+	}
+	r.env.Volume = r.vols[0]
+	st := r.status()
+	if len(st.Problems) != 0 || len(st.Cards) != 5 {
+		t.Fatalf("status: %+v", st)
+	}
+	for _, c := range st.Cards {
+		if c.Attestation.Summary == "" || c.Attestation.Problem != "" || c.Attestation.Unattested {
+			t.Errorf("status: card %s attestation %+v", c.Serial, c.Attestation)
+		}
+	}
+
+	// Without the roots the set's chains fail, each by card and event.
+	env := *r.env
+	env.Roots = nil
+	if rep, err := VerifyAttestations(&env); !errors.Is(err, ErrUnattested) || rep.Cards != 0 || len(rep.Problems) != 15 {
+		t.Fatalf("without the roots: %+v, %v", rep, err)
+	}
+
+	// A log that does not hold the set version the record names, or holds
+	// another under its name, holds no chain for the record's digests.
+	s, err := r.log.SetVersion("fleet", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := s
+	forged.Set = s.Set.Clone()
+	forged.Set.Cards = forged.Set.Cards[:4]
+	forged.Fingerprint[0] ^= 1
+	for name, l := range map[string]otherSetLog{"no version": {Log: r.log}, "another version": {Log: r.log, other: &forged}} {
+		env := *r.env
+		env.Log = l
+		st, err := Status(context.Background(), &env)
+		if err != nil {
+			t.Fatalf("%s: status: %v", name, err)
+		}
+		if len(st.Problems) != 5 {
+			t.Fatalf("%s: %d problems, want one per card: %q", name, len(st.Problems), st.Problems)
+		}
+		for _, p := range st.Problems {
+			if !strings.Contains(p, "attestation: the log holds no chain for its attestation digest (the log") {
+				t.Errorf("%s: problem %q", name, p)
+			}
 		}
 	}
 }

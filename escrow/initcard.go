@@ -53,6 +53,16 @@ func InitCard(ctx context.Context, env *Env, card Card, opts InitCardOptions) (*
 	if card == nil {
 		return nil, fmt.Errorf("card init: %w: no card", ErrUsage)
 	}
+	// The log registers a card under its custodian's name: ask for it
+	// before the card is touched, not after it is initialised.
+	if env.Log != nil && opts.Custodian == "" {
+		return nil, withHint(fmt.Errorf("card init: %w: no custodian named", ErrUsage), "name the card's holder with --custodian NAME")
+	}
+	if opts.Custodian != "" {
+		if err := store.CheckText(opts.Custodian); err != nil {
+			return nil, fmt.Errorf("card init: %w: custodian %q: %v", ErrUsage, safeText(opts.Custodian), err)
+		}
+	}
 	io := cards.InitOptions{Slot: opts.Slot, Roots: opts.Roots}
 	switch strings.ToLower(opts.PINPolicy) {
 	case "", "always":

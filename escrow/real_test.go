@@ -254,7 +254,14 @@ func (r *realRig) openLog() {
 // readers, as a custodian would.
 func (r *realRig) addCard(serial uint32, pin string) {
 	r.t.Helper()
-	vc, err := vcard.NewCard(vcard.Config{Serial: serial, CA: virtualCA(r.t), StatePath: filepath.Join(r.t.TempDir(), "card.json")})
+	r.addCardVersion(serial, pin, "")
+}
+
+// addCardVersion is addCard for a card of the given firmware ("" for
+// vcard's default).
+func (r *realRig) addCardVersion(serial uint32, pin, version string) {
+	r.t.Helper()
+	vc, err := vcard.NewCard(vcard.Config{Serial: serial, Version: version, CA: virtualCA(r.t), StatePath: filepath.Join(r.t.TempDir(), "card.json")})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -43,6 +43,9 @@ type RotateResult struct {
 	// Resumed says what Rotate did with an unfinished rotation it found:
 	// "" (none), "finished" or "undone" (then it rotated anew).
 	Resumed string
+	// Attestations are the new cards' attestations as the log's chains
+	// tell them, by share (once the new ceremony is recorded).
+	Attestations []CardAttestation
 	// Cards are the outcomes of the old cards that authorised it.
 	Cards []CardOutcome
 	// Problems are disagreements between copies noticed on the way.
@@ -77,6 +80,14 @@ func (a *authority) release() {
 // always opens with the operator's key and with the old or the new
 // recovery key.
 func Rotate(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, error) {
+	res, err := rotateVolume(ctx, env, opts)
+	if res != nil && res.New != nil && res.Anchor != (store.Head{}) {
+		res.Attestations = attestationsOf(env, res.New)
+	}
+	return res, err
+}
+
+func rotateVolume(ctx context.Context, env *Env, opts RotateOptions) (*RotateResult, error) {
 	if err := env.need("rotate", true, true, true, true); err != nil {
 		return nil, err
 	}

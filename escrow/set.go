@@ -68,10 +68,6 @@ type SetResult struct {
 	Imported bool
 }
 
-// verifyAttestation verifies a recorded attestation chain; the fakes'
-// tests replace it (their chains are not real certificates).
-var verifyAttestation = cards.VerifyAttestation
-
 // CreateSet is the card ceremony that registers a custodian set: each
 // custodian inserts their initialised card (in any order) and types the
 // PIN once; custos attests the slot's key against Yubico's roots and
@@ -319,7 +315,7 @@ func verifySet(env *Env, s *Set) error {
 			env.say("warning: set %s: card %s has no attestation: accepted only because the set allows unattested cards", s.Name, c.Serial)
 			continue
 		}
-		att, err := verifyAttestation(c.Attestation, env.Roots)
+		att, err := cards.VerifyAttestation(c.Attestation, env.Roots)
 		if err != nil {
 			return withHint(fmt.Errorf("set %s: card %s: %w: %w", s.Name, c.Serial, ErrUnattested, err),
 				"a set whose attestation does not verify is not taken in; if the card's maker's root is missing, give it with --attestation-roots")

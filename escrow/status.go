@@ -22,6 +22,9 @@ type StatusReport struct {
 	Source string
 	// Confirmed tells whether two independent copies agree on it.
 	Confirmed bool
+	// Status is the log's status of the ceremony ("active"), "" when the
+	// log does not hold it.
+	Status string
 	// KeyslotInUse tells whether the ceremony's keyslot holds a key.
 	KeyslotInUse bool
 	// Cards are the ceremony's cards with their last rollcall.
@@ -53,6 +56,8 @@ type CardStatus struct {
 	LastOK       bool
 	// Reason is why the last rollcall failed.
 	Reason string
+	// Attestation is what the log's chain says of the card's key.
+	Attestation CardAttestation
 }
 
 // CopyStatus is one copy of a ceremony.
@@ -136,6 +141,9 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 	if cur != nil {
 		rec := cur.rec
 		rep.Ceremony, rep.Confirmed = rec, cur.confirmed
+		if cur.claim.log != nil {
+			rep.Status = cur.claim.log.Status
+		}
 		rep.Source = strings.Join(cur.claim.copies(), "+")
 		switch {
 		case cur.confirmed:
@@ -156,6 +164,15 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("keyslot %d no longer holds the key of ceremony %s (its salt changed)", rec.Keyslot, idText(rec.ID)))
 		}
 		rep.Cards, rep.Live = cardStatuses(env, v, rec, &rep.Problems)
+		for i, a := range attestationsOf(env, rec) {
+			rep.Cards[i].Attestation = a
+			switch {
+			case a.Unattested:
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s, share %d, is unattested: nothing proves its key was made on a genuine card", who(a.Serial, rec.Cards[i].Custodian), a.Index))
+			case a.Problem != "" && env.Log != nil:
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s, share %d: attestation: %s", who(a.Serial, rec.Cards[i].Custodian), a.Index, a.Problem))
+			}
+		}
 		setNotes(env, rec, &rep.Notes)
 		if !rep.KeyslotInUse {
 			rep.Live = 0

@@ -42,8 +42,12 @@ type newShares struct {
 // writeAll writes the shares not yet written, card by card, logging each
 // card (its attestation and the ceremony record with its entry) as soon as
 // its share is verified. A card that fails is set aside and another asked
-// for.
+// for. When no other card comes, the error says so and, when a card was
+// set aside for a check that failed (its attestation, its read-back),
+// wraps that refusal too: the ceremony stopped because a verification
+// failed (exit 4), not merely for want of a card.
 func (ns *newShares) writeAll(ctx context.Context, env *Env) error {
+	var refused error
 	for i := len(ns.rec.Cards) + 1; i <= ns.rec.N; i++ {
 		name := ""
 		if i <= len(ns.names) {
@@ -56,6 +60,9 @@ func (ns *newShares) writeAll(ctx context.Context, env *Env) error {
 			}
 			card, err := waitCard(ctx, env, msg)
 			if err != nil {
+				if refused != nil {
+					return fmt.Errorf("%w; a card was set aside before: %w", err, refused)
+				}
 				return err
 			}
 			entry, att, err := ns.writeOne(env, card, i, name)
@@ -73,6 +80,9 @@ func (ns *newShares) writeAll(ctx context.Context, env *Env) error {
 			}
 			if fatal(ctx, err) {
 				return err
+			}
+			if errors.Is(err, ErrVerification) {
+				refused = err
 			}
 			env.say("%s: insert another card", err)
 		}

@@ -2,10 +2,14 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"custos.dev/custos/internal/realtest"
 )
 
 func benchEvent(i int) Event {
@@ -31,6 +35,7 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N), "events")
 	b.ReportMetric(time.Since(start).Seconds(), "total-s")
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 }
 
 // BenchmarkAppendBatched appends b.N events 1,000 to a transaction, as a
@@ -67,31 +72,6 @@ func fillBatched(l *Log, n int) error {
 		}
 	}
 	return nil
-}
-
-// BenchmarkVerify100k verifies a log of 100,000 events (chain, replayed
-// indexes and bbolt's check); one op is one whole Verify.
-func BenchmarkVerify100k(b *testing.B) {
-	const n = 100_000
-	l, err := Open(filepath.Join(b.TempDir(), "custos.db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	if err := fillBatched(l, n-1); err != nil { // plus log.created
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		rep, err := l.Verify()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if rep.Events != n {
-			b.Fatalf("verified %d events", rep.Events)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/event")
 }
 
 // BenchmarkParseRecord reads a complete 3-card record with the strict
@@ -156,4 +136,81 @@ func BenchmarkEncodeRecord(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkAppendEtcd is BenchmarkAppend on the etcd cluster of the tests
+// (CUSTOS_ETCD): each event its own conditional transaction.
+func BenchmarkAppendEtcd(b *testing.B) {
+	l, err := Open(etcdTestDSN(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	b.ReportAllocs()
+	start := time.Now()
+	for i := 0; b.Loop(); i++ {
+		if _, err := l.Append(benchEvent(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkAppendEtcdBatched appends 25 events to a transaction (what a
+// transaction of etcd's default 128 keys holds of these events).
+func BenchmarkAppendEtcdBatched(b *testing.B) {
+	l, err := Open(etcdTestDSN(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	start := time.Now()
+	for done := 0; done < b.N; {
+		_, err := l.Update(func(tx *Tx) error {
+			for j := 0; j < 25 && done < b.N; j++ {
+				if _, err := tx.Append(benchEvent(done)); err != nil {
+					return err
+				}
+				done++
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkVerifyEtcd100k verifies a log of 100,000 steps on etcd, copied
+// there once from the steps log (kept under the prefix
+// custos-bench/steps-100000 of the cluster).
+func BenchmarkVerifyEtcd100k(b *testing.B) {
+	eps := realtest.Etcd(b)
+	dsn := EtcdScheme + strings.Join(eps, ",") + "/custos-bench/steps-100000"
+	l, err := Open(dsn, &Options{NoCreate: true})
+	if errors.Is(err, ErrNotFound) {
+		src, err := Open(stepsLog(b, 100_000), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := Copy(src, dsn, nil); err != nil {
+			b.Fatal(err)
+		}
+		src.Close()
+		b.Logf("copied 100,000 events to etcd in %v", time.Since(start).Round(time.Second))
+		l, err = Open(dsn, &Options{NoCreate: true})
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	for b.Loop() {
+		rep, err := l.Verify()
+		if err != nil || rep.Events != 100_000 {
+			b.Fatalf("verify: %+v, %v", rep, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100_000, "ns/event")
 }

@@ -1,14 +1,11 @@
 package store
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // CeremonyState is a ceremony as the log holds it: its latest ceremony
@@ -72,7 +69,10 @@ func (t *Tx) PutCeremony(actor, status string, rec *Record) (Event, error) {
 
 // recordsV2Only reports whether the log takes only version 2 ceremony
 // bodies: it does from its creation or migration at schema 3 on.
-func recordsV2Only(ix indexes) bool { return ix.get(bucketLogState, keyRecordVersion) != nil }
+func recordsV2Only(ix indexes) (bool, error) {
+	v, err := ix.get(bucketLogState, keyRecordVersion)
+	return v != nil, err
+}
 
 // planLogEvent reads the log's own events: from "log.created" at schema
 // 3 or "log.migrated" to schema 3 on, version 1 ceremony bodies are
@@ -111,8 +111,12 @@ func planCeremony(ix indexes, ev Event) ([]write, error) {
 	rule := func(rule, format string, args ...any) error {
 		return &RuleError{Ceremony: id, Rule: rule, Detail: fmt.Sprintf(format, args...)}
 	}
-	if rec.Version == 1 && recordsV2Only(ix) {
-		return nil, rule(RuleVersion, "a version 1 record in a log that takes version 2 only")
+	if rec.Version == 1 {
+		if v2, err := recordsV2Only(ix); err != nil {
+			return nil, err
+		} else if v2 {
+			return nil, rule(RuleVersion, "a version 1 record in a log that takes version 2 only")
+		}
 	}
 	if ev.Ceremony != id {
 		return nil, rule(RuleEvent, "the event names ceremony %q", clipText(ev.Ceremony))
@@ -263,8 +267,8 @@ func checkChange(prev, next *Record, rule func(string, string, ...any) error) er
 // it. An unknown ceremony is ErrNotFound.
 func (l *Log) Ceremony(id string) (CeremonyState, error) {
 	var st CeremonyState
-	err := l.view(func(btx *bolt.Tx) (err error) {
-		st, err = readCeremony(btx, id)
+	err := l.view(func(r kvRead) (err error) {
+		st, err = readCeremony(r, id)
 		return err
 	})
 	return st, err
@@ -272,19 +276,19 @@ func (l *Log) Ceremony(id string) (CeremonyState, error) {
 
 // Ceremony reads a ceremony as it stands in this transaction.
 func (t *Tx) Ceremony(id string) (CeremonyState, error) {
-	if t.btx == nil {
+	if t.kv == nil {
 		return CeremonyState{}, ErrClosed
 	}
-	return readCeremony(t.btx, id)
+	return readCeremony(t.kv, id)
 }
 
-func readEntry(btx *bolt.Tx, id string) (ceremonyEntry, error) {
+func readEntry(r kvRead, id string) (ceremonyEntry, error) {
 	var e ceremonyEntry
-	return e, readJSON(btx, bucketCeremonies, id, "ceremony", &e)
+	return e, readJSON(r, bucketCeremonies, id, "ceremony", &e)
 }
 
-func readCeremony(btx *bolt.Tx, id string) (CeremonyState, error) {
-	e, err := readEntry(btx, id)
+func readCeremony(r kvRead, id string) (CeremonyState, error) {
+	e, err := readEntry(r, id)
 	if err != nil {
 		return CeremonyState{}, err
 	}
@@ -294,11 +298,11 @@ func readCeremony(btx *bolt.Tx, id string) (CeremonyState, error) {
 	}
 	st := CeremonyState{Status: status, Record: rec, First: e.First, Last: e.Last}
 	for i := len(e.Replacers) - 1; i >= 0; i-- {
-		r, err := readEntry(btx, e.Replacers[i])
+		re, err := readEntry(r, e.Replacers[i])
 		if err != nil {
 			return CeremonyState{}, err
 		}
-		if r.Status != StatusAbandoned && r.Replaces == id {
+		if re.Status != StatusAbandoned && re.Replaces == id {
 			st.ReplacedBy = e.Replacers[i]
 			break
 		}
@@ -318,22 +322,22 @@ func volumeKey(uuid string) string {
 // UUID may be in either case.
 func (l *Log) Volume(uuid string) (VolumeRecord, error) {
 	var rec VolumeRecord
-	return rec, l.view(func(btx *bolt.Tx) error { return readJSON(btx, bucketVolumes, volumeKey(uuid), "volume", &rec) })
+	return rec, l.view(func(r kvRead) error { return readJSON(r, bucketVolumes, volumeKey(uuid), "volume", &rec) })
 }
 
 // VolumeCeremony returns the current (newest active) ceremony of a volume.
 func (l *Log) VolumeCeremony(uuid string) (CeremonyState, error) {
 	var st CeremonyState
-	err := l.view(func(btx *bolt.Tx) error {
+	err := l.view(func(r kvRead) error {
 		var vol VolumeRecord
-		if err := readJSON(btx, bucketVolumes, volumeKey(uuid), "volume", &vol); err != nil {
+		if err := readJSON(r, bucketVolumes, volumeKey(uuid), "volume", &vol); err != nil {
 			return err
 		}
 		if vol.Current == "" {
 			return fmt.Errorf("volume %q has no active ceremony: %w", uuid, ErrNotFound)
 		}
 		var err error
-		st, err = readCeremony(btx, vol.Current)
+		st, err = readCeremony(r, vol.Current)
 		return err
 	})
 	return st, err
@@ -343,8 +347,11 @@ func (l *Log) VolumeCeremony(uuid string) (CeremonyState, error) {
 // nil when the log knows no ceremony of it.
 func (l *Log) VolumeCeremonies(uuid string) ([]CeremonyState, error) {
 	var out []CeremonyState
-	err := l.view(func(btx *bolt.Tx) error {
-		raw := btx.Bucket(bucketVolumes).Get([]byte(volumeKey(uuid)))
+	err := l.view(func(r kvRead) error {
+		raw, err := r.get(bucketVolumes, []byte(volumeKey(uuid)))
+		if err != nil {
+			return err
+		}
 		if raw == nil {
 			return nil
 		}
@@ -353,7 +360,7 @@ func (l *Log) VolumeCeremonies(uuid string) ([]CeremonyState, error) {
 			return fmt.Errorf("volume %q: %w", uuid, err)
 		}
 		for _, id := range vol.History {
-			st, err := readCeremony(btx, id)
+			st, err := readCeremony(r, id)
 			if err != nil {
 				return err
 			}
@@ -381,11 +388,13 @@ func (l *Log) CheckAnchor(a Head, rec *Record) error {
 	fail := func(format string, args ...any) error {
 		return &AnchorError{Seq: a.Seq, Problem: fmt.Sprintf(format, args...)}
 	}
-	return l.view(func(btx *bolt.Tx) error {
-		events := btx.Bucket(bucketEvents)
-		v := events.Get(seqKey(a.Seq))
+	return l.view(func(r kvRead) error {
+		v, err := r.get(bucketEvents, seqKey(a.Seq))
+		if err != nil {
+			return err
+		}
 		if v == nil {
-			head, _ := decodeHead(btx.Bucket(bucketMeta).Get(keyHead))
+			head, _ := readHead(r)
 			if a.Seq > head.Seq {
 				return fail("the log ends at event %d: it was rolled back or truncated", head.Seq)
 			}
@@ -400,39 +409,47 @@ func (l *Log) CheckAnchor(a Head, rec *Record) error {
 		}
 		id := rec.IDString()
 		prefix := append([]byte(id), 0)
-		c := btx.Bucket(bucketCeremonyEvents).Cursor()
-		k, _ := c.Seek(ceremonyEventKey(id, a.Seq+1))
-		if k == nil {
-			k, _ = c.Last()
-		} else {
-			k, _ = c.Prev()
-		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = c.Prev() {
+		var found error = fail("the log holds no record of ceremony %s at or before event %d", id, a.Seq)
+		err = r.scanDesc(bucketCeremonyEvents, prefix, ceremonyEventKey(id, a.Seq+1), func(k, _ []byte) error {
+			if len(k) != len(prefix)+8 {
+				return errStop
+			}
 			seq, _ := keySeq(k[len(prefix):])
-			cv := events.Get(seqKey(seq))
+			cv, err := r.get(bucketEvents, seqKey(seq))
+			if err != nil {
+				return err
+			}
 			if cv == nil {
-				return fail("event %d of ceremony %s is missing", seq, id)
+				found = fail("event %d of ceremony %s is missing", seq, id)
+				return errStop
 			}
 			ev, err := decodeStored(seq, cv)
 			if err != nil {
-				return fail("event %d %s", seq, err)
+				found = fail("event %d %s", seq, err)
+				return errStop
 			}
 			if ev.Type != TypeCeremony {
-				continue
+				return nil
 			}
 			_, logRec, err := parseCeremonyBody(ev.Body)
 			if err != nil {
-				return fail("event %d: %v", seq, err)
+				found = fail("event %d: %v", seq, err)
+				return errStop
 			}
 			if d := Compare(rec, logRec); len(d) > 0 {
 				names := make([]string, len(d))
 				for i, x := range d {
 					names[i] = x.String()
 				}
-				return fail("the copy disagrees with the log's record at event %d: %s", seq, strings.Join(names, ", "))
+				found = fail("the copy disagrees with the log's record at event %d: %s", seq, strings.Join(names, ", "))
+				return errStop
 			}
-			return nil
+			found = nil
+			return errStop
+		})
+		if err != nil {
+			return err
 		}
-		return fail("the log holds no record of ceremony %s at or before event %d", id, a.Seq)
+		return found
 	})
 }

@@ -1,5 +1,5 @@
 // Package store keeps the ceremony log, a tamper-evident record in one
-// bbolt file of every custody event of custos (cards registered,
+// bbolt file or an etcd cluster of every custody event of custos (cards registered,
 // ceremonies begun, completed, abandoned and rotated, rollcalls), and owns
 // the one ceremony record and its codec that the log, the LUKS2 token and
 // each card's certificate carry (docs/FORMAT.md sections 7-13).
@@ -10,9 +10,10 @@
 // # Use
 //
 // Open the log (DefaultPath, /var/lib/custos/custos.db, when the path is
-// empty), write in closures, and hand the returned head on as the anchor:
+// empty; etcd://HOST:PORT[,HOST:PORT...][/PREFIX] for a cluster), write
+// in closures, and hand the returned head on as the anchor:
 //
-//	l, err := store.Open(path, nil) // *store.InUseError if another custos holds it
+//	l, err := store.Open(path, nil) // *store.InUseError if another custos holds the file
 //	if err != nil { ... }
 //	defer l.Close()
 //	head, err := l.Update(func(tx *store.Tx) error {
@@ -32,7 +33,25 @@
 // replaces it, its first and latest ceremony events), Volume,
 // VolumeCeremonies, VolumeCeremony (the volume's newest active ceremony),
 // Card, CardByFingerprint, Events. Audit: Verify(anchors...), CheckAnchor,
-// ExportJSONL, Transcript.
+// ExportJSONL, Transcript. Copy moves a whole log to a new one, between
+// the backends either way.
+//
+// # Backends
+//
+// The chain, the indexes and every check are written once, over buckets
+// of ordered keys (backend.go); a bbolt file and an etcd cluster hold them.
+// On etcd bucket B's key K is PREFIX/B/K (PREFIX "custos" unless the name
+// gives one), beside PREFIX/meta/marker ("custos ceremony log"): Open
+// creates a log only under a prefix holding no key at all, in one
+// transaction conditional on that, and refuses a prefix of keys written
+// by something else (ErrNotLog) or of a newer schema. Reads see one
+// revision; an Update reads at one revision and commits only if the head
+// key's revision is still the one it read, so appenders anywhere make one
+// chain; when another appender got there first the closure runs again on
+// the new head (at most maxAttempts times, then *ContentionError). A
+// cluster that does not answer within Options.Timeout is an
+// *UnavailableError (errors.Is ErrUnavailable) saying what was found: no
+// member answering, no quorum, a TLS handshake refused.
 //
 // Every Update first checks the tail of the chain (the head record, the last
 // event and its link to the one before) and refuses to write to a broken
@@ -118,6 +137,15 @@
 // Verify replays the events and compares. "log.created" and "log.migrated"
 // are the log's own; any other type (lowercase letters, digits, '.', '-')
 // is a step the caller names, such as "enroll.keyslot-added".
+//
+// Verify streams: one pass over the events, hashing and decoding spread
+// over the cores, the rules applied with the cards and the custodian
+// sets' versions in memory and a bounded cache of ceremonies (a ceremony out of it is read back through
+// the ceremony-events index), and each index compared with what the
+// events say through keyed multiset digests (digest.go) while it is read
+// in key order. Its memory does not grow with the log. When it finds
+// anything, the log is replayed once more the way it always was, with the
+// indexes in memory, to name the first problem exactly.
 //
 // # The hashed encoding (for auditors)
 //
@@ -212,9 +240,37 @@
 //   - Names in a transcript pass through ShowText (section 13), so an actor
 //     such as "operator <ops@example.org>" prints as "operator
 //     ?ops@example.org?".
-//   - One process at a time: bbolt locks the file. Open waits
+//   - One process at a time on a file: bbolt locks it. Open waits
 //     Options.Timeout (DefaultTimeout when unset, never unbounded), then
-//     returns *InUseError naming the file.
+//     returns *InUseError naming the file. On etcd any number of
+//     processes on any number of machines write at once.
+//   - On etcd an Update's closure may run more than once (another
+//     appender won the race, or a member went away and the commit did
+//     not happen): it must have no effect outside its Tx that it cannot
+//     repeat. A transaction holds at most the cluster's --max-txn-ops keys
+//     (128 by default) and --max-request-bytes (1.5 MiB): about a dozen
+//     ceremony events of a 5-card ceremony, or a few dozen steps; a larger
+//     one is refused with ErrInvalid and nothing is written. Every etcd
+//     request gets Options.Timeout; a member that dies mid-write is
+//     tolerated within it.
+//   - etcd's own history (revisions before its compaction) and its
+//     members' data directories hold every value ever written under the
+//     prefix: they are the log's copies, with the log's public content only.
+//   - Verify on etcd reads each page of events at one revision, so
+//     appenders may go on meanwhile; it reads back by key what the cache
+//     of ceremonies lost, one request each: on a large fleet it is
+//     bounded by the cluster's round trips (see the closing note of issue
+//     14 for figures).
+//   - Verify's memory is bounded while the log is sound; one that finds a
+//     problem replays the log in memory to name it, and that replay's
+//     memory grows with the log (about 1 KiB per event).
+//   - On a file Verify maps every page once; the pages it has read are
+//     dropped from the process's resident set as it goes, from a goroutine,
+//     so the peak resident set is not strictly bounded when the machine is
+//     busy (the figures are in BenchmarkVerify1M).
+//   - Copy refuses a destination that exists (a file; an etcd prefix with
+//     any key). A file is linked into place only once complete and
+//     checked; on etcd a copy that fails deletes the prefix it began.
 //   - Every write is a durable transaction (bbolt's fsync; NoSync is never
 //     used), so an acknowledged event survives a crash or power loss; a
 //     batch of steps belongs in one Update.
@@ -232,10 +288,12 @@
 //     refused rather than followed. A log Open creates is 0600 in a
 //     directory it creates 0700; the modes of existing files and
 //     directories are left as they are.
-//   - Verify reads and decodes every event, and parses each ceremony
-//     event's body and the one before it: expect tens of microseconds per
-//     event (a few seconds for 100,000), and one durable transaction per
-//     Update (a millisecond or so on an SSD, whatever its fsync costs).
+//   - Verify reads, hashes and decodes every event and parses each typed
+//     body (a ceremony's record, a card's registration, a rollcall): a few
+//     microseconds of CPU per event of a fleet log, shared between the
+//     cores. Every Update is one durable transaction: on a file an fsync
+//     (a millisecond or so on an SSD), on etcd a round trip to the leader
+//     and its quorum's fsyncs.
 //   - A *Tx is valid only inside the Update
 //     closure; everything the log returns is a copy, never bbolt's memory.
 package store

@@ -29,6 +29,11 @@ var (
 	ErrInvalid = errors.New("invalid record")
 	// ErrClosed means the log or transaction was used after it ended.
 	ErrClosed = errors.New("ceremony log closed")
+	// ErrContention means other appenders kept moving the head (etcd).
+	ErrContention = errors.New("ceremony log too busy")
+	// ErrUnavailable means the log's etcd cluster did not answer in time:
+	// no quorum, no member reachable, or a certificate refused.
+	ErrUnavailable = errors.New("ceremony log unavailable")
 )
 
 // InUseError is returned by Open when another process (another custos)
@@ -163,3 +168,17 @@ func (e *AnchorError) Error() string {
 }
 
 func (e *AnchorError) Unwrap() error { return ErrAnchor }
+
+// ContentionError says an Update gave up after other appenders moved the
+// head before each of its attempts to commit (etcd only). Nothing of it
+// was written. It unwraps to ErrContention.
+type ContentionError struct {
+	Log      string
+	Attempts int
+}
+
+func (e *ContentionError) Error() string {
+	return fmt.Sprintf("ceremony log %s: other appenders moved the head before each of %d attempts to commit: nothing was written; repeat the command", e.Log, e.Attempts)
+}
+
+func (e *ContentionError) Unwrap() error { return ErrContention }

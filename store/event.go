@@ -202,11 +202,9 @@ func validID(s string) bool {
 	return true
 }
 
-// decodeRecord parses one event record (a line of the JSON Lines export).
-// It accepts only the canonical encoding that encodeRecord writes, so that
-// every reader of a record sees the same event. The returned event's Hash is
-// the SHA-256 of rec. The result shares no memory with rec.
-func decodeRecord(rec []byte) (Event, error) {
+// decodeRecordJSON is decodeRecord by encoding/json: the reference the
+// reader of eventcodec.go follows, and what names a record's fault.
+func decodeRecordJSON(rec []byte) (Event, error) {
 	if len(rec) > maxRecordLen {
 		return Event{}, fmt.Errorf("record is %d bytes, limit %d", len(rec), maxRecordLen)
 	}
@@ -271,12 +269,19 @@ func decodeStored(seq uint64, v []byte) (Event, error) {
 		return Event{}, fmt.Errorf("stored value is %d bytes, too short to hold an event", len(v))
 	}
 	rec := v[len(Hash{}):]
-	if sha256.Sum256(rec) != Hash(v[:len(Hash{})]) {
+	h := sha256.Sum256(rec)
+	if h != Hash(v[:len(Hash{})]) {
 		return Event{}, errors.New("content does not match its stored hash (altered)")
 	}
-	ev, err := decodeRecord(rec)
-	if err != nil {
-		return Event{}, fmt.Errorf("cannot be decoded: %v", err)
+	var raw rawEvent
+	var ev Event
+	if parseRecordFast(rec, &raw) {
+		ev = raw.event(h)
+	} else {
+		var err error
+		if ev, err = decodeRecordJSON(rec); err != nil {
+			return Event{}, fmt.Errorf("cannot be decoded: %v", err)
+		}
 	}
 	if ev.Seq != seq {
 		return Event{}, fmt.Errorf("stored as event %d but records itself as event %d (events moved or swapped)", seq, ev.Seq)

@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // ExportJSONL writes events as JSON Lines: the whole log if ceremony is "",
@@ -24,8 +22,8 @@ import (
 // an altered event stops the export with a *ChainError.
 func (l *Log) ExportJSONL(w io.Writer, ceremony string) error {
 	bw := bufio.NewWriter(w)
-	err := l.view(func(btx *bolt.Tx) error {
-		return walkEventsRaw(btx, ceremony, func(rec []byte) error {
+	err := l.view(func(r kvRead) error {
+		return walkEventsRaw(r, ceremony, func(rec []byte) error {
 			if _, err := bw.Write(rec); err != nil {
 				return err
 			}
@@ -42,10 +40,25 @@ func (l *Log) ExportJSONL(w io.Writer, ceremony string) error {
 }
 
 // walkEventsRaw is walkEvents handing over the record bytes (a copy).
-func walkEventsRaw(btx *bolt.Tx, ceremony string, fn func(rec []byte) error) error {
-	events := btx.Bucket(bucketEvents)
-	return walkEvents(btx, ceremony, func(ev Event) error {
-		v := events.Get(seqKey(ev.Seq))
+func walkEventsRaw(r kvRead, ceremony string, fn func(rec []byte) error) error {
+	if ceremony == "" {
+		// The whole log: the records as the scan reads them.
+		return r.scan(bucketEvents, nil, nil, func(k, v []byte) error {
+			seq, ok := keySeq(k)
+			if !ok {
+				return &ChainError{Problem: fmt.Sprintf("event key %x is not an event number", k), Err: ErrBrokenChain}
+			}
+			if _, err := decodeStored(seq, v); err != nil {
+				return &ChainError{Seq: seq, Problem: err.Error(), Err: ErrBrokenChain}
+			}
+			return fn(append([]byte{}, v[len(Hash{}):]...))
+		})
+	}
+	return walkEvents(r, ceremony, func(ev Event) error {
+		v, err := r.get(bucketEvents, seqKey(ev.Seq))
+		if err != nil {
+			return err
+		}
 		return fn(append([]byte{}, v[len(Hash{}):]...))
 	})
 }
@@ -60,16 +73,15 @@ func (l *Log) Transcript(w io.Writer, ceremony string) error {
 	var st CeremonyState
 	var events []Event
 	var logHead Head
-	err := l.view(func(btx *bolt.Tx) error {
+	err := l.view(func(r kvRead) error {
 		var err error
-		if st, err = readCeremony(btx, ceremony); err != nil {
+		if st, err = readCeremony(r, ceremony); err != nil {
 			return err
 		}
-		var ok bool
-		if logHead, ok = decodeHead(btx.Bucket(bucketMeta).Get(keyHead)); !ok {
-			return &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
+		if logHead, err = readHead(r); err != nil {
+			return err
 		}
-		return walkEvents(btx, ceremony, func(ev Event) error {
+		return walkEvents(r, ceremony, func(ev Event) error {
 			events = append(events, ev)
 			return nil
 		})

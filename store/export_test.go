@@ -125,6 +125,7 @@ func TestAuditorRecomputesChain(t *testing.T) {
 }
 
 func TestTranscriptGolden(t *testing.T) {
+	boltOnly(t)
 	l := goldenLog(t)
 	var b bytes.Buffer
 	if err := l.Transcript(&b, idOf("enroll-2026-03-14-a")); err != nil {

@@ -35,7 +35,11 @@ func testClock() func() time.Time {
 // bbolt's check) passes.
 func openTest(t testing.TB) *Log {
 	t.Helper()
-	l, err := open(filepath.Join(t.TempDir(), "custos.db"), nil, testClock())
+	name := filepath.Join(t.TempDir(), "custos.db")
+	if onEtcd() {
+		name = etcdTestDSN(t)
+	}
+	l, err := open(name, nil, testClock())
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -46,15 +50,25 @@ func openTest(t testing.TB) *Log {
 // checkConsistent verifies and closes l (reopening it if it was closed).
 func checkConsistent(t testing.TB, l *Log) {
 	t.Helper()
-	if l.db == nil {
+	if l.be == nil {
 		var err error
 		if l, err = Open(l.path, nil); err != nil {
 			t.Errorf("cleanup: reopen %s: %v", l.path, err)
 			return
 		}
 	}
+	streamVerdicts.Lock()
+	before := streamVerdicts.ok
+	streamVerdicts.Unlock()
 	if _, err := l.Verify(); err != nil {
 		t.Errorf("cleanup: log is not consistent: %v", err)
+	} else {
+		streamVerdicts.Lock()
+		after := streamVerdicts.ok
+		streamVerdicts.Unlock()
+		if after == before {
+			t.Errorf("cleanup: the streaming verifier could not tell that this sound log is sound")
+		}
 	}
 	if err := l.Close(); err != nil {
 		t.Errorf("cleanup: %v", err)

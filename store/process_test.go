@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +30,35 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
 		os.Exit(runChild(mode, os.Getenv(childPathEnv)))
 	}
-	os.Exit(m.Run())
+	crossCheck = crossCheckStream
+	code := m.Run()
+	if testing.Verbose() {
+		fmt.Printf("streaming verifier: %d sound, %d handed to the reference\n", streamVerdicts.ok, streamVerdicts.fallback)
+	}
+	os.Exit(code)
+}
+
+// streamVerdicts counts the streaming verifier's verdicts in this process.
+var streamVerdicts struct {
+	sync.Mutex
+	ok, fallback int
+}
+
+// crossCheckStream runs the reference replay after every streaming
+// verification in the tests: a log the streaming verifier passes must be
+// one the reference passes too, with the same report.
+func crossCheckStream(r kvRead, be backend, anchors []Head, rep Report, ok bool) {
+	streamVerdicts.Lock()
+	defer streamVerdicts.Unlock()
+	if !ok {
+		streamVerdicts.fallback++
+		return
+	}
+	streamVerdicts.ok++
+	ref, err := verifyReference(r, be, anchors)
+	if err != nil || ref != rep {
+		panic(fmt.Sprintf("the streaming verifier passed a log the reference replay finds %+v, %v (stream: %+v)", ref, err, rep))
+	}
 }
 
 type openResult struct {
@@ -57,6 +86,12 @@ func installCrash() {
 }
 
 func runChild(mode, path string) int {
+	if m, ok := strings.CutPrefix(mode, "verify-"); ok {
+		return childVerify(m, path)
+	}
+	if mode == "etcd-append" {
+		return childEtcdAppend(path)
+	}
 	switch mode {
 	case "open": // try to open, report how it went
 		installCrash()
@@ -103,6 +138,7 @@ func child(t *testing.T, mode, path string, env ...string) *exec.Cmd {
 }
 
 func TestSecondProcessGetsInUse(t *testing.T) {
+	boltOnly(t)
 	l := openTest(t)
 	cmd := child(t, "open", l.path)
 	start := time.Now()
@@ -182,6 +218,7 @@ func checkAfterCrash(t *testing.T, path string, acks []Head) Head {
 }
 
 func TestCrashKill9DuringAppends(t *testing.T) {
+	boltOnly(t)
 	path := filepath.Join(t.TempDir(), "custos.db")
 	var all []Head
 	rounds := 4
@@ -218,6 +255,7 @@ func TestCrashKill9DuringAppends(t *testing.T) {
 }
 
 func TestCrashAtEachFailpoint(t *testing.T) {
+	boltOnly(t)
 	for _, fpName := range []string{fpUpdateBegin, fpUpdateTailChecked, fpAppendIndexed, fpAppendEventPut, fpUpdateBeforeCommit, fpUpdateCommitted} {
 		t.Run(fpName, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "custos.db")
@@ -252,6 +290,7 @@ func TestCrashAtEachFailpoint(t *testing.T) {
 }
 
 func TestCrashWhileCreating(t *testing.T) {
+	boltOnly(t)
 	for _, fpName := range []string{fpCreateInitialized, fpCreateLinked} {
 		t.Run(fpName, func(t *testing.T) {
 			dir := t.TempDir()

@@ -90,10 +90,10 @@ var keyRecordVersion = []byte("ceremony-records")
 var indexBuckets = [][]byte{bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents, bucketLogState,
 	bucketSets, bucketSetCeremonies, bucketSetRollcalls}
 
-// indexes is where apply reads and writes: bbolt buckets in a write
-// transaction, or maps during Verify's replay. get returns a copy.
+// indexes is where apply reads and writes: the backend's buckets in a
+// write transaction, or maps during the reference replay of Verify.
 type indexes interface {
-	get(bucket, key []byte) []byte
+	get(bucket, key []byte) ([]byte, error)
 	put(bucket, key, val []byte) error
 	del(bucket, key []byte) error
 }
@@ -169,7 +169,10 @@ func mustJSON(v any) []byte {
 }
 
 func getJSON(ix indexes, bucket, key []byte, v any) (bool, error) {
-	b := ix.get(bucket, key)
+	b, err := ix.get(bucket, key)
+	if err != nil {
+		return false, err
+	}
 	if b == nil {
 		return false, nil
 	}
@@ -232,7 +235,11 @@ func planCardKey(ix indexes, serial, custodian string, key CardKey, ceremony str
 	if _, err := getJSON(ix, bucketCards, []byte(serial), &card); err != nil {
 		return nil, err
 	}
-	if owner := ix.get(bucketFingerprints, []byte(key.Fingerprint)); owner != nil && string(owner) != serial {
+	owner, err := ix.get(bucketFingerprints, []byte(key.Fingerprint))
+	if err != nil {
+		return nil, err
+	}
+	if owner != nil && string(owner) != serial {
 		return nil, fmt.Errorf("%w: key %s is already recorded on card %s, not %s", ErrInvalid, key.Fingerprint, owner, serial)
 	}
 	card.Serial = serial
@@ -282,7 +289,9 @@ func planRollcall(ix indexes, ev Event) ([]write, error) {
 			return nil, err
 		}
 	}
-	if ix.get(bucketCeremonies, []byte(rc.Ceremony)) == nil {
+	if c, err := ix.get(bucketCeremonies, []byte(rc.Ceremony)); err != nil {
+		return nil, err
+	} else if c == nil {
 		return nil, fmt.Errorf("%w: rollcall: ceremony %s: %w", ErrInvalid, rc.Ceremony, ErrNotFound)
 	}
 	var card CardRecord

@@ -120,6 +120,7 @@ func TestLogRules(t *testing.T) {
 // refuses it; written into the file with bbolt (chained, its stored hash,
 // the head and the indexes rewritten), Verify names it.
 func TestAttackMoveKeyslot(t *testing.T) {
+	boltOnly(t)
 	path := filepath.Join(t.TempDir(), "custos.db")
 	l, err := open(path, nil, testClock())
 	if err != nil {

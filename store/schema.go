@@ -104,11 +104,11 @@ func (l *Log) migrate() error {
 		if err != nil {
 			return err
 		}
-		head, err := checkTail(btx)
+		head, err := checkTail(boltKV{btx})
 		if err != nil {
 			return err
 		}
-		if err := walkEvents(btx, "", newChainWalker(nil).step); err != nil {
+		if err := walkEvents(boltKV{btx}, "", newChainWalker(nil).step); err != nil {
 			return err
 		}
 		for v := from; v < schemaVersion; v++ {
@@ -123,7 +123,7 @@ func (l *Log) migrate() error {
 		if err := btx.Bucket(bucketMeta).Put(keySchema, encodeVersion(schemaVersion)); err != nil {
 			return err
 		}
-		t := &Tx{btx: btx, log: l, head: head}
+		t := &Tx{kv: boltKV{btx}, log: l, head: head}
 		_, err = t.append(Event{Actor: "custos", Type: TypeMigrated,
 			Body: mustJSON(map[string]uint32{"from": from, "to": schemaVersion})})
 		return err
@@ -164,7 +164,7 @@ func migrate2to3(btx *bolt.Tx) error {
 			return err
 		}
 	}
-	ix := boltIndexes{btx}
+	ix := boltKV{btx}
 	return walkAll(btx, func(ev Event) error {
 		if err := apply(ix, ev); err != nil {
 			return &ChainError{Seq: ev.Seq, Problem: fmt.Sprintf("does not apply to the events before it: %v", err), Err: ErrBrokenChain, Cause: err}

@@ -69,6 +69,7 @@ func makeV1(t *testing.T, path string, schema uint32) Head {
 }
 
 func TestMigrateV1(t *testing.T) {
+	boltOnly(t)
 	for _, schema := range []uint32{1, 2} {
 		t.Run(fmt.Sprintf("schema %d", schema), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "custos.db")
@@ -113,6 +114,7 @@ func TestMigrateV1(t *testing.T) {
 // anchors are good; and after the migration it takes version 2 records and
 // no more version 1 ones.
 func TestFixtureLogReads(t *testing.T) {
+	boltOnly(t)
 	path := filepath.Join(t.TempDir(), "custos.db")
 	v1Head := makeV1(t, path, 2)
 	l, err := Open(path, nil)
@@ -251,6 +253,7 @@ func isRule(err error, rule string) bool {
 }
 
 func TestMigrationRefusesBrokenChain(t *testing.T) {
+	boltOnly(t)
 	path := filepath.Join(t.TempDir(), "custos.db")
 	makeV1(t, path, 1)
 	checkFileStructureAtCleanup(t, path)
@@ -280,6 +283,7 @@ func TestMigrationRefusesBrokenChain(t *testing.T) {
 }
 
 func TestMigrationCrashKeepsV1(t *testing.T) {
+	boltOnly(t)
 	path := filepath.Join(t.TempDir(), "custos.db")
 	v1Head := makeV1(t, path, 1)
 	cmd := child(t, "open", path, childCrashAt+"="+fpMigrateStep+":1")
@@ -306,6 +310,7 @@ func TestMigrationCrashKeepsV1(t *testing.T) {
 }
 
 func TestNewerSchemaRefused(t *testing.T) {
+	boltOnly(t)
 	path := filepath.Join(t.TempDir(), "custos.db")
 	l, err := Open(path, nil)
 	if err != nil {

@@ -171,6 +171,7 @@ func writeCeremony(t *testing.T, l *Log, cs ceremonySecrets) {
 }
 
 func TestNoSecretsInTheDatabase(t *testing.T) {
+	boltOnly(t)
 	l := openTest(t)
 	cs := makeCeremonySecrets(t, "enroll-2026-03-14", 3, 5)
 	writeCeremony(t, l, cs)
@@ -211,6 +212,7 @@ func TestNoSecretsInTheDatabase(t *testing.T) {
 // The control: a caller that puts a share into a generic body is caught by
 // the same scan, in each encoding.
 func TestSecretScanCatchesALeak(t *testing.T) {
+	boltOnly(t)
 	share := randomBytes(t, 33)
 	for form, enc := range map[string]func([]byte) string{
 		"base64": base64.StdEncoding.EncodeToString,

@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Custodian sets (docs/FORMAT.md section 14): a team's cards, registered
@@ -659,7 +657,9 @@ func planSetRollcall(ix indexes, ev Event) ([]write, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !found || rc.Version < 1 {
+	if !found || rc.Version < 1 || rc.Version > maxSetVersion {
+		// (setVersionKey keeps 32 bits: a version beyond them would
+		// name another.)
 		return nil, rule("a rollcall of a set version the log does not hold")
 	}
 	s, err := ParseSet(e.Body)
@@ -683,16 +683,19 @@ func planSetCeremony(ix indexes, ev Event, ws []write) ([]write, error) {
 	// string of a record holds a quote), and the body is parsed only when
 	// the index lacks the ceremony.
 	name, ok := setNameIn(ev.Body)
-	if !ok || ix.get(bucketSetCeremonies, setSubKey(name, ev.Ceremony)) != nil {
+	if !ok {
 		return ws, nil
+	}
+	if v, err := ix.get(bucketSetCeremonies, setSubKey(name, ev.Ceremony)); err != nil || v != nil {
+		return ws, err
 	}
 	_, rec, err := parseCeremonyBody(ev.Body)
 	if err != nil || rec.Set == nil {
 		return ws, err
 	}
 	key := setSubKey(rec.Set.Name, rec.IDString())
-	if ix.get(bucketSetCeremonies, key) != nil {
-		return ws, nil
+	if v, err := ix.get(bucketSetCeremonies, key); err != nil || v != nil {
+		return ws, err
 	}
 	return append(ws, write{bucketSetCeremonies, key, mustJSON(setCeremony{Volume: rec.VolumeString(), Version: rec.Set.Version})}), nil
 }
@@ -751,16 +754,16 @@ func setCeremonyHolds(ix indexes, rc Rollcall) bool {
 // none).
 func (l *Log) Set(name string) (SetState, error) {
 	var st SetState
-	err := l.view(func(btx *bolt.Tx) error {
+	err := l.view(func(r kvRead) error {
 		var h setHead
-		if btx.Bucket(bucketSets) == nil {
+		if !r.hasBucket(bucketSets) {
 			return fmt.Errorf("set %q: %w", name, ErrNotFound)
 		}
-		if err := readJSON(btx, bucketSets, name, "set", &h); err != nil {
+		if err := readJSON(r, bucketSets, name, "set", &h); err != nil {
 			return err
 		}
 		var err error
-		st, err = readSetVersion(btx, name, h.Version)
+		st, err = readSetVersion(r, name, h.Version)
 		return err
 	})
 	return st, err
@@ -770,22 +773,19 @@ func (l *Log) Set(name string) (SetState, error) {
 // not hold it).
 func (l *Log) SetVersion(name string, version int) (SetState, error) {
 	var st SetState
-	err := l.view(func(btx *bolt.Tx) (err error) {
-		st, err = readSetVersion(btx, name, version)
+	err := l.view(func(r kvRead) (err error) {
+		st, err = readSetVersion(r, name, version)
 		return err
 	})
 	return st, err
 }
 
-func readSetVersion(btx *bolt.Tx, name string, version int) (SetState, error) {
-	if version < 1 || version > maxSetVersion {
+func readSetVersion(r kvRead, name string, version int) (SetState, error) {
+	if version < 1 || version > maxSetVersion || !r.hasBucket(bucketSets) {
 		return SetState{}, fmt.Errorf("set %q version %d: %w", name, version, ErrNotFound)
 	}
 	var e setEntry
-	if btx.Bucket(bucketSets) == nil {
-		return SetState{}, fmt.Errorf("set %q version %d: %w", name, version, ErrNotFound)
-	}
-	if err := readJSON(btx, bucketSets, string(setVersionKey(name, version)), "set", &e); err != nil {
+	if err := readJSON(r, bucketSets, string(setVersionKey(name, version)), "set", &e); err != nil {
 		return SetState{}, fmt.Errorf("set %q version %d: %w", name, version, err)
 	}
 	s, err := ParseSet(e.Body)
@@ -798,21 +798,26 @@ func readSetVersion(btx *bolt.Tx, name string, version int) (SetState, error) {
 // Sets returns the newest version of every set the log holds, by name.
 func (l *Log) Sets() ([]SetState, error) {
 	var out []SetState
-	err := l.view(func(btx *bolt.Tx) error {
-		b := btx.Bucket(bucketSets)
-		if b == nil {
+	err := l.view(func(r kvRead) error {
+		if !r.hasBucket(bucketSets) {
 			return nil // none yet (schema.go)
 		}
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if bytes.IndexByte(k, 0) >= 0 {
-				continue
+		var names []string
+		err := r.scan(bucketSets, nil, nil, func(k, v []byte) error {
+			if bytes.IndexByte(k, 0) < 0 {
+				names = append(names, string(k))
 			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
 			var h setHead
-			if err := json.Unmarshal(v, &h); err != nil {
-				return fmt.Errorf("set %q: %w", k, err)
+			if err := readJSON(r, bucketSets, name, "set", &h); err != nil {
+				return err
 			}
-			st, err := readSetVersion(btx, string(k), h.Version)
+			st, err := readSetVersion(r, name, h.Version)
 			if err != nil {
 				return err
 			}
@@ -828,15 +833,21 @@ func (l *Log) Sets() ([]SetState, error) {
 // (by the number of their first ceremony event); nil when there are none.
 func (l *Log) SetCeremonies(name string) ([]CeremonyState, error) {
 	var out []CeremonyState
-	err := l.view(func(btx *bolt.Tx) error {
-		b := btx.Bucket(bucketSetCeremonies)
-		if b == nil {
+	err := l.view(func(r kvRead) error {
+		if !r.hasBucket(bucketSetCeremonies) {
 			return nil // none yet (schema.go)
 		}
 		prefix := append([]byte(name), 0)
-		c := b.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			st, err := readCeremony(btx, string(k[len(prefix):]))
+		var ids []string
+		err := r.scan(bucketSetCeremonies, prefix, prefixEnd(prefix), func(k, _ []byte) error {
+			ids = append(ids, string(k[len(prefix):]))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			st, err := readCeremony(r, id)
 			if err != nil {
 				return err
 			}
@@ -855,21 +866,19 @@ func (l *Log) SetCeremonies(name string) ([]CeremonyState, error) {
 // serial.
 func (l *Log) SetRollcalls(name string) (map[string]SetRollcallState, error) {
 	out := map[string]SetRollcallState{}
-	err := l.view(func(btx *bolt.Tx) error {
-		b := btx.Bucket(bucketSetRollcalls)
-		if b == nil {
+	err := l.view(func(r kvRead) error {
+		if !r.hasBucket(bucketSetRollcalls) {
 			return nil // none yet (schema.go)
 		}
 		prefix := append([]byte(name), 0)
-		c := b.Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		return r.scan(bucketSetRollcalls, prefix, prefixEnd(prefix), func(k, v []byte) error {
 			var st SetRollcallState
 			if err := json.Unmarshal(v, &st); err != nil {
 				return fmt.Errorf("set rollcall %q: %w", printable(k), err)
 			}
 			out[st.Serial] = st
-		}
-		return nil
+			return nil
+		})
 	})
 	return out, err
 }

@@ -637,6 +637,7 @@ func TestSetCeremoniesAndRollcalls(t *testing.T) {
 // A log made before the set indexes lacks their buckets: it verifies, the
 // lookups find nothing, and the first set written makes them.
 func TestSetIndexesLate(t *testing.T) {
+	boltOnly(t)
 	l := openTest(t)
 	rec := complete(sampleCeremony("before", "v1", 2, 3))
 	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("op", StatusActive, rec); return err }); err != nil {
@@ -670,5 +671,137 @@ func TestSetIndexesLate(t *testing.T) {
 	}
 	if st, err := l.Set("late"); err != nil || st.Set.Version != 1 {
 		t.Fatalf("set written late: %v", err)
+	}
+}
+
+// setTamperLog is a log holding every set index: two versions of a set,
+// a ceremony enrolled to it, a card's rollcall of that ceremony and two
+// set rollcalls.
+func setTamperLog(t *testing.T) (*Log, *Set, string) {
+	l := openTest(t)
+	s := testSet("fleet", 3, 2)
+	if _, err := putSet(l, s); err != nil {
+		t.Fatal(err)
+	}
+	rec := setRecord(t, s, "c0", "v0", 2)
+	if _, err := l.Update(func(tx *Tx) error { _, err := tx.PutCeremony("op", StatusActive, rec); return err }); err != nil {
+		t.Fatal(err)
+	}
+	rc := Rollcall{Ceremony: rec.IDString(), Serial: s.Cards[0].Serial, Fingerprint: hex.EncodeToString(s.Cards[0].Key[:]), OK: true}
+	if _, err := l.RecordRollcall("custodian", rc); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		src := SetRollcall{Set: "fleet", Version: 1, Serial: s.Cards[i].Serial, Fingerprint: hex.EncodeToString(s.Cards[i].Key[:]), OK: i == 0}
+		if _, err := l.Update(func(tx *Tx) error { _, err := tx.RecordSetRollcall("custodian", src); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := putSet(l, nextVersion(t, s, 2, "30000009")); err != nil {
+		t.Fatal(err)
+	}
+	return l, s, rec.IDString()
+}
+
+// The streaming verifier passes a sound log holding sets on its own, and
+// refuses one whose set indexes were altered: the reference replay then
+// names the index.
+func TestSetIndexesTampered(t *testing.T) {
+	boltOnly(t)
+	stream := func(btx *bolt.Tx) bool {
+		_, ok := verifyStream(boltKV{btx}, &boltBackend{db: btx.DB()}, nil)
+		return ok
+	}
+	put := func(bucket []byte, k string, v []byte) func(*bolt.Tx) error {
+		return func(btx *bolt.Tx) error { return btx.Bucket(bucket).Put([]byte(k), v) }
+	}
+	edit := func(bucket []byte, k, old, new string) func(*bolt.Tx) error {
+		return func(btx *bolt.Tx) error {
+			b := btx.Bucket(bucket)
+			v := b.Get([]byte(k))
+			if !bytes.Contains(v, []byte(old)) {
+				return fmt.Errorf("%s %q holds no %q: %s", bucket, printable([]byte(k)), old, v)
+			}
+			return b.Put([]byte(k), bytes.Replace(v, []byte(old), []byte(new), 1))
+		}
+	}
+	del := func(bucket []byte, k string) func(*bolt.Tx) error {
+		return func(btx *bolt.Tx) error {
+			if btx.Bucket(bucket).Get([]byte(k)) == nil {
+				return fmt.Errorf("%s %q: nothing to delete", bucket, printable([]byte(k)))
+			}
+			return btx.Bucket(bucket).Delete([]byte(k))
+		}
+	}
+	l, s, id := setTamperLog(t)
+	v1, v2 := string(setVersionKey("fleet", 1)), string(setVersionKey("fleet", 2))
+	card0, card1 := string(setSubKey("fleet", s.Cards[0].Serial)), string(setSubKey("fleet", s.Cards[1].Serial))
+	cases := map[string]func(btx *bolt.Tx) error{
+		"set head names version 1":      edit(bucketSets, "fleet", `"version":2`, `"version":1`),
+		"set head removed":              del(bucketSets, "fleet"),
+		"set head of an unknown set":    put(bucketSets, "ghost", []byte(`{"version":1,"fingerprint":"00","seq":2}`)),
+		"set version's seq altered":     edit(bucketSets, v1, `"seq":2`, `"seq":3`),
+		"set version removed":           del(bucketSets, v2),
+		"set version 3 added":           put(bucketSets, string(setVersionKey("fleet", 3)), []byte(`{"fingerprint":"00","seq":9,"body":{}}`)),
+		"set ceremony removed":          del(bucketSetCeremonies, string(setSubKey("fleet", id))),
+		"set ceremony's version":        edit(bucketSetCeremonies, string(setSubKey("fleet", id)), `"version":1`, `"version":2`),
+		"set ceremony added":            put(bucketSetCeremonies, string(setSubKey("fleet", idOf("other"))), []byte(`{"volume":"v","version":1}`)),
+		"set rollcall turned ok":        edit(bucketSetRollcalls, card1, `"ok":false`, `"ok":true`),
+		"set rollcall removed":          del(bucketSetRollcalls, card0),
+		"set rollcall of another card":  put(bucketSetRollcalls, string(setSubKey("fleet", s.Cards[2].Serial)), []byte(`{}`)),
+		"set rollcall's seq altered":    edit(bucketSetRollcalls, card0, `"Seq":`, `"Seq":1`),
+		"set card's attestation gone":   edit(bucketCards, s.Cards[1].Serial, `,"attestation":"`, `,"x":"`),
+		"set card learns the ceremony":  edit(bucketCards, s.Cards[1].Serial, `"keys":`, `"ceremonies":["`+id+`"],"keys":`),
+		"set version's body altered":    edit(bucketSets, v1, `"k":2`, `"k":3`),
+		"set rollcalls bucket removed":  func(btx *bolt.Tx) error { return btx.DeleteBucket(bucketSetRollcalls) },
+		"set ceremonies bucket removed": func(btx *bolt.Tx) error { return btx.DeleteBucket(bucketSetCeremonies) },
+	}
+	inRolledBack(t, l, func(btx *bolt.Tx) {
+		if !stream(btx) {
+			t.Fatal("the streaming verifier refused the sound log")
+		}
+	})
+	for name, tamper := range cases {
+		t.Run(name, func(t *testing.T) {
+			inRolledBack(t, l, func(btx *bolt.Tx) {
+				if err := tamper(btx); err != nil {
+					t.Fatal(err)
+				}
+				if stream(btx) {
+					t.Error("the streaming verifier passed it")
+				}
+				if _, err := verifyTx(btx, nil); !errors.Is(err, ErrIndex) {
+					t.Errorf("Verify: %v, want ErrIndex", err)
+				}
+			})
+		})
+	}
+}
+
+// A set rollcall of a version beyond 32 bits would name, through the
+// index key, the version 2^32 below it: the log refuses it, written
+// through Tx or behind the log's back.
+func TestSetRollcallVersionWraps(t *testing.T) {
+	l, err := open(filepath.Join(t.TempDir(), "custos.db"), nil, testClock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { checkStructure(t, l); l.Close() })
+	s := testSet("fleet", 3, 2)
+	if _, err := putSet(l, s); err != nil {
+		t.Fatal(err)
+	}
+	src := SetRollcall{Set: "fleet", Version: 1<<32 + 1, Serial: s.Cards[0].Serial, Fingerprint: hex.EncodeToString(s.Cards[0].Key[:]), OK: true}
+	var se *SetRuleError
+	if _, err := l.Update(func(tx *Tx) error { _, err := tx.RecordSetRollcall("custodian", src); return err }); !errors.As(err, &se) {
+		t.Fatalf("rollcall of version 2^32+1: %v", err)
+	}
+	head, _ := l.Head()
+	seq := head.Seq + 1
+	writeRaw(t, l, Event{Seq: seq, Time: l.now().UTC(), Actor: "mallory", Type: TypeSetRollcall, Body: mustJSON(src), Prev: head.Hash})
+	_, err = l.Verify()
+	var ce *ChainError
+	if !errors.As(err, &ce) || ce.Seq != seq || !errors.As(err, &se) {
+		t.Fatalf("verify: %v, want event %d refused by the set rule", err, seq)
 	}
 }

@@ -6,13 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // DefaultPath is where the log lives unless a path is given.
@@ -30,9 +26,18 @@ const (
 
 // Options configures Open. A nil *Options means the defaults.
 type Options struct {
-	// Timeout is how long to wait for another process holding the file.
-	// Zero or negative means DefaultTimeout; the wait is never unbounded.
+	// Timeout is how long to wait for another process holding the file,
+	// or, on etcd, for each request to the cluster (a write's read and its
+	// commit, each page of a scan). Zero or negative means DefaultTimeout;
+	// the wait is never unbounded.
 	Timeout time.Duration
+	// EtcdCACert, EtcdCert and EtcdKey are PEM files for TLS to an etcd
+	// cluster: the CA that signed its members' certificates, and this
+	// client's certificate and key. All empty: plain TCP.
+	EtcdCACert, EtcdCert, EtcdKey string
+	// NoCreate makes Open refuse, with ErrNotFound, a log that does not
+	// exist yet (no file; an empty etcd prefix) instead of creating it.
+	NoCreate bool
 }
 
 var (
@@ -45,203 +50,109 @@ var (
 // Log is an open ceremony log. Its methods are safe for concurrent use by
 // the goroutines of one process; only one process may hold the file.
 type Log struct {
-	db   *bolt.DB
-	path string
+	be   backend
+	db   *bolt.DB         // the bbolt backend's file; nil on etcd
+	path string           // the file, or the etcd endpoints ("etcd://...")
 	now  func() time.Time // tests fix the clock
 }
 
-// Open opens the ceremony log at path (DefaultPath if empty), creating it
-// and its directory if they do not exist. A new file is built and checked
-// under a temporary name and only then linked into place, so a crash never
-// leaves a half-made log at path. If another process holds the file, Open
-// returns an *InUseError (errors.Is ErrInUse) after opts.Timeout. A file of
-// an older schema is migrated; a newer one is refused with *SchemaError.
+// Open opens the ceremony log named by dsn: a file path (DefaultPath if
+// empty), or an etcd cluster as etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+// (see OpenEtcd). A file is created with its directory if it does not
+// exist; a new file is built and checked under a temporary name and only
+// then linked into place, so a crash never leaves a half-made log at
+// path. If another process holds the file, Open returns an *InUseError
+// (errors.Is ErrInUse) after opts.Timeout. A file of an older schema is
+// migrated; a newer one is refused with *SchemaError.
 //
 // Open does not verify the chain (so that a damaged log can still be
 // verified and exported); every write checks the tail first.
-func Open(path string, opts *Options) (*Log, error) {
-	return open(path, opts, time.Now)
+func Open(dsn string, opts *Options) (*Log, error) {
+	return open(dsn, opts, time.Now)
 }
 
-func open(path string, opts *Options, now func() time.Time) (*Log, error) {
-	if path == "" {
-		path = DefaultPath
+func open(dsn string, opts *Options, now func() time.Time) (*Log, error) {
+	if IsEtcd(dsn) {
+		return openEtcdLog(dsn, opts, now)
 	}
-	timeout := DefaultTimeout
-	if opts != nil && opts.Timeout > 0 {
-		timeout = opts.Timeout
-	}
-	l := &Log{path: path, now: now}
-	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
-		return nil, fmt.Errorf("open ceremony log: %w", err)
-	}
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := l.create(timeout); err != nil {
-			return nil, err
-		}
-	case err != nil:
-		return nil, fmt.Errorf("open ceremony log: %w", err)
-	case !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("open ceremony log %s: %w: not a regular file", path, ErrNotLog)
-	}
-	db, err := openBolt(path, timeout)
-	if err != nil {
-		return nil, err
-	}
-	l.db = db
-	if err := l.checkSchema(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return l, nil
+	return openBoltLog(dsn, opts, now)
 }
 
-// openBolt opens an existing file: never NoSync, always a lock timeout, and
-// never creating the file (only create does that).
-func openBolt(path string, timeout time.Duration) (*bolt.DB, error) {
-	db, err := bolt.Open(path, fileMode, &bolt.Options{
-		Timeout: timeout,
-		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-			return os.OpenFile(name, flag&^os.O_CREATE, perm)
-		},
-	})
-	switch {
-	case err == nil:
-		return db, nil
-	case errors.Is(err, bolterrors.ErrTimeout):
-		return nil, &InUseError{Path: path, Waited: timeout}
-	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
-		return nil, fmt.Errorf("open ceremony log %s: %w (bbolt: %v)", path, ErrNotLog, err)
-	default:
-		return nil, fmt.Errorf("open ceremony log %s: %w", path, err)
-	}
-}
-
-// create builds a new log at l.path: schema, buckets and a first event, in a
-// temporary file in the same directory that is checked and then linked to
-// its final name.
-func (l *Log) create(timeout time.Duration) (err error) {
-	dir := filepath.Dir(l.path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(l.path)+".new-*")
-	if err != nil {
-		return fmt.Errorf("create ceremony log: %w", err)
-	}
-	tmp := f.Name()
-	f.Close()
-	defer func() {
-		if rmErr := os.Remove(tmp); err == nil && rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
-			err = fmt.Errorf("create ceremony log: %w", rmErr)
-		}
-	}()
-	if err := os.Chmod(tmp, fileMode); err != nil {
-		return fmt.Errorf("create ceremony log: %w", err)
-	}
-	db, err := openBolt(tmp, timeout)
-	if err != nil {
-		return err
-	}
-	tl := &Log{db: db, path: tmp, now: l.now}
-	err = db.Update(func(btx *bolt.Tx) error {
-		if err := createLayout(btx, schemaVersion); err != nil {
-			return err
-		}
-		t := &Tx{btx: btx, log: tl}
-		_, err := t.append(Event{Actor: "custos", Type: TypeCreated, Body: mustJSON(map[string]uint32{"schema": schemaVersion})})
-		return err
-	})
-	if err == nil {
-		err = db.View(func(btx *bolt.Tx) error { return boltCheck(btx) })
-	}
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("create ceremony log %s: %w", l.path, err)
-	}
-	if err := fail(fpCreateInitialized); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, l.path); err != nil && !errors.Is(err, fs.ErrExist) {
-		// ErrExist: another process created it first; use theirs.
-		return fmt.Errorf("create ceremony log: %w", err)
-	}
-	if err := fail(fpCreateLinked); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// boltCheck runs bbolt's own consistency check and joins what it finds.
-func boltCheck(btx *bolt.Tx) error {
-	var errs []error
-	for err := range btx.Check() {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("bbolt consistency check: %w", errors.Join(errs...))
-	}
-	return nil
-}
-
-// Path returns the file the log lives in.
+// Path returns where the log lives: its file, or its etcd endpoints and
+// prefix ("etcd://HOST:PORT,.../PREFIX").
 func (l *Log) Path() string { return l.path }
 
-// Close releases the file. Closing a closed log does nothing.
+// Close releases the file or the etcd connection. Closing a closed log
+// does nothing.
 func (l *Log) Close() error {
-	if l == nil || l.db == nil {
+	if l == nil || l.be == nil {
 		return nil
 	}
-	err := l.db.Close()
-	l.db = nil
+	err := l.be.close()
+	l.be, l.db = nil, nil
 	if err != nil {
 		return fmt.Errorf("close ceremony log %s: %w", l.path, err)
 	}
 	return nil
 }
 
-func (l *Log) view(fn func(*bolt.Tx) error) error {
-	if l == nil || l.db == nil {
+func (l *Log) view(fn func(kvRead) error) error {
+	if l == nil || l.be == nil {
 		return ErrClosed
 	}
-	return l.db.View(fn)
+	return l.be.view(fn)
 }
+
+// maxAttempts bounds how often Update runs its function when other
+// appenders keep moving the head first (etcd only; a bbolt file has one
+// writer at a time).
+const maxAttempts = 40
 
 // Update runs fn in one write transaction and returns the head after it:
 // the anchor to hand on. Before fn runs, the tail of the chain is checked;
 // a broken tail refuses the write with a *ChainError. If fn returns an
 // error, nothing fn did is kept. The *Tx must not be used after fn returns.
+//
+// On etcd the transaction commits only if the head is still the one it
+// read: when another appender got there first, fn runs again on the new
+// head (up to maxAttempts times, then *ContentionError). fn must
+// therefore have no effect outside the Tx that it cannot repeat.
 func (l *Log) Update(fn func(*Tx) error) (Head, error) {
-	if l == nil || l.db == nil {
+	if l == nil || l.be == nil {
 		return Head{}, ErrClosed
 	}
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		head, err := l.updateOnce(fn)
+		var ue *UnavailableError
+		switch {
+		case errors.As(err, &ue) && time.Since(start) < ue.Waited:
+			// A member went away (etcd): nothing was written, or the
+			// commit was found to have happened; the others may answer.
+		case !errors.Is(err, errConflict):
+			return head, err
+		case attempt == maxAttempts:
+			return Head{}, &ContentionError{Log: l.path, Attempts: attempt}
+		}
+		backoff(attempt)
+	}
+}
+
+func (l *Log) updateOnce(fn func(*Tx) error) (Head, error) {
 	var head Head
-	err := l.db.Update(func(btx *bolt.Tx) error {
+	err := l.be.update(func(kv kvWrite) error {
 		if err := fail(fpUpdateBegin); err != nil {
 			return err
 		}
-		h, err := checkTail(btx)
+		h, err := checkTail(kv)
 		if err != nil {
 			return fmt.Errorf("refusing to write to ceremony log %s: %w", l.path, err)
 		}
 		if err := fail(fpUpdateTailChecked); err != nil {
 			return err
 		}
-		t := &Tx{btx: btx, log: l, head: h}
-		defer func() { t.btx = nil }()
+		t := &Tx{kv: kv, log: l, head: h}
+		defer func() { t.kv = nil }()
 		if err := fn(t); err != nil {
 			return err
 		}
@@ -282,7 +193,7 @@ func (l *Log) RecordRollcall(actor string, rc Rollcall) (Head, error) {
 
 // Tx is a write transaction, valid only inside the function given to Update.
 type Tx struct {
-	btx  *bolt.Tx
+	kv   kvWrite
 	log  *Log
 	head Head
 	err  error // a failure after a partial write: the transaction must roll back
@@ -319,7 +230,7 @@ func (t *Tx) RecordRollcall(actor string, rc Rollcall) (Event, error) {
 }
 
 func (t *Tx) append(ev Event) (Event, error) {
-	if t.btx == nil {
+	if t.kv == nil {
 		return Event{}, ErrClosed
 	}
 	if t.err != nil {
@@ -337,13 +248,20 @@ func (t *Tx) append(ev Event) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	return t.appendRecord(stored, rec)
+}
+
+// appendRecord stores an event decoded from rec, which must follow the
+// head: the indexes first (validating the event), then the event and the
+// head.
+func (t *Tx) appendRecord(stored Event, rec []byte) (Event, error) {
 	poison := func(err error) (Event, error) {
 		t.err = err
 		return Event{}, err
 	}
 	// apply validates the event against the indexes before it writes any;
 	// an error from it after that point leaves the transaction poisoned.
-	if err := apply(boltIndexes{t.btx}, stored); err != nil {
+	if err := apply(t.kv, stored); err != nil {
 		if errors.Is(err, errIndexWrite) {
 			return poison(err)
 		}
@@ -352,13 +270,13 @@ func (t *Tx) append(ev Event) (Event, error) {
 	if err := fail(fpAppendIndexed); err != nil {
 		return poison(err)
 	}
-	if err := t.btx.Bucket(bucketEvents).Put(seqKey(stored.Seq), storedValue(stored.Hash, rec)); err != nil {
+	if err := t.kv.put(bucketEvents, seqKey(stored.Seq), storedValue(stored.Hash, rec)); err != nil {
 		return poison(fmt.Errorf("store event %d: %w", stored.Seq, err))
 	}
 	if err := fail(fpAppendEventPut); err != nil {
 		return poison(err)
 	}
-	if err := t.btx.Bucket(bucketMeta).Put(keyHead, encodeHead(stored.Head())); err != nil {
+	if err := t.kv.put(bucketMeta, keyHead, encodeHead(stored.Head())); err != nil {
 		return poison(fmt.Errorf("store head: %w", err))
 	}
 	t.head = stored.Head()
@@ -383,30 +301,44 @@ func decodeHead(b []byte) (Head, bool) {
 
 // checkTail checks the end of the chain before a write: the head record,
 // the last event and its link to the one before. It returns the head.
-func checkTail(btx *bolt.Tx) (Head, error) {
-	meta, events := btx.Bucket(bucketMeta), btx.Bucket(bucketEvents)
-	if meta == nil || events == nil {
+func checkTail(r kvRead) (Head, error) {
+	if !r.hasBucket(bucketMeta) || !r.hasBucket(bucketEvents) {
 		return Head{}, fmt.Errorf("%w: missing buckets", ErrNotLog)
 	}
-	head, ok := decodeHead(meta.Get(keyHead))
+	hv, err := r.get(bucketMeta, keyHead)
+	if err != nil {
+		return Head{}, err
+	}
+	head, ok := decodeHead(hv)
 	if !ok {
 		return Head{}, &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
 	}
-	k, v := events.Cursor().Last()
-	if k == nil {
+	// The last two events, newest first.
+	var keys, vals [][]byte
+	err = r.scanDesc(bucketEvents, nil, nil, func(k, v []byte) error {
+		keys, vals = append(keys, append([]byte{}, k...)), append(vals, append([]byte{}, v...))
+		if len(keys) == 2 {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil {
+		return Head{}, err
+	}
+	if len(keys) == 0 {
 		if head.Seq != 0 {
 			return Head{}, &ChainError{Seq: 1, Problem: fmt.Sprintf("missing: the head record names event %d but the log is empty", head.Seq), Err: ErrBrokenChain}
 		}
 		return head, nil
 	}
-	last, ok := keySeq(k)
+	last, ok := keySeq(keys[0])
 	if !ok {
-		return Head{}, &ChainError{Problem: fmt.Sprintf("event key %x is not an event number", k), Err: ErrBrokenChain}
+		return Head{}, &ChainError{Problem: fmt.Sprintf("event key %x is not an event number", keys[0]), Err: ErrBrokenChain}
 	}
 	if last != head.Seq {
 		return Head{}, headMismatch(head, last)
 	}
-	ev, err := decodeStored(last, v)
+	ev, err := decodeStored(last, vals[0])
 	if err != nil {
 		return Head{}, &ChainError{Seq: last, Problem: err.Error(), Err: ErrBrokenChain}
 	}
@@ -414,7 +346,12 @@ func checkTail(btx *bolt.Tx) (Head, error) {
 		return Head{}, &ChainError{Seq: last, Problem: "hash differs from the head record", Err: ErrBrokenChain}
 	}
 	if last > 1 {
-		pv := events.Get(seqKey(last - 1))
+		var pv []byte
+		if len(keys) == 2 {
+			if s, ok := keySeq(keys[1]); ok && s == last-1 {
+				pv = vals[1]
+			}
+		}
 		if pv == nil {
 			return Head{}, &ChainError{Seq: last - 1, Problem: "missing", Err: ErrBrokenChain}
 		}
@@ -442,14 +379,15 @@ func linkError(seq uint64, named, actual Hash) *ChainError {
 		seq-1, named, seq-1, actual), Err: ErrBrokenChain}
 }
 
-// readJSON reads and decodes one index record, copying out of the
-// transaction.
-func readJSON(btx *bolt.Tx, bucket []byte, key, what string, v any) error {
-	b := btx.Bucket(bucket)
-	if b == nil {
+// readJSON reads and decodes one index record.
+func readJSON(r kvRead, bucket []byte, key, what string, v any) error {
+	if !r.hasBucket(bucket) {
 		return fmt.Errorf("%w: missing bucket %s", ErrNotLog, bucket)
 	}
-	raw := b.Get([]byte(key))
+	raw, err := r.get(bucket, []byte(key))
+	if err != nil {
+		return err
+	}
 	if raw == nil {
 		return fmt.Errorf("%s %q: %w", what, key, ErrNotFound)
 	}
@@ -459,19 +397,27 @@ func readJSON(btx *bolt.Tx, bucket []byte, key, what string, v any) error {
 	return nil
 }
 
+func readHead(r kvRead) (Head, error) {
+	if !r.hasBucket(bucketMeta) {
+		return Head{}, fmt.Errorf("%w: missing bucket meta", ErrNotLog)
+	}
+	hv, err := r.get(bucketMeta, keyHead)
+	if err != nil {
+		return Head{}, err
+	}
+	h, ok := decodeHead(hv)
+	if !ok {
+		return Head{}, &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
+	}
+	return h, nil
+}
+
 // Head returns the log's head: the last event's number and hash.
 func (l *Log) Head() (Head, error) {
 	var h Head
-	err := l.view(func(btx *bolt.Tx) error {
-		m := btx.Bucket(bucketMeta)
-		if m == nil {
-			return fmt.Errorf("%w: missing bucket meta", ErrNotLog)
-		}
-		var ok bool
-		if h, ok = decodeHead(m.Get(keyHead)); !ok {
-			return &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
-		}
-		return nil
+	err := l.view(func(r kvRead) (err error) {
+		h, err = readHead(r)
+		return err
 	})
 	return h, err
 }
@@ -479,18 +425,21 @@ func (l *Log) Head() (Head, error) {
 // Card returns a card by serial.
 func (l *Log) Card(serial string) (CardRecord, error) {
 	var rec CardRecord
-	return rec, l.view(func(btx *bolt.Tx) error { return readJSON(btx, bucketCards, serial, "card", &rec) })
+	return rec, l.view(func(r kvRead) error { return readJSON(r, bucketCards, serial, "card", &rec) })
 }
 
 // CardByFingerprint returns the card holding the key with this fingerprint.
 func (l *Log) CardByFingerprint(fingerprint string) (CardRecord, error) {
 	var rec CardRecord
-	err := l.view(func(btx *bolt.Tx) error {
-		serial := btx.Bucket(bucketFingerprints).Get([]byte(fingerprint))
+	err := l.view(func(r kvRead) error {
+		serial, err := r.get(bucketFingerprints, []byte(fingerprint))
+		if err != nil {
+			return err
+		}
 		if serial == nil {
 			return fmt.Errorf("card key %q: %w", fingerprint, ErrNotFound)
 		}
-		return readJSON(btx, bucketCards, string(serial), "card", &rec)
+		return readJSON(r, bucketCards, string(serial), "card", &rec)
 	})
 	return rec, err
 }
@@ -499,11 +448,10 @@ func (l *Log) CardByFingerprint(fingerprint string) (CardRecord, error) {
 // else the events of that ceremony. Each event is decoded and its stored
 // hash checked; an event that fails stops the walk with a *ChainError.
 func (l *Log) Events(ceremony string, fn func(Event) error) error {
-	return l.view(func(btx *bolt.Tx) error { return walkEvents(btx, ceremony, fn) })
+	return l.view(func(r kvRead) error { return walkEvents(r, ceremony, fn) })
 }
 
-func walkEvents(btx *bolt.Tx, ceremony string, fn func(Event) error) error {
-	events := btx.Bucket(bucketEvents)
+func walkEvents(r kvRead, ceremony string, fn func(Event) error) error {
 	visit := func(seq uint64, v []byte) error {
 		if v == nil {
 			return &ChainError{Seq: seq, Problem: "missing", Err: ErrBrokenChain}
@@ -515,60 +463,33 @@ func walkEvents(btx *bolt.Tx, ceremony string, fn func(Event) error) error {
 		return fn(ev)
 	}
 	if ceremony == "" {
-		c := events.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+		return r.scan(bucketEvents, nil, nil, func(k, v []byte) error {
 			seq, ok := keySeq(k)
 			if !ok {
 				return &ChainError{Problem: fmt.Sprintf("event key %x is not an event number", k), Err: ErrBrokenChain}
 			}
-			if err := visit(seq, v); err != nil {
-				return err
-			}
-		}
-		return nil
+			return visit(seq, v)
+		})
 	}
 	prefix := append([]byte(ceremony), 0)
-	c := btx.Bucket(bucketCeremonyEvents).Cursor()
 	n := 0
-	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+	err := r.scan(bucketCeremonyEvents, prefix, prefixEnd(prefix), func(k, _ []byte) error {
+		if len(k) != len(prefix)+8 {
+			return nil
+		}
 		seq, _ := keySeq(k[len(prefix):])
-		if err := visit(seq, events.Get(seqKey(seq))); err != nil {
+		v, err := r.get(bucketEvents, seqKey(seq))
+		if err != nil {
 			return err
 		}
 		n++
-	}
-	if n == 0 {
-		return fmt.Errorf("ceremony %q: %w", ceremony, ErrNotFound)
-	}
-	return nil
-}
-
-// boltIndexes reads and writes the index buckets of a write transaction.
-type boltIndexes struct{ btx *bolt.Tx }
-
-func (b boltIndexes) get(bucket, key []byte) []byte {
-	bk := b.btx.Bucket(bucket)
-	if bk == nil {
-		return nil // an index a log made before it lacks (schema.go)
-	}
-	v := bk.Get(key)
-	if v == nil {
-		return nil
-	}
-	return append([]byte{}, v...)
-}
-
-func (b boltIndexes) put(bucket, key, val []byte) error {
-	bk, err := b.btx.CreateBucketIfNotExists(bucket)
+		return visit(seq, v)
+	})
 	if err != nil {
 		return err
 	}
-	return bk.Put(key, val)
-}
-
-func (b boltIndexes) del(bucket, key []byte) error {
-	if bk := b.btx.Bucket(bucket); bk != nil {
-		return bk.Delete(key)
+	if n == 0 {
+		return fmt.Errorf("ceremony %q: %w", ceremony, ErrNotFound)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 )
 
 func TestOpenCreatesFileAndDirectoryPrivately(t *testing.T) {
+	boltOnly(t)
 	dir := filepath.Join(t.TempDir(), "var", "lib", "custos")
 	path := filepath.Join(dir, "custos.db")
 	l, err := Open(path, nil)
@@ -55,6 +56,7 @@ func TestOpenCreatesFileAndDirectoryPrivately(t *testing.T) {
 }
 
 func TestOpenRefusesNonLogFiles(t *testing.T) {
+	boltOnly(t)
 	dir := t.TempDir()
 	junk := filepath.Join(dir, "junk.db")
 	data := bytes.Repeat([]byte("not a database "), 1000)
@@ -423,6 +425,7 @@ func TestFailpointsAbortWithoutLoss(t *testing.T) {
 }
 
 func TestCreateFailureLeavesNoFile(t *testing.T) {
+	boltOnly(t)
 	for _, fpName := range []string{fpCreateInitialized, fpCreateLinked} {
 		t.Run(fpName, func(t *testing.T) {
 			dir := t.TempDir()

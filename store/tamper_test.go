@@ -41,6 +41,7 @@ func inRolledBack(t *testing.T, l *Log, fn func(btx *bolt.Tx)) {
 }
 
 func TestTamperFlipEveryByte(t *testing.T) {
+	boltOnly(t)
 	l, _ := tamperLog(t)
 	for _, target := range []uint64{5, 10, 14} {
 		var orig []byte
@@ -62,7 +63,7 @@ func TestTamperFlipEveryByte(t *testing.T) {
 						t.Fatalf("event %d byte %d ^%#x: Verify names event %d: %v", target, i, mask, got, err)
 					}
 					if target == 14 {
-						if _, err := checkTail(btx); err == nil {
+						if _, err := checkTail(boltKV{btx}); err == nil {
 							t.Fatalf("byte %d ^%#x of the last event: tail check passed", i, mask)
 						} else if got := chainErrorSeq(t, err, ErrBrokenChain); got != 14 {
 							t.Fatalf("byte %d ^%#x: tail check names event %d", i, mask, got)
@@ -111,6 +112,7 @@ func TestTamperFlipEveryByte(t *testing.T) {
 }
 
 func TestTamperDeleteSwapTruncate(t *testing.T) {
+	boltOnly(t)
 	cases := []struct {
 		name   string
 		tamper func(ev *bolt.Bucket, meta *bolt.Bucket) error
@@ -183,6 +185,7 @@ func TestTamperDeleteSwapTruncate(t *testing.T) {
 // A chain cut back with its head record rewritten to match, or a log
 // rewritten wholesale, is consistent in itself: only an anchor catches it.
 func TestTamperCaughtByAnchor(t *testing.T) {
+	boltOnly(t)
 	t.Run("truncated with head record rewritten", func(t *testing.T) {
 		l, anchor := tamperLog(t)
 		inRolledBack(t, l, func(btx *bolt.Tx) {
@@ -263,6 +266,7 @@ func TestTamperCaughtByAnchor(t *testing.T) {
 }
 
 func TestTamperIndexes(t *testing.T) {
+	boltOnly(t)
 	cases := map[string]func(btx *bolt.Tx) error{
 		"ceremony record altered": func(btx *bolt.Tx) error {
 			b := btx.Bucket(bucketCeremonies)

@@ -40,6 +40,7 @@ func cryptsetup(t *testing.T, bin string, stdin, fd3 []byte, args ...string) []b
 // same token from luksDump's indented metadata, and still reads, bound to
 // no keyslot, once cryptsetup killed its keyslot.
 func TestTokenThroughCryptsetup(t *testing.T) {
+	boltOnly(t)
 	bin := realtest.Binary(t, "cryptsetup")
 	img := filepath.Join(t.TempDir(), "volume.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {

@@ -16,18 +16,25 @@ type Report struct {
 }
 
 // Verify checks the whole log: it recomputes every event's hash and link
-// from the first event on, replays the events into fresh indexes and
-// compares them with the stored ones, checks that each anchor (a head
-// recorded elsewhere) is still in the log, and runs bbolt's own consistency
-// check. The first problem with the chain is returned as a *ChainError
-// naming the event (errors.Is ErrBrokenChain); a missing or different
-// anchor unwraps to ErrAnchor, an index that disagrees to ErrIndex.
-// Problems of different kinds are joined.
+// from the first event on, replays the events against the log's rules and
+// checks that the stored indexes are what the events make them, checks
+// that each anchor (a head recorded elsewhere) is still in the log, and
+// runs bbolt's own consistency check on a file. The first problem with
+// the chain is returned as a *ChainError naming the event (errors.Is
+// ErrBrokenChain; its Cause is the *RuleError or *FormatError when an
+// event breaks a rule); a missing or different anchor unwraps to
+// ErrAnchor, an index that disagrees to ErrIndex. Problems of different
+// kinds are joined.
+//
+// Verify streams the log (see verifyStream): its memory does not grow with
+// the log while the log is sound. When it finds a problem it replays the
+// log once more the way it always has, with the indexes in memory, so
+// that the problem is named exactly as before.
 func (l *Log) Verify(anchors ...Head) (Report, error) {
 	var rep Report
 	var verr error
-	err := l.view(func(btx *bolt.Tx) error {
-		rep, verr = verifyTx(btx, anchors)
+	err := l.view(func(r kvRead) error {
+		rep, verr = verifyKV(r, l.be, anchors)
 		return nil
 	})
 	if err != nil {
@@ -39,11 +46,35 @@ func (l *Log) Verify(anchors ...Head) (Report, error) {
 	return rep, nil
 }
 
+// verifyKV verifies the snapshot r of be: the streaming verification,
+// and the reference replay when it finds anything wrong.
+func verifyKV(r kvRead, be backend, anchors []Head) (Report, error) {
+	rep, ok := verifyStream(r, be, anchors)
+	if crossCheck != nil {
+		crossCheck(r, be, anchors, rep, ok)
+	}
+	if ok {
+		return rep, nil
+	}
+	return verifyReference(r, be, anchors)
+}
+
+// crossCheck, set by tests, sees every streaming verification's verdict.
+var crossCheck func(r kvRead, be backend, anchors []Head, rep Report, ok bool)
+
+// verifyTx verifies a bbolt transaction (tests tamper inside one).
 func verifyTx(btx *bolt.Tx, anchors []Head) (Report, error) {
+	return verifyKV(boltKV{btx}, &boltBackend{db: btx.DB()}, anchors)
+}
+
+// verifyReference is the replay Verify always did: every event applied to
+// indexes rebuilt in memory, then compared with the stored ones. Its
+// memory grows with the log; Verify uses it to name a problem.
+func verifyReference(r kvRead, be backend, anchors []Head) (Report, error) {
 	var rep Report
 	var errs []error
 	err := func() error {
-		if btx.Bucket(bucketMeta) == nil || btx.Bucket(bucketEvents) == nil {
+		if !r.hasBucket(bucketMeta) || !r.hasBucket(bucketEvents) {
 			return ErrNotLog
 		}
 		w := newChainWalker(newMemIndexes())
@@ -52,7 +83,7 @@ func verifyTx(btx *bolt.Tx, anchors []Head) (Report, error) {
 			want[a.Seq] = true
 		}
 		seen := map[uint64]Hash{}
-		chainErr := walkEvents(btx, "", func(ev Event) error {
+		chainErr := walkEvents(r, "", func(ev Event) error {
 			if err := w.step(ev); err != nil {
 				return err
 			}
@@ -62,42 +93,22 @@ func verifyTx(btx *bolt.Tx, anchors []Head) (Report, error) {
 			return nil
 		})
 		if chainErr == nil {
-			head, ok := decodeHead(btx.Bucket(bucketMeta).Get(keyHead))
-			switch {
-			case !ok:
-				chainErr = &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
-			case head.Seq != w.head.Seq:
-				chainErr = headMismatch(head, w.head.Seq)
-			case head.Hash != w.head.Hash:
-				chainErr = &ChainError{Seq: head.Seq, Problem: "hash differs from the head record", Err: ErrBrokenChain}
-			}
+			chainErr = checkHeadRecord(r, w.head)
 		}
 		if chainErr != nil {
 			errs = append(errs, chainErr)
 		}
 		rep.Events = w.head.Seq
 		rep.Head = w.head
-		for _, a := range anchors {
-			h, ok := seen[a.Seq]
-			switch {
-			case a.Seq == 0:
-				errs = append(errs, &ChainError{Problem: "anchor has no event number", Err: ErrAnchor})
-			case ok && h == a.Hash:
-				rep.Anchors++
-			case ok:
-				errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("hashes to %s, but the anchor says %s: the log was rewritten", h, a.Hash), Err: ErrAnchor})
-			case chainErr == nil:
-				errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("anchor %s is not in the log, which ends at event %d: the log was rolled back or truncated", a, w.head.Seq), Err: ErrAnchor})
-			default:
-				errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("anchor %s cannot be checked: the chain breaks before it", a), Err: ErrAnchor})
-			}
-		}
+		n, aerrs := checkAnchors(anchors, seen, w.head, chainErr == nil)
+		rep.Anchors = n
+		errs = append(errs, aerrs...)
 		if chainErr == nil {
-			if err := compareIndexes(btx, w.ix); err != nil {
+			if err := compareIndexes(r, w.ix); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		if err := boltCheck(btx); err != nil {
+		if err := be.check(r); err != nil {
 			errs = append(errs, err)
 		}
 		return nil
@@ -106,6 +117,48 @@ func verifyTx(btx *bolt.Tx, anchors []Head) (Report, error) {
 		return rep, err
 	}
 	return rep, errors.Join(errs...)
+}
+
+// checkHeadRecord compares the stored head record with the head the
+// events end at.
+func checkHeadRecord(r kvRead, walked Head) error {
+	hv, err := r.get(bucketMeta, keyHead)
+	if err != nil {
+		return err
+	}
+	head, ok := decodeHead(hv)
+	switch {
+	case !ok:
+		return &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
+	case head.Seq != walked.Seq:
+		return headMismatch(head, walked.Seq)
+	case head.Hash != walked.Hash:
+		return &ChainError{Seq: head.Seq, Problem: "hash differs from the head record", Err: ErrBrokenChain}
+	}
+	return nil
+}
+
+// checkAnchors says which anchors the walked events hold (seen: the hash
+// of each anchor's event).
+func checkAnchors(anchors []Head, seen map[uint64]Hash, head Head, chainOK bool) (int, []error) {
+	var errs []error
+	n := 0
+	for _, a := range anchors {
+		h, ok := seen[a.Seq]
+		switch {
+		case a.Seq == 0:
+			errs = append(errs, &ChainError{Problem: "anchor has no event number", Err: ErrAnchor})
+		case ok && h == a.Hash:
+			n++
+		case ok:
+			errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("hashes to %s, but the anchor says %s: the log was rewritten", h, a.Hash), Err: ErrAnchor})
+		case chainOK:
+			errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("anchor %s is not in the log, which ends at event %d: the log was rolled back or truncated", a, head.Seq), Err: ErrAnchor})
+		default:
+			errs = append(errs, &ChainError{Seq: a.Seq, Problem: fmt.Sprintf("anchor %s cannot be checked: the chain breaks before it", a), Err: ErrAnchor})
+		}
+	}
+	return n, errs
 }
 
 // chainWalker follows the chain event by event.
@@ -152,12 +205,12 @@ func newMemIndexes() *memIndexes {
 	return ix
 }
 
-func (ix *memIndexes) get(bucket, key []byte) []byte {
+func (ix *memIndexes) get(bucket, key []byte) ([]byte, error) {
 	v, ok := ix.m[string(bucket)][string(key)]
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	return append([]byte{}, v...)
+	return append([]byte{}, v...), nil
 }
 
 func (ix *memIndexes) put(bucket, key, val []byte) error {
@@ -172,19 +225,17 @@ func (ix *memIndexes) del(bucket, key []byte) error {
 
 // compareIndexes reports the first stored index entry that the replayed
 // events do not produce, or that they produce but is not stored.
-func compareIndexes(btx *bolt.Tx, ix *memIndexes) error {
+func compareIndexes(r kvRead, ix *memIndexes) error {
 	for _, name := range indexBuckets {
-		b := btx.Bucket(name)
 		want := ix.m[string(name)]
-		if b == nil && len(want) == 0 && lateIndex(name) {
+		if !r.hasBucket(name) && len(want) == 0 && lateIndex(name) {
 			continue // a set index a log made before it lacks, and needs not
 		}
-		if b == nil {
+		if !r.hasBucket(name) {
 			return &ChainError{Problem: fmt.Sprintf("index %s is missing", name), Err: ErrIndex}
 		}
 		n := 0
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+		err := r.scan(name, nil, nil, func(k, v []byte) error {
 			w, ok := want[string(k)]
 			if !ok {
 				return &ChainError{Problem: fmt.Sprintf("index %s: entry %q is not backed by any event", name, printable(k)), Err: ErrIndex}
@@ -193,10 +244,16 @@ func compareIndexes(btx *bolt.Tx, ix *memIndexes) error {
 				return &ChainError{Problem: fmt.Sprintf("index %s: entry %q differs from what the events say", name, printable(k)), Err: ErrIndex}
 			}
 			n++
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if n != len(want) {
 			for k := range want {
-				if b.Get([]byte(k)) == nil {
+				if v, err := r.get(name, []byte(k)); err != nil {
+					return err
+				} else if v == nil {
 					return &ChainError{Problem: fmt.Sprintf("index %s: entry %q is missing", name, printable([]byte(k))), Err: ErrIndex}
 				}
 			}

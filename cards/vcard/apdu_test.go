@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/des"
+	"crypto/x509"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -235,4 +236,73 @@ func TestMalformedThroughPCSCD(t *testing.T) {
 		}
 	}
 	_ = context.Background
+}
+
+// TestKeysOtherToolsMake: a key PutKey imports is refused ATTEST with 6A80
+// (a YubiKey attests only keys generated on it); one it generates is
+// attested with its policies, PIN policy "never" included; a card made
+// without attestation answers ATTEST 6D00 and has no 5FFF01, also after
+// the state file is loaded again, until attestation is switched back on.
+func TestKeysOtherToolsMake(t *testing.T) {
+	c := newTestCard(t, 6000011, "")
+	c.transmit(hexAPDU(t, "00a4040005a000000308"))
+	imported, err := c.PutKey(0x83, PINPolicyAlways, TouchPolicyNever, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := swOf(c.transmit(hexAPDU(t, "00f9830000"))); got != swIncorrectData {
+		t.Errorf("ATTEST of an imported key: %04x, want 6a80", got)
+	}
+	if _, err := c.PutKey(0x82, PINPolicyNever, TouchPolicyNever, false); err != nil {
+		t.Fatal(err)
+	}
+	resp := c.transmit(hexAPDU(t, "00f9820000"))
+	for swOf(resp)&0xff00 == swBytesAvailable {
+		resp = append(resp[:len(resp)-2], c.transmit(hexAPDU(t, "00c0000000"))...)
+	}
+	if swOf(resp) != swOK {
+		t.Fatalf("ATTEST of a generated key: %04x", swOf(resp))
+	}
+	cert, err := x509.ParseCertificate(resp[:len(resp)-2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := false
+	for _, e := range cert.Extensions {
+		if e.Id.Equal(oidPolicy) {
+			policy = bytes.Equal(e.Value, []byte{pinPolicyNever, touchPolicyNever})
+		}
+	}
+	if !policy {
+		t.Error("the attestation does not say PIN policy never")
+	}
+	if _, err := c.PutKey(0x9b, PINPolicyAlways, TouchPolicyNever, false); err == nil {
+		t.Error("PutKey into the management key's slot succeeded")
+	}
+
+	if err := c.SetNoAttestation(true); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := LoadCard(c.StatePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, card := range []*Card{c, c2} {
+		card.transmit(hexAPDU(t, "00a4040005a000000308"))
+		if got := swOf(card.transmit(hexAPDU(t, "00f9820000"))); got != swInsNotSupported {
+			t.Errorf("ATTEST on a card without attestation: %04x, want 6d00", got)
+		}
+		if got := swOf(card.transmit(hexAPDU(t, "00cb3fff05 5c035fff01"))); got != swFileNotFound {
+			t.Errorf("GET DATA 5FFF01 on a card without attestation: %04x, want 6a82", got)
+		}
+	}
+	if err := c2.SetNoAttestation(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := swOf(c2.transmit(hexAPDU(t, "00f9820000"))); got != swOK && got&0xff00 != swBytesAvailable {
+		t.Errorf("ATTEST with attestation back on: %04x", got)
+	}
+	if k := c2.app.st.Keys[0x83]; k == nil || k.Origin != originImported || !k.priv.PublicKey.Equal(imported) {
+		t.Error("the imported key was not kept in the state file")
+	}
 }

@@ -188,6 +188,9 @@ func (a *applet) dispatch(cmd command) ([]byte, uint16) {
 	case insPutData:
 		return a.putData(cmd)
 	case insAttest:
+		if a.st.NoAttest {
+			return nil, swInsNotSupported
+		}
 		return a.attest(cmd)
 	}
 	return nil, swInsNotSupported
@@ -790,7 +793,7 @@ func (a *applet) getData(cmd command) ([]byte, uint16) {
 		return nil, swSecurityStatus
 	}
 	obj, ok := a.st.Objects[tag]
-	if !ok {
+	if !ok || (tag == tagAttestCert && a.st.NoAttest) {
 		return nil, swFileNotFound
 	}
 	return tlvBytes(0x53, obj), swOK

@@ -2,6 +2,8 @@ package vcard
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -31,6 +33,10 @@ type Config struct {
 	// (which refuses to overwrite one) and rewritten atomically after
 	// every command that changes the card. Empty keeps the card in memory.
 	StatePath string
+	// NoAttestation makes a PIV card without Yubico's attestation, as
+	// other makers' PIV cards are: ATTEST answers 6D00 (instruction not
+	// supported) and GET DATA 5FFF01 answers 6A82.
+	NoAttestation bool
 }
 
 // Counts are a card's counters since it was created or loaded in this
@@ -129,6 +135,7 @@ func NewCard(cfg Config) (*Card, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new card: %w", err)
 	}
+	st.NoAttest = cfg.NoAttestation
 	c := newCard(st, cfg.StatePath)
 	b, err := st.marshal()
 	if err != nil {
@@ -191,6 +198,73 @@ func (c *Card) SetTrace(w io.Writer) {
 }
 
 // powerCycle is power off, power on or reset: the session is forgotten.
+// SetNoAttestation switches Yubico's attestation off (on false, back on):
+// see Config.NoAttestation. It lets a test give a card a key made while it
+// could attest, then present it as a card that cannot. The state file is
+// rewritten.
+func (c *Card) SetNoAttestation(off bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.app.st.NoAttest
+	c.app.st.NoAttest = off
+	if err := c.persist(); err != nil {
+		c.app.st.NoAttest = old
+		return fmt.Errorf("set attestation: %w", err)
+	}
+	return nil
+}
+
+// Key policies for PutKey: Yubico's PIN and touch policies (GENERATE tags
+// AA and AB).
+const (
+	PINPolicyNever    byte = pinPolicyNever
+	PINPolicyOnce     byte = pinPolicyOnce
+	PINPolicyAlways   byte = pinPolicyAlways
+	TouchPolicyNever  byte = touchPolicyNever
+	TouchPolicyAlways byte = touchPolicyAlways
+	TouchPolicyCached byte = touchPolicyCached
+)
+
+// PutKey puts a new P-256 key into a key slot (82 to 95, 9A, 9C, 9D, 9E)
+// with the given policies, as whoever holds the card's management key can
+// with GENERATE, or with IMPORT when imported is true (a YubiKey does not
+// attest an imported key), and returns its public key. The slot's
+// certificate object is left as it is. It stands in for yubico-piv-tool
+// or ykman preparing a card, in tests of what custos does with keys it did
+// not make. The state file is rewritten.
+func (c *Card) PutKey(slot, pinPolicy, touchPolicy byte, imported bool) (*ecdsa.PublicKey, error) {
+	if !isKeySlot(slot) {
+		return nil, fmt.Errorf("put key: slot %02x is no key slot", slot)
+	}
+	if pinPolicy < pinPolicyNever || pinPolicy > pinPolicyAlways || touchPolicy < touchPolicyNever || touchPolicy > touchPolicyCached {
+		return nil, fmt.Errorf("put key: policies %02x %02x", pinPolicy, touchPolicy)
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("put key: %w", err)
+	}
+	origin := originGenerated
+	if imported {
+		origin = originImported
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.app.st.Keys[slot]
+	if sw := c.app.storeKey(slot, algECCP256, pinPolicy, touchPolicy, origin, priv); sw != swOK {
+		return nil, fmt.Errorf("put key: status %04x", sw)
+	}
+	c.app.dirty = false
+	if err := c.persist(); err != nil {
+		if old != nil {
+			c.app.st.Keys[slot] = old
+		} else {
+			delete(c.app.st.Keys, slot)
+		}
+		return nil, fmt.Errorf("put key: %w", err)
+	}
+	return &priv.PublicKey, nil
+}
+
 func (c *Card) powerCycle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -62,6 +62,16 @@
 // data (SP 800-73-4 Part 1's "PIN Always" access rule; Yubico's account
 // in yubico-piv-tool issue 234 and yubikey-manager pull request 83).
 //
+// # Cards other tools prepared
+//
+// Card.PutKey puts a key into a slot as whoever holds the management key
+// can (yubico-piv-tool -a generate or -a import-key): generated, with any
+// PIN and touch policy ("never" included), or imported, which a YubiKey,
+// and so the card, refuses to attest (6A80). Config.NoAttestation, or
+// Card.SetNoAttestation on a card already made, turns it into a PIV card
+// of another maker: ATTEST answers 6D00 and the attestation certificate
+// 5FFF01 is absent (6A82). Both are kept in the state file.
+//
 // # Hostile cards
 //
 // Card.SetHostile switches a card to a misbehaviour, for tests of what a

@@ -68,6 +68,9 @@ type state struct {
 	Keys        map[byte]*slotKey `json:"keys"`
 	Objects     map[uint32][]byte `json:"objects"`
 	AttestKey   []byte            `json:"attest_key"`
+	// NoAttest makes the card a PIV card without Yubico's attestation:
+	// ATTEST is an unknown instruction and 5FFF01 holds nothing.
+	NoAttest bool `json:"no_attest,omitempty"`
 
 	version [3]byte
 	attest  *ecdsa.PrivateKey

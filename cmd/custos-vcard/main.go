@@ -3,13 +3,16 @@
 //
 //	custos-vcard ca --dir DIR
 //	custos-vcard new --state FILE --serial N [--version 5.7.1] [--ca DIR]
-//	custos-vcard insert --state FILE [--port 35963] [--trace]
+//	custos-vcard insert --state FILE [--port 35963] [--reader NAME] [--trace]
 //
 // "ca" creates (or reuses) the virtual attestation CA in DIR and prints the
 // path of its root certificate. "new" makes a factory-fresh card; without
 // --ca it uses the CA in vcard-ca beside the state file. "insert" puts the
 // card into the vpcd reader on the port and serves it until interrupted
-// (SIGINT or SIGTERM), which removes it.
+// (SIGINT or SIGTERM), which removes it. It waits for pcscd to list the
+// card in the reader "Virtual PCD 00 NN" (Debian's vpcd name), or in NAME
+// for a vpcd configured with another FRIENDLYNAME (a private pcscd whose
+// reader must say "Yubico" for ykcs11 2.2).
 package main
 
 import (
@@ -30,7 +33,7 @@ import (
 const usage = `usage:
   custos-vcard ca --dir DIR
   custos-vcard new --state FILE --serial N [--version 5.7.1] [--ca DIR]
-  custos-vcard insert --state FILE [--port 35963] [--trace]
+  custos-vcard insert --state FILE [--port 35963] [--reader NAME] [--trace]
 `
 
 func main() {
@@ -95,6 +98,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "insert":
 		state := fs.String("state", "", "state file of the card")
 		port := fs.Int("port", vcard.Port0, "vpcd port (35963 or 35964)")
+		reader := fs.String("reader", "", "the pcsc name of the vpcd reader (default: Virtual PCD 00 NN for the port)")
 		trace := fs.Bool("trace", false, "log each apdu header and status word to stderr")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -111,7 +115,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		in, err := card.Insert(ctx, *port)
+		if *reader == "" {
+			*reader = vcard.ReaderName(*port)
+		}
+		in, err := card.InsertInto(ctx, *port, *reader)
 		if err != nil {
 			return err
 		}

@@ -147,7 +147,7 @@ func TestHelpHasExamplesAndExitCodes(t *testing.T) {
 			if code != 0 || stderr != "" {
 				t.Fatalf("exit %d, stderr %q", code, stderr)
 			}
-			for _, want := range []string{"USAGE:", "EXAMPLES:\n   custos ", "EXIT CODES:\n   0  done\n   1  error\n   2  usage", "3  quorum not reached", "4  verification failed"} {
+			for _, want := range []string{"USAGE:", "EXAMPLES:\n   custos ", "EXIT CODES:\n   0  done\n   1  error: anything not listed below", "2  usage", "3  quorum not reached", "4  verification failed"} {
 				if !strings.Contains(stdout, want) {
 					t.Errorf("help lacks %q:\n%s", want, stdout)
 				}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
@@ -133,18 +132,21 @@ func (e *env) ceremonyEnv(c *cli.Context, device string, use logUse) (*escrow.En
 // log is optional and absent (the command then says it works without it).
 // A command that only reads never creates a log.
 func (e *env) openLog(c *cli.Context, use logUse) (*store.Log, error) {
-	g := globalsOf(c)
-	if use != logWrite {
-		if _, err := os.Lstat(g.db); errors.Is(err, fs.ErrNotExist) {
-			if use == logRequired {
-				return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", g.db),
-					hint: "give the log's path with --db, or copy it from where the ceremonies were held"}
-			}
-			fmt.Fprintf(e.stderr, "custos: no ceremony log at %s: working from the volume and the cards alone, writing no log\n", g.db)
-			return nil, nil
-		}
+	db, opts, err := logTarget(c) // db.go: --db, the etcd flags, the config file
+	if err != nil {
+		return nil, err
 	}
-	return store.Open(g.db, &store.Options{Timeout: store.DefaultTimeout})
+	opts.NoCreate = use != logWrite
+	l, err := store.Open(db, opts)
+	if use != logWrite && errors.Is(err, store.ErrNotFound) {
+		if use == logRequired {
+			return nil, &cliError{code: exitError, err: fmt.Errorf("no ceremony log at %s", db),
+				hint: "give the log's path with --db PATH (or its cluster, etcd://HOST:PORT,.../PREFIX), or copy it from where the ceremonies were held"}
+		}
+		fmt.Fprintf(e.stderr, "custos: no ceremony log at %s: working from the volume and the cards alone, writing no log\n", db)
+		return nil, nil
+	}
+	return l, err
 }
 
 // actor names who runs the ceremony, for the log.
@@ -286,10 +288,15 @@ type cardRefView struct {
 	Slot        string `json:"slot"`
 	Custodian   string `json:"custodian"`
 	Fingerprint string `json:"fingerprint"`
+	// Attestation is what the log's chain says of the card's key (when
+	// the command read it): issuer, firmware, policies; "unattested"; or
+	// why it does not verify.
+	Attestation string `json:"attestation,omitempty"`
 }
 
 type ceremonyView struct {
 	ID              string        `json:"id"`
+	Status          string        `json:"status,omitempty"`
 	Version         int           `json:"version"`
 	Volume          string        `json:"volume"`
 	K               int           `json:"k"`
@@ -338,6 +345,44 @@ func (v *ceremonyView) writeText(w io.Writer, title string) {
 		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", c.Index, c.Serial, c.Slot, c.Custodian, c.Fingerprint)
 	}
 	tw.Flush()
+	writeAttestations(w, v.Cards)
+}
+
+// writeAttestations lists the cards' attestations, when known.
+func writeAttestations(w io.Writer, cs []cardRefView) {
+	for _, c := range cs {
+		if c.Attestation != "" {
+			fmt.Fprintf(w, "  attestation of card %s: %s\n", c.Serial, c.Attestation)
+		}
+	}
+}
+
+// withAttestations gives each card its attestation as the log's chain
+// tells it.
+func (v *ceremonyView) withAttestations(as []escrow.CardAttestation) *ceremonyView {
+	if v == nil {
+		return nil
+	}
+	for _, a := range as {
+		for i := range v.Cards {
+			if v.Cards[i].Index == a.Index {
+				v.Cards[i].Attestation = attestationText(a)
+			}
+		}
+	}
+	return v
+}
+
+// attestationText shows a card's attestation (escrow filters what of it
+// comes from a certificate).
+func attestationText(a escrow.CardAttestation) string {
+	switch {
+	case a.Unattested:
+		return "unattested (weakness: nothing proves its key was made on a genuine card)"
+	case a.Problem != "":
+		return "NOT VERIFIED: " + a.Problem
+	}
+	return a.Summary
 }
 
 type outcomeView struct {
@@ -447,7 +492,7 @@ func (e *env) enroll(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return e.render(globalsOf(c).json, enrollView{Ceremony: viewRecord(res.Ceremony), TokenID: res.TokenID,
+	return e.render(globalsOf(c).json, enrollView{Ceremony: viewRecord(res.Ceremony).withAttestations(res.Attestations), TokenID: res.TokenID,
 		Anchor: anchorString(res.Anchor), Resumed: res.Resumed})
 }
 
@@ -609,7 +654,7 @@ func (e *env) rotate(c *cli.Context) error {
 	if res == nil || res.Anchor == (store.Head{}) {
 		return err
 	}
-	v := rotateView{Old: viewRecord(res.Old), New: viewRecord(res.New), OldKilled: res.OldKilled, Wiped: []cardRefView{}, ToWipe: []cardRefView{},
+	v := rotateView{Old: viewRecord(res.Old), New: viewRecord(res.New).withAttestations(res.Attestations), OldKilled: res.OldKilled, Wiped: []cardRefView{}, ToWipe: []cardRefView{},
 		Problems: append([]string{}, res.Problems...), Anchor: anchorString(res.Anchor), Resumed: res.Resumed}
 	for _, r := range res.Wiped {
 		v.Wiped = append(v.Wiped, viewRef(r))
@@ -751,6 +796,11 @@ func (v statusView) writeText(w io.Writer) error {
 			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", c.Index, c.Serial, c.Custodian, last)
 		}
 		tw.Flush()
+		cs := make([]cardRefView, 0, len(v.Cards))
+		for _, c := range v.Cards {
+			cs = append(cs, c.cardRefView)
+		}
+		writeAttestations(w, cs)
 	}
 	if len(v.Copies) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -803,12 +853,16 @@ func (e *env) status(c *cli.Context) error {
 		Source: rep.Source, Confirmed: rep.Confirmed, Copies: []copyView{}, Notes: append([]string{}, rep.Notes...),
 		KeyslotInUse: rep.KeyslotInUse, Cards: []cardStatusView{}, Live: rep.Live, Margin: rep.Margin,
 		Problems: append([]string{}, rep.Problems...)}
+	if v.Ceremony != nil {
+		v.Ceremony.Status = rep.Status
+	}
 	for _, c := range rep.Copies {
 		v.Copies = append(v.Copies, copyView{Copy: c.Copy, Ceremony: c.Ceremony, Version: c.Version, Status: c.Status,
 			Anchor: anchorString(c.Anchor), Problem: escrow.SafeText(c.Problem)})
 	}
 	for _, cs := range rep.Cards {
 		sv := cardStatusView{cardRefView: viewRef(cs.RecordCard), LastOK: cs.LastOK, Reason: escrow.SafeText(cs.Reason)}
+		sv.Attestation = attestationText(cs.Attestation)
 		if !cs.LastRollcall.IsZero() {
 			t := cs.LastRollcall
 			sv.LastRollcall = &t

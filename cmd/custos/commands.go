@@ -37,13 +37,13 @@ func (e *env) app(stdin io.Reader) *cli.App {
 		HideVersion:          true,
 		Suggest:              false,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main decides the exit code
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "db", Value: defaultDB, Usage: "the ceremony log `PATH`", TakesFile: true},
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "db", Value: defaultDB, Usage: "the ceremony log: a file `PATH`, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]", TakesFile: true},
 			&cli.BoolFlag{Name: "json", Usage: "write data as JSON (talk still goes to standard error)"},
 			&cli.DurationFlag{Name: "timeout", Value: defaultTimeout, Usage: "how long to wait for a card to be inserted"},
 			&cli.StringFlag{Name: "attestation-roots", Usage: "PEM `FILE` of extra attestation roots to trust besides Yubico's PIV CA", TakesFile: true},
 			&cli.BoolFlag{Name: "debug", Usage: "print diagnostics (never secrets) to standard error", Hidden: true},
-		},
+		}, dbFlags()...),
 		Before: func(c *cli.Context) error {
 			e.debug = globalsOf(c).debug
 			for _, n := range startupNotes {
@@ -54,6 +54,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 		// Runs after the command, whatever it returned: no secret outlives it.
 		After: func(*cli.Context) error {
 			e.prompt.release()
+			e.debugf("%s", cpuTimes())
 			return nil
 		},
 		Action: func(c *cli.Context) error {
@@ -125,7 +126,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 		Subcommands: []*cli.Command{
 			ds.add(&cli.Command{
 				Name:  "verify",
-				Usage: "recompute the log's hash chain and check it against anchors",
+				Usage: "recompute the log's hash chain, check it against anchors, and verify again every card attestation it holds (against Yubico's roots and --attestation-roots)",
 				Flags: []cli.Flag{
 					&cli.StringSliceFlag{Name: "anchor", Usage: "a head `HASH` recorded elsewhere (\"SEQ:HEX\", from a transcript, token or card); repeat for several"},
 				},
@@ -133,6 +134,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 			}, doc{examples: []string{
 				"custos log verify",
 				"custos log verify --anchor 12:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+				"custos --attestation-roots vcard-ca.pem log verify",
 			}}),
 			ds.add(&cli.Command{
 				Name:      "show",
@@ -143,6 +145,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 				"custos log show",
 				"custos --json log show 3f1c2a",
 			}}),
+			e.logCopyCommand(ds),
 			ds.add(&cli.Command{
 				Name:      "transcript",
 				Usage:     "print a ceremony's transcript, fit to print and sign",
@@ -245,6 +248,12 @@ func (e *env) app(stdin io.Reader) *cli.App {
 			Usage:  "print the man page",
 			Hidden: true,
 			Action: func(c *cli.Context) error { return e.genMan(c, ds) },
+		},
+		{
+			Name:   "gen-readme",
+			Usage:  "print the README's generated tables (prompts, exit codes)",
+			Hidden: true,
+			Action: func(c *cli.Context) error { return e.genReadme(c, ds) },
 		},
 	}
 

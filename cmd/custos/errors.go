@@ -9,20 +9,36 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Exit codes: the contract scripts rely on (README "Exit codes"; every
-// command's help ends with this table).
+// Exit codes: the contract scripts rely on. exitCodes is their one
+// definition: every command's help ends with it, the man page lists it and
+// the README's table is generated from it (custos gen-readme).
 const (
-	exitOK       = 0 // done
-	exitError    = 1 // error: anything not listed below
-	exitUsage    = 2 // usage: unknown command or flag, wrong arguments
-	exitQuorum   = 3 // quorum not reached: fewer than k good shares
-	exitVerify   = 4 // verification failed: log chain, anchor, commitments or keyslot
-	exitCodeText = `   0  done
-   1  error
-   2  usage: unknown command or flag, missing or extra arguments
-   3  quorum not reached: fewer than k good shares were collected
-   4  verification failed: the log's chain or anchor, a share's commitment, or the recovery keyslot`
+	exitOK     = 0 // done
+	exitError  = 1 // error: anything not listed below
+	exitUsage  = 2 // usage: unknown command or flag, wrong arguments
+	exitQuorum = 3 // quorum not reached: fewer than k good shares
+	exitVerify = 4 // verification failed: log chain, anchor, commitments, copies, attestation or keyslot
 )
+
+var exitCodes = []struct {
+	code    int
+	meaning string
+}{
+	{exitOK, "done"},
+	{exitError, "error: anything not listed below (no card, a wrong key file, cryptsetup failed, the log in use, ...)"},
+	{exitUsage, "usage: unknown command or flag, missing or extra arguments, a value out of range"},
+	{exitQuorum, "quorum not reached: fewer than k good shares were collected before the cards ran out or --timeout passed"},
+	{exitVerify, "verification failed: the log's chain or an anchor, a share against its commitment, copies of a ceremony that disagree, a card's attestation, the recovered key against its keyslot"},
+}
+
+// exitCodeText is exitCodes as help text, one code a line.
+var exitCodeText = func() string {
+	var lines []string
+	for _, c := range exitCodes {
+		lines = append(lines, fmt.Sprintf("   %d  %s", c.code, c.meaning))
+	}
+	return strings.Join(lines, "\n")
+}()
 
 // cliError is an error that carries its exit code and, when there is a next
 // step, a hint. Everything an action returns is turned into one by classify.
@@ -61,7 +77,7 @@ type classifier func(err error) (code int, hint string, ok bool)
 
 // classifiers, in order: escrow first (its errors carry hints and wrap the
 // others), then cards, then store.
-var classifiers = []classifier{classifyEscrow, classifyCards, classifyStore}
+var classifiers = []classifier{classifyEscrow, classifyCards, classifyStore, classifyEtcd}
 
 // classify returns the exit code and hint for err.
 func classify(err error) (int, string) {

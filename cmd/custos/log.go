@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"custos.dev/custos/escrow"
 	"custos.dev/custos/store"
 )
 
@@ -39,15 +40,62 @@ type verifyResult struct {
 	Head    string `json:"head"`
 	Anchors int    `json:"anchors"`
 	Problem string `json:"problem,omitempty"`
+	// Attestations is what the log's attestation chains verified to
+	// (absent when the chain itself is broken).
+	Attestations *attestationsView `json:"attestations,omitempty"`
+}
+
+type attestationsView struct {
+	Chains     []chainView `json:"chains"`
+	Cards      int         `json:"cards"`
+	Unattested int         `json:"unattested"`
+	Problems   []string    `json:"problems"`
+}
+
+type chainView struct {
+	Event       uint64 `json:"event"`
+	Ceremony    string `json:"ceremony,omitempty"`
+	Set         string `json:"set,omitempty"` // a set event's: "NAME version N"
+	Serial      string `json:"serial"`
+	Slot        string `json:"slot"`
+	Fingerprint string `json:"fingerprint"`
+	Attestation string `json:"attestation,omitempty"`
+	Problem     string `json:"problem,omitempty"`
 }
 
 func (r verifyResult) writeText(w io.Writer) error {
-	if !r.OK {
-		_, err := fmt.Fprintf(w, "log %s: BROKEN: %s\n", r.Path, r.Problem)
+	if r.Attestations == nil {
+		if !r.OK {
+			_, err := fmt.Fprintf(w, "log %s: BROKEN: %s\n", r.Path, r.Problem)
+			return err
+		}
+		_, err := fmt.Fprintf(w, "log %s: ok\nevents  %d\nhead    %s\nanchors %d found\n", r.Path, r.Events, r.Head, r.Anchors)
 		return err
 	}
-	_, err := fmt.Fprintf(w, "log %s: ok\nevents  %d\nhead    %s\nanchors %d found\n", r.Path, r.Events, r.Head, r.Anchors)
-	return err
+	status := "ok"
+	if !r.OK {
+		status = "chain ok, attestations FAILED"
+	}
+	fmt.Fprintf(w, "log %s: %s\nevents  %d\nhead    %s\nanchors %d found\n", r.Path, status, r.Events, r.Head, r.Anchors)
+	a := r.Attestations
+	fmt.Fprintf(w, "attestations %d chains, %d ceremony cards attested, %d unattested (allowed by their ceremony)\n", len(a.Chains), a.Cards, a.Unattested)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range a.Chains {
+		what := c.Attestation
+		if c.Problem != "" {
+			what = "FAILED: " + c.Problem
+		}
+		event := fmt.Sprint(c.Event)
+		if c.Set != "" {
+			event += " (set " + c.Set + ")"
+		}
+		fmt.Fprintf(tw, "  event %s\tcard %s\tslot %s\t%s\n", event, c.Serial, c.Slot, what)
+	}
+	tw.Flush()
+	for _, p := range a.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+	return nil
 }
 
 func (e *env) logVerify(c *cli.Context) error {
@@ -62,6 +110,10 @@ func (e *env) logVerify(c *cli.Context) error {
 		}
 		anchors = append(anchors, h)
 	}
+	roots, err := attestationRoots(globalsOf(c).roots)
+	if err != nil {
+		return err
+	}
 	l, err := e.openLog(c, logRequired)
 	if err != nil {
 		return err
@@ -71,6 +123,29 @@ func (e *env) logVerify(c *cli.Context) error {
 	r := verifyResult{OK: verr == nil, Path: l.Path(), Events: rep.Events, Anchors: rep.Anchors}
 	if rep.Head != (store.Head{}) {
 		r.Head = rep.Head.String()
+	}
+	if verr == nil {
+		// The chain holds: verify again every attestation it records.
+		ar, aerr := escrow.VerifyAttestations(&escrow.Env{Log: l, Roots: roots})
+		if ar != nil {
+			av := &attestationsView{Chains: []chainView{}, Cards: ar.Cards, Unattested: ar.Unattested, Problems: append([]string{}, ar.Problems...)}
+			for _, ch := range ar.Chains {
+				av.Chains = append(av.Chains, chainView{Event: ch.Seq, Ceremony: ch.Ceremony, Set: ch.Set, Serial: ch.Serial, Slot: ch.Slot,
+					Fingerprint: ch.Fingerprint, Attestation: ch.Summary, Problem: ch.Problem})
+			}
+			r.Attestations = av
+		}
+		if aerr != nil {
+			r.OK = false
+			r.Problem = message(aerr)
+			if ar == nil {
+				return aerr
+			}
+			if err := e.render(globalsOf(c).json, r); err != nil {
+				return err
+			}
+			return aerr
+		}
 	}
 	if verr != nil {
 		r.Problem = message(verr)

@@ -82,7 +82,7 @@ func TestMain(m *testing.M) {
 // testscript's own commands they have:
 //
 //	[real:cryptsetup], [real:pcscd]  conditions; missing fails under scripts/test
-//	vcard new SERIAL...        make factory-fresh virtual cards in $WORK/cards
+//	vcard new|key|noattest ... make virtual cards in $WORK/cards, change their keys (see cmdVcard)
 //	run [-exit N] [-stdin FILE] [-cards S1,S2,...] [-first] custos ARGS...
 //	                           run custos: its standard input from FILE (one
 //	                           line per prompt), the cards inserted one by one
@@ -160,24 +160,76 @@ func lockReaders(ts *testscript.TestScript) {
 	})
 }
 
+// cmdVcard is the script command vcard:
+//
+//	vcard new [-ca NAME] [-version V] SERIAL...  factory-fresh cards in $WORK/cards; -ca: under
+//	                                              another virtual CA in $WORK/NAME, its root in
+//	                                              $NAME_ROOTS (upper case), trusted by nobody else
+//	vcard key SERIAL SLOT never|imported          put a new key in the slot, as another tool would:
+//	                                              generated with PIN policy never, or imported
+//	vcard noattest SERIAL                         make the card one of another maker: no ATTEST
 func cmdVcard(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 2 || args[0] != "new" {
-		ts.Fatalf("usage: vcard new SERIAL...")
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: vcard new|key|noattest ...")
 	}
 	st := state(ts)
-	if st.ca == nil {
-		ca, err := vcard.OpenCA(ts.MkAbs("vcard-ca"))
-		ts.Check(err)
-		st.ca = ca
-		ts.Setenv("VCARD_ROOTS", ca.RootPath())
+	card := func(serial string) *vcard.Card {
+		c, ok := st.cards[serial]
+		if !ok {
+			ts.Fatalf("vcard: no virtual card %s (vcard new %s first)", serial, serial)
+		}
+		return c
 	}
-	ts.Check(os.MkdirAll(ts.MkAbs("cards"), 0o700))
-	for _, s := range args[1:] {
-		n, err := strconv.ParseUint(s, 10, 32)
+	switch args[0] {
+	case "new":
+		fs := flag.NewFlagSet("vcard new", flag.ContinueOnError)
+		caName := fs.String("ca", "", "another virtual CA")
+		version := fs.String("version", "", "firmware version")
+		if err := fs.Parse(args[1:]); err != nil || fs.NArg() == 0 {
+			ts.Fatalf("usage: vcard new [-ca NAME] [-version V] SERIAL...")
+		}
+		if st.ca == nil {
+			ca, err := vcard.OpenCA(ts.MkAbs("vcard-ca"))
+			ts.Check(err)
+			st.ca = ca
+			ts.Setenv("VCARD_ROOTS", ca.RootPath())
+		}
+		ca := st.ca
+		if *caName != "" {
+			other, err := vcard.OpenCA(ts.MkAbs(*caName))
+			ts.Check(err)
+			ts.Setenv(strings.ToUpper(*caName)+"_ROOTS", other.RootPath())
+			ca = other
+		}
+		ts.Check(os.MkdirAll(ts.MkAbs("cards"), 0o700))
+		for _, s := range fs.Args() {
+			n, err := strconv.ParseUint(s, 10, 32)
+			ts.Check(err)
+			c, err := vcard.NewCard(vcard.Config{Serial: uint32(n), Version: *version, CA: ca, StatePath: ts.MkAbs(filepath.Join("cards", s+".json"))})
+			ts.Check(err)
+			st.cards[s] = c
+		}
+	case "key":
+		if len(args) != 4 {
+			ts.Fatalf("usage: vcard key SERIAL SLOT never|imported")
+		}
+		slot, err := strconv.ParseUint(args[2], 16, 8)
 		ts.Check(err)
-		c, err := vcard.NewCard(vcard.Config{Serial: uint32(n), CA: st.ca, StatePath: ts.MkAbs(filepath.Join("cards", s+".json"))})
+		switch args[3] {
+		case "never":
+			_, err = card(args[1]).PutKey(byte(slot), vcard.PINPolicyNever, vcard.TouchPolicyNever, false)
+		case "imported":
+			_, err = card(args[1]).PutKey(byte(slot), vcard.PINPolicyAlways, vcard.TouchPolicyNever, true)
+		default:
+			ts.Fatalf("usage: vcard key SERIAL SLOT never|imported")
+		}
 		ts.Check(err)
-		st.cards[s] = c
+	case "noattest":
+		for _, s := range args[1:] {
+			ts.Check(card(s).SetNoAttestation(true))
+		}
+	default:
+		ts.Fatalf("usage: vcard new|key|noattest ...")
 	}
 }
 

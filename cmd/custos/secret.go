@@ -94,3 +94,17 @@ func readKeyFile(in *input, path string) (*secmem.Buf, error) {
 	}
 	return k, nil
 }
+
+// cpuTimes says, for --debug, the processor time custos used itself and
+// in the programs it ran (cryptsetup), so that a benchmark can tell
+// custos's own cost from cryptsetup's (scripts/bench).
+func cpuTimes() string {
+	var self, children unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &self) != nil || unix.Getrusage(unix.RUSAGE_CHILDREN, &children) != nil {
+		return "cpu: unknown"
+	}
+	ms := func(r unix.Rusage) float64 {
+		return float64(r.Utime.Sec+r.Stime.Sec)*1e3 + float64(r.Utime.Usec+r.Stime.Usec)/1e3
+	}
+	return fmt.Sprintf("cpu: custos %.1f ms, the programs it ran %.1f ms", ms(self), ms(children))
+}

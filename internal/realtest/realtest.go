@@ -9,6 +9,7 @@ package realtest
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -70,4 +71,19 @@ func LockReaders(t testing.TB) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	})
+}
+
+// EtcdEnv names the etcd cluster the tests use: its client endpoints,
+// comma-separated (scripts/etcd.sh sets it; HOST:PORT each).
+const EtcdEnv = "CUSTOS_ETCD"
+
+// Etcd returns the endpoints of the test cluster, or ends the test through
+// Missing when none is given.
+func Etcd(t testing.TB) []string {
+	t.Helper()
+	v := os.Getenv(EtcdEnv)
+	if v == "" {
+		Missing(t, "no etcd cluster (%s is not set; scripts/etcd.sh starts one)", EtcdEnv)
+	}
+	return strings.Split(v, ",")
 }

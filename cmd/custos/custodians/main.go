@@ -7,7 +7,10 @@
 // standard error, with the card swaps marked "»". Standard input goes to
 // custos untouched: PINs and passphrases one line per prompt.
 //
-//	custodians [--port 35963] [--first] --cards STATE[,STATE...] -- custos ARGS...
+//	custodians [--port 35963] [--first] [--counts] --cards STATE[,STATE...] -- custos ARGS...
+//
+// With --counts it says at the end, for each card, how many APDUs the card
+// received and of which instructions (scripts/bench counts them).
 //
 // It exits with the command's exit code. For tests and rehearsals on
 // virtual cards only.
@@ -30,6 +33,7 @@ func main() {
 	fs := flag.NewFlagSet("custodians", flag.ContinueOnError)
 	port := fs.Int("port", vcard.Port0, "vpcd port of the reader the first card goes into")
 	first := fs.Bool("first", false, "insert the first card before the command starts")
+	counts := fs.Bool("counts", false, "say how many APDUs each card received, at the end")
 	list := fs.String("cards", "", "comma-separated state files of the virtual cards, in the order they are inserted")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -61,6 +65,18 @@ func main() {
 	err := custodians.Run(ctx, cmd, deck, os.Stderr)
 	if rerr := deck.Remove(); rerr != nil && err == nil {
 		err = rerr
+	}
+	if *counts {
+		for _, c := range deck.Cards {
+			n := c.Counts()
+			var by []string
+			for ins, k := range n.Instructions {
+				if k > 0 {
+					by = append(by, fmt.Sprintf("%02X:%d", ins, k))
+				}
+			}
+			fmt.Fprintf(os.Stderr, "» apdus: card %d: %d (%s)\n", c.Serial(), n.APDUs, strings.Join(by, " "))
+		}
 	}
 	var ee *exec.ExitError
 	switch {

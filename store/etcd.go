@@ -1,0 +1,585 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// EtcdScheme starts a log name that names an etcd cluster.
+const EtcdScheme = "etcd://"
+
+// DefaultEtcdPrefix is the key prefix a log in etcd lives under unless the
+// name gives one.
+const DefaultEtcdPrefix = "custos"
+
+// etcdMarker is the value of PREFIX/meta/marker: it says the keys under
+// PREFIX are a custos ceremony log.
+const etcdMarker = "custos ceremony log"
+
+var keyMarker = []byte("marker")
+
+// IsEtcd reports whether dsn names an etcd cluster rather than a file.
+func IsEtcd(dsn string) bool { return strings.HasPrefix(dsn, EtcdScheme) }
+
+// ParseEtcd reads etcd://HOST:PORT[,HOST:PORT...][/PREFIX] into its
+// endpoints and key prefix (DefaultEtcdPrefix when none is given).
+func ParseEtcd(dsn string) (endpoints []string, prefix string, err error) {
+	rest, ok := strings.CutPrefix(dsn, EtcdScheme)
+	if !ok {
+		return nil, "", fmt.Errorf("%w: %q does not start with %s", ErrInvalid, dsn, EtcdScheme)
+	}
+	hosts, prefix, _ := strings.Cut(rest, "/")
+	prefix = strings.Trim(prefix, "/")
+	if prefix == "" {
+		prefix = DefaultEtcdPrefix
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" || port == "" {
+			return nil, "", fmt.Errorf("%w: etcd endpoint %q: want HOST:PORT", ErrInvalid, h)
+		}
+		endpoints = append(endpoints, h)
+	}
+	for _, c := range prefix {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '/') {
+			return nil, "", fmt.Errorf("%w: etcd key prefix %q: want letters, digits, - _ . /", ErrInvalid, prefix)
+		}
+	}
+	return endpoints, prefix, nil
+}
+
+// backoff waits a little before attempt+1, more after each lost race, with
+// jitter so that appenders that lost together do not collide again.
+func backoff(attempt int) {
+	d := time.Duration(1<<min(attempt, 6)) * time.Millisecond
+	time.Sleep(d/2 + rand.N(d))
+}
+
+// UnavailableError says the etcd cluster did not answer within the
+// timeout, and what was found about why: members down, no quorum, a
+// certificate refused. Nothing was written. It unwraps to ErrUnavailable.
+type UnavailableError struct {
+	Endpoints []string
+	Waited    time.Duration
+	Problem   string // what was found
+	Err       error  // the client's error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("ceremony log etcd://%s: %s (waited %s): %v", strings.Join(e.Endpoints, ","), e.Problem, e.Waited, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// etcdBackend keeps the log under a key prefix of an etcd cluster: bucket
+// B's key K is PREFIX/B/K, byte for byte.
+type etcdBackend struct {
+	cli       *clientv3.Client
+	endpoints []string
+	prefix    string
+	timeout   time.Duration
+	tls       *tls.Config
+}
+
+func (b *etcdBackend) key(bucket, k []byte) string {
+	return b.prefix + "/" + string(bucket) + "/" + string(k)
+}
+
+func (b *etcdBackend) bucketEnd(bucket []byte) string {
+	return b.prefix + "/" + string(bucket) + "0" // '0' follows '/'
+}
+
+func (b *etcdBackend) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), b.timeout)
+}
+
+// wrap turns the client's error into an UnavailableError that says why.
+func (b *etcdBackend) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ue *UnavailableError
+	if errors.As(err, &ue) || errors.Is(err, errConflict) || errors.Is(err, ErrInvalid) {
+		return err
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+		return fmt.Errorf("ceremony log etcd://%s: %w", strings.Join(b.endpoints, ","), err)
+	}
+	return &UnavailableError{Endpoints: b.endpoints, Waited: b.timeout, Problem: b.diagnose(), Err: err}
+}
+
+// diagnose asks each member, briefly, whether it answers and whether it
+// knows a leader, and tries a TLS handshake where TLS is used.
+func (b *etcdBackend) diagnose() string {
+	var mu sync.Mutex
+	answering, leaderless, reachable := 0, 0, 0
+	probe := max(time.Second, b.timeout/2)
+	var certs []string
+	var wg sync.WaitGroup
+	for _, ep := range b.endpoints {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b.tls != nil {
+				d := &net.Dialer{Timeout: time.Second}
+				conn, err := tls.DialWithDialer(d, "tcp", ep, b.tls)
+				if err == nil {
+					conn.Close()
+				} else if !isNetDown(err) {
+					mu.Lock()
+					certs = append(certs, fmt.Sprintf("%s: %v", ep, err))
+					mu.Unlock()
+					return
+				}
+			}
+			if conn, err := net.DialTimeout("tcp", ep, time.Second); err == nil {
+				conn.Close()
+				mu.Lock()
+				reachable++
+				mu.Unlock()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), probe)
+			defer cancel()
+			st, err := b.cli.Status(ctx, ep)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				answering++
+				if st.Leader == 0 {
+					leaderless++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n := len(b.endpoints)
+	switch {
+	case len(certs) > 0:
+		sort.Strings(certs)
+		return "the TLS handshake failed (check --etcd-cacert, --etcd-cert and --etcd-key): " + strings.Join(certs, "; ")
+	case reachable == 0:
+		return fmt.Sprintf("no member answers (0 of %d endpoints): start the members or check the endpoints", n)
+	case leaderless > 0 || answering < n/2+1:
+		return fmt.Sprintf("the cluster has no quorum (%d of %d members reachable, %d answer, %d of them know no leader): bring a majority of the members back, then repeat the command", reachable, n, answering, leaderless)
+	default:
+		return fmt.Sprintf("%d of %d members answer but the request did not complete: repeat the command, or raise --timeout", answering, n)
+	}
+}
+
+func isNetDown(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && ne.Op == "dial"
+}
+
+func (b *etcdBackend) close() error { return b.cli.Close() }
+
+func (b *etcdBackend) check(kvRead) error { return nil }
+
+// view pins a snapshot: the revision of the first read, every read at it.
+func (b *etcdBackend) view(fn func(kvRead) error) error {
+	kv := &etcdKV{b: b}
+	if err := kv.pin(); err != nil {
+		return err
+	}
+	return fn(kv)
+}
+
+// update reads at one revision and commits only if the head key is still
+// the one read (its ModRevision): appenders on many machines make one
+// chain. A lost race is errConflict; Log.Update runs fn again.
+func (b *etcdBackend) update(fn func(kvWrite) error) error {
+	kv := &etcdKV{b: b, writes: map[string][]byte{}}
+	if err := kv.pin(); err != nil {
+		return err
+	}
+	if err := fn(kv); err != nil {
+		return err
+	}
+	if len(kv.writes) == 0 {
+		return nil
+	}
+	headKey := b.key(bucketMeta, keyHead)
+	err := kv.commit(clientv3.Compare(clientv3.ModRevision(headKey), "=", kv.headMod))
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		// The commit's outcome is unknown (a member went away with it):
+		// it happened if the head is now the one it wrote.
+		ctx, cancel := b.ctx()
+		resp, gerr := b.cli.Get(ctx, headKey)
+		cancel()
+		if gerr == nil && len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, kv.writes[headKey]) {
+			return nil
+		}
+	}
+	return err
+}
+
+// etcdKV reads at a pinned revision through a small cache, and keeps a
+// write transaction's writes until the commit.
+type etcdKV struct {
+	b       *etcdBackend
+	rev     int64
+	headMod int64
+	mu      sync.Mutex
+	cache   map[string][]byte // reads, a write transaction only
+	writes  map[string][]byte // nil value: delete; nil map: a view
+}
+
+func (kv *etcdKV) pin() error {
+	ctx, cancel := kv.b.ctx()
+	defer cancel()
+	resp, err := kv.b.cli.Get(ctx, kv.b.key(bucketMeta, keyHead))
+	if err != nil {
+		return kv.b.wrap(err)
+	}
+	kv.rev = resp.Header.Revision
+	if len(resp.Kvs) == 1 {
+		kv.headMod = resp.Kvs[0].ModRevision
+		if kv.writes != nil {
+			kv.cache = map[string][]byte{kv.b.key(bucketMeta, keyHead): resp.Kvs[0].Value}
+		}
+	}
+	return nil
+}
+
+func (kv *etcdKV) get(bucket, key []byte) ([]byte, error) {
+	k := kv.b.key(bucket, key)
+	if kv.writes != nil {
+		if v, ok := kv.writes[k]; ok {
+			return v, nil
+		}
+		if v, ok := kv.cache[k]; ok {
+			return v, nil
+		}
+	}
+	ctx, cancel := kv.b.ctx()
+	defer cancel()
+	resp, err := kv.b.cli.Get(ctx, k, clientv3.WithRev(kv.rev))
+	if err != nil {
+		return nil, kv.b.wrap(err)
+	}
+	var v []byte
+	if len(resp.Kvs) == 1 {
+		v = resp.Kvs[0].Value
+	}
+	if kv.writes != nil {
+		if kv.cache == nil {
+			kv.cache = map[string][]byte{}
+		}
+		kv.cache[k] = v
+	}
+	return v, nil
+}
+
+// pageSize is how many keys a scan asks for at once; pages of larger
+// values hold fewer keys (scanPage), so a page stays near pageBytes.
+const (
+	pageSize  = 1000
+	pageBytes = 4 << 20
+)
+
+func (kv *etcdKV) scan(bucket, from, to []byte, fn func(k, v []byte) error) error {
+	return kv.scanDir(bucket, from, to, false, fn)
+}
+
+func (kv *etcdKV) scanDesc(bucket, from, to []byte, fn func(k, v []byte) error) error {
+	return kv.scanDir(bucket, from, to, true, fn)
+}
+
+func (kv *etcdKV) scanDir(bucket, from, to []byte, desc bool, fn func(k, v []byte) error) error {
+	if len(kv.writes) > 0 {
+		return errors.New("store: scan after a write in an etcd transaction")
+	}
+	start := kv.b.key(bucket, from)
+	end := kv.b.bucketEnd(bucket)
+	if to != nil {
+		end = kv.b.key(bucket, to)
+	}
+	strip := len(kv.b.key(bucket, nil))
+	// Small first pages: most scans in a transaction stop after a key or
+	// two (the tail check); a long one grows to pageSize at once.
+	limit := int64(16)
+	for start < end {
+		ctx, cancel := kv.b.ctx()
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(kv.rev), clientv3.WithLimit(limit)}
+		if desc {
+			opts = append(opts, clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+		}
+		resp, err := kv.b.cli.Get(ctx, start, opts...)
+		cancel()
+		if err != nil {
+			return kv.b.wrap(err)
+		}
+		size := 0
+		for _, e := range resp.Kvs {
+			size += len(e.Value)
+			if err := fn(e.Key[strip:], e.Value); err != nil {
+				if err == errStop {
+					return nil
+				}
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		last := string(resp.Kvs[len(resp.Kvs)-1].Key)
+		if desc {
+			end = last
+		} else {
+			start = last + "\x00"
+		}
+		// Aim the next page at pageBytes.
+		limit = min(pageSize, limit*8)
+		if avg := size / len(resp.Kvs); avg > 0 {
+			limit = min(limit, int64(max(16, pageBytes/avg)))
+		}
+	}
+	return nil
+}
+
+func (kv *etcdKV) hasBucket([]byte) bool { return true }
+
+func (kv *etcdKV) put(bucket, key, val []byte) error {
+	kv.writes[kv.b.key(bucket, key)] = append([]byte{}, val...)
+	return nil
+}
+
+func (kv *etcdKV) del(bucket, key []byte) error {
+	kv.writes[kv.b.key(bucket, key)] = nil
+	return nil
+}
+
+// commit writes every pending write in one transaction under cond.
+func (kv *etcdKV) commit(cond ...clientv3.Cmp) error {
+	keys := make([]string, 0, len(kv.writes))
+	for k := range kv.writes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ops := make([]clientv3.Op, 0, len(keys))
+	for _, k := range keys {
+		if v := kv.writes[k]; v == nil {
+			ops = append(ops, clientv3.OpDelete(k))
+		} else {
+			ops = append(ops, clientv3.OpPut(k, string(v)))
+		}
+	}
+	ctx, cancel := kv.b.ctx()
+	defer cancel()
+	resp, err := kv.b.cli.Txn(ctx).If(cond...).Then(ops...).Commit()
+	if err != nil {
+		if status.Code(err) == codes.InvalidArgument {
+			return fmt.Errorf("%w: etcd refused a transaction of %d keys: %v (raise the cluster's --max-txn-ops or --max-request-bytes, or write fewer events in one Update)", ErrInvalid, len(ops), err)
+		}
+		return kv.b.wrap(err)
+	}
+	if !resp.Succeeded {
+		return errConflict
+	}
+	return nil
+}
+
+// tlsConfig builds the client's TLS from PEM files; nil when none is given.
+func tlsConfig(opts *Options) (*tls.Config, error) {
+	if opts == nil || opts.EtcdCACert == "" && opts.EtcdCert == "" && opts.EtcdKey == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if opts.EtcdCACert != "" {
+		pem, err := os.ReadFile(opts.EtcdCACert)
+		if err != nil {
+			return nil, fmt.Errorf("etcd ca certificate: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: etcd ca certificate %s: no PEM certificate", ErrInvalid, opts.EtcdCACert)
+		}
+		cfg.RootCAs = pool
+	}
+	if (opts.EtcdCert == "") != (opts.EtcdKey == "") {
+		return nil, fmt.Errorf("%w: give both the etcd client certificate and its key, or neither", ErrInvalid)
+	}
+	if opts.EtcdCert != "" {
+		cert, err := tls.LoadX509KeyPair(opts.EtcdCert, opts.EtcdKey)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// openEtcdLog connects, and creates the log under its prefix when the
+// prefix holds no key at all: the marker, the schema, the head and the
+// log.created event, in one transaction that succeeds only on an empty
+// prefix. A prefix holding keys without the marker is refused (ErrNotLog).
+func openEtcdLog(dsn string, opts *Options, now func() time.Time) (*Log, error) {
+	l, err := dialEtcd(dsn, opts, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.etcdCheckOrCreate(opts != nil && opts.NoCreate); err != nil {
+		l.be.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// openEtcdEmpty makes a log without events under an empty prefix (for
+// Copy, which brings the events): marker, schema and an empty head in one
+// transaction that succeeds only on an empty prefix.
+func openEtcdEmpty(dsn string, opts *Options) (*Log, error) {
+	l, err := dialEtcd(dsn, opts, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	b := l.be.(*etcdBackend)
+	kv := &etcdKV{b: b, writes: map[string][]byte{}}
+	err = kv.pin()
+	if err == nil {
+		kv.writes[b.key(bucketMeta, keyMarker)] = []byte(etcdMarker)
+		kv.writes[b.key(bucketMeta, keySchema)] = encodeVersion(schemaVersion)
+		kv.writes[b.key(bucketMeta, keyHead)] = encodeHead(Head{})
+		err = kv.commit(clientv3.Compare(clientv3.CreateRevision(b.prefix+"/"), "=", 0).WithPrefix())
+	}
+	if errors.Is(err, errConflict) {
+		err = fmt.Errorf("%w: the prefix %q/ is not empty", fs.ErrExist, b.prefix)
+	}
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// deletePrefix removes every key of the log (a copy that failed).
+func (b *etcdBackend) deletePrefix() error {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	_, err := b.cli.Delete(ctx, b.prefix+"/", clientv3.WithPrefix())
+	return err
+}
+
+// pending is how many keys the transaction would write.
+func (kv *etcdKV) pending() int { return len(kv.writes) }
+
+func dialEtcd(dsn string, opts *Options, now func() time.Time) (*Log, error) {
+	endpoints, prefix, err := ParseEtcd(dsn)
+	if err != nil {
+		return nil, err
+	}
+	timeout := DefaultTimeout
+	if opts != nil && opts.Timeout > 0 {
+		timeout = opts.Timeout
+	}
+	tc, err := tlsConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		DialTimeout:          timeout,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: timeout,
+		TLS:                  tc,
+		Logger:               zap.NewNop(),
+		MaxCallSendMsgSize:   8 << 20,
+		MaxCallRecvMsgSize:   64 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open ceremony log %s: %w", dsn, err)
+	}
+	b := &etcdBackend{cli: cli, endpoints: endpoints, prefix: prefix, timeout: timeout, tls: tc}
+	name := EtcdScheme + strings.Join(endpoints, ",") + "/" + prefix
+	return &Log{be: b, path: name, now: now}, nil
+}
+
+func (l *Log) etcdCheckOrCreate(noCreate bool) error {
+	b := l.be.(*etcdBackend)
+	for attempt := 0; attempt < 3; attempt++ {
+		ctx, cancel := b.ctx()
+		resp, err := b.cli.Txn(ctx).Then(
+			clientv3.OpGet(b.key(bucketMeta, keyMarker)),
+			clientv3.OpGet(b.key(bucketMeta, keySchema)),
+			clientv3.OpGet(b.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("open ceremony log %s: %w", l.path, b.wrap(err))
+		}
+		marker, schema, count := resp.Responses[0].GetResponseRange(), resp.Responses[1].GetResponseRange(), resp.Responses[2].GetResponseRange().Count
+		switch {
+		case len(marker.Kvs) == 1 && string(marker.Kvs[0].Value) == etcdMarker:
+			if len(schema.Kvs) != 1 || len(schema.Kvs[0].Value) != 4 {
+				return fmt.Errorf("open ceremony log %s: %w (no schema version)", l.path, ErrNotLog)
+			}
+			v := uint32(schema.Kvs[0].Value[0])<<24 | uint32(schema.Kvs[0].Value[1])<<16 | uint32(schema.Kvs[0].Value[2])<<8 | uint32(schema.Kvs[0].Value[3])
+			switch {
+			case v > schemaVersion:
+				return &SchemaError{Path: l.path, Found: v, Supported: schemaVersion}
+			case v < schemaVersion:
+				return fmt.Errorf("open ceremony log %s: %w (schema %d: custos never wrote that in etcd)", l.path, ErrNotLog, v)
+			}
+			return nil
+		case count > 0:
+			return fmt.Errorf("open ceremony log %s: %w: the prefix %q/ holds %d keys written by something else (no custos marker); give another prefix (etcd://HOSTS/PREFIX)", l.path, ErrNotLog, b.prefix, count)
+		case noCreate:
+			return fmt.Errorf("no ceremony log at %s: %w", l.path, ErrNotFound)
+		}
+		err = l.etcdCreate()
+		if !errors.Is(err, errConflict) {
+			return err
+		}
+		// Someone wrote under the prefix first: look again.
+	}
+	return fmt.Errorf("open ceremony log %s: %w: the prefix kept changing while custos created its log", l.path, ErrNotLog)
+}
+
+func (l *Log) etcdCreate() error {
+	b := l.be.(*etcdBackend)
+	kv := &etcdKV{b: b, writes: map[string][]byte{}}
+	if err := kv.pin(); err != nil {
+		return err
+	}
+	kv.writes[b.key(bucketMeta, keyMarker)] = []byte(etcdMarker)
+	kv.writes[b.key(bucketMeta, keySchema)] = encodeVersion(schemaVersion)
+	kv.writes[b.key(bucketMeta, keyHead)] = encodeHead(Head{})
+	t := &Tx{kv: kv, log: l}
+	if _, err := t.append(Event{Actor: "custos", Type: TypeCreated, Body: mustJSON(map[string]uint32{"schema": schemaVersion})}); err != nil {
+		return fmt.Errorf("create ceremony log %s: %w", l.path, err)
+	}
+	return kv.commit(clientv3.Compare(clientv3.CreateRevision(b.prefix+"/"), "=", 0).WithPrefix())
+}
+
+// etcdPrefixKeys is for tests: the keys under the log's prefix.
+func (b *etcdBackend) rawKeys() ([]string, error) {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	resp, err := b.cli.Get(ctx, b.prefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		out = append(out, string(bytes.TrimPrefix(kv.Key, []byte(b.prefix+"/"))))
+	}
+	return out, nil
+}
