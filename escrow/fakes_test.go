@@ -752,7 +752,8 @@ type rig struct {
 	src    *fakeSource
 	p      *fakePrompter
 	log    *store.Log
-	dbPath string
+	dbPath string // the log's file; its etcd prefix on the etcd run (dsn)
+	dsn    string // what store.Open takes: dbPath, or an etcd prefix
 	env    *Env
 }
 
@@ -765,6 +766,10 @@ func newRig(t *testing.T, version, ncards int) *rig {
 		r.cards = append(r.cards, newFakeCard(t, uint32(1000+i), fmt.Sprintf("pin%03d", i)))
 	}
 	r.dbPath = filepath.Join(t.TempDir(), "custos.db")
+	r.dsn = r.dbPath
+	if onEtcd() {
+		r.dsn = etcdTestDSN(t)
+	}
 	r.openLog()
 	fakeRoot()
 	r.env = &Env{Volume: r.vol, Device: "/dev/test", Cards: r.src, Log: r.log, Prompt: r.p, Actor: "tester", Roots: fakeRoots}
@@ -779,7 +784,7 @@ func newRig(t *testing.T, version, ncards int) *rig {
 }
 
 func (r *rig) openLog() {
-	l, err := store.Open(r.dbPath, nil)
+	l, err := store.Open(r.dsn, nil)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -116,9 +116,14 @@ func (r *rig) noSecrets(extra ...string) {
 		tokens.Write(tk.JSON)
 	}
 	r.vol.mu.Unlock()
-	db, err := os.ReadFile(r.dbPath)
-	if err != nil {
-		r.t.Fatal(err)
+	var db []byte
+	if onEtcd() {
+		db = etcdDump(r.t, r.dsn)
+	} else {
+		var err error
+		if db, err = os.ReadFile(r.dbPath); err != nil {
+			r.t.Fatal(err)
+		}
 	}
 	said := r.p.transcript()
 	for _, s := range secrets {
@@ -351,6 +356,7 @@ func (r *rig) forgeV1Salt(rec *Record) store.Head {
 // volume, replaces and cards the indexes take), bypassing the store.
 func (r *rig) forgeBody(status string, rec *Record, body json.RawMessage) store.Head {
 	r.t.Helper()
+	r.boltOnly()
 	if err := r.log.Close(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -499,6 +505,7 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 // snapshotLog copies the log's file, to roll the log back to it later.
 func (r *rig) snapshotLog() []byte {
 	r.t.Helper()
+	r.boltOnly()
 	if err := r.log.Close(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -513,6 +520,7 @@ func (r *rig) snapshotLog() []byte {
 // replaceLog puts b (a snapshot) in place of the log's file.
 func (r *rig) replaceLog(b []byte) {
 	r.t.Helper()
+	r.boltOnly()
 	if err := r.log.Close(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -525,6 +533,7 @@ func (r *rig) replaceLog(b []byte) {
 // freshLog replaces the log by a new, empty one.
 func (r *rig) freshLog() {
 	r.t.Helper()
+	r.boltOnly()
 	if err := r.log.Close(); err != nil {
 		r.t.Fatal(err)
 	}

@@ -67,7 +67,10 @@ func mayKill(ctx context.Context, env *Env, v *view, rec *Record, protect []int,
 	case c.log.Record.Keyslot != slot || c.log.Record.Salt == "":
 		return killVerdict{why: fmt.Sprintf("the copies of ceremony %s record no salt for keyslot %d", idText(rec.ID), slot)}, nil
 	case ks.Salt != c.log.Record.Salt:
-		return killVerdict{why: fmt.Sprintf("keyslot %d no longer holds the key of ceremony %s (another key was added under its number)", slot, idText(rec.ID))}, nil
+		// Both copies recorded the salt the ceremony's keyslot had: a
+		// keyslot with another salt holds another key (a key is added
+		// with a fresh salt). The ceremony's key is gone from it.
+		return killVerdict{free: true, why: fmt.Sprintf("keyslot %d holds another key now (not the salt both copies recorded): the recovery key of ceremony %s is gone from it", slot, idText(rec.ID))}, nil
 	}
 	return killVerdict{ok: true, why: fmt.Sprintf("the token and the log agree that keyslot %d, salt %.16s..., is ceremony %s's", slot, ks.Salt, idText(rec.ID))}, nil
 }

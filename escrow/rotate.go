@@ -375,10 +375,12 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *
 	var keptErr error
 	if kv, err := mayKill(ctx, env, v, old, protectOf(fa), ownOf(fa)); err != nil {
 		return fail(err)
+	} else if kv.free && v.h.InUse(old.Keyslot) {
+		env.say("%s: left alone", kv.why)
 	} else if !kv.free {
 		if !kv.ok {
-			keptErr = withHint(fmt.Errorf("%w: the old recovery keyslot %d of %s is left in place: %s", ErrUnconfirmed, old.Keyslot, idText(old.ID), kv.why),
-				"the old shares still open the volume: check keyslot %d and kill it with cryptsetup luksKillSlot %s %d", old.Keyslot, env.device(), old.Keyslot)
+			keptErr = withHint(fmt.Errorf("%w: keyslot %d, which the copies name as the old recovery keyslot of %s, is left in place: %s", ErrUnconfirmed, old.Keyslot, idText(old.ID), kv.why),
+				"if keyslot %d holds a key you added yourself, nothing is wrong; otherwise the old shares may still open the volume: kill it with cryptsetup luksKillSlot %s %d", old.Keyslot, env.device(), old.Keyslot)
 			env.say("%v", keptErr)
 		} else {
 			if fa == nil {

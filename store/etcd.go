@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"net"
@@ -131,7 +132,7 @@ func (b *etcdBackend) diagnose() string {
 	var mu sync.Mutex
 	answering, leaderless, reachable := 0, 0, 0
 	probe := max(time.Second, b.timeout/2)
-	var certs []string
+	var certs, speaksTLS []string
 	var wg sync.WaitGroup
 	for _, ep := range b.endpoints {
 		wg.Add(1)
@@ -141,8 +142,10 @@ func (b *etcdBackend) diagnose() string {
 				d := &net.Dialer{Timeout: time.Second}
 				conn, err := tls.DialWithDialer(d, "tcp", ep, b.tls)
 				if err == nil {
+					err = tlsRefusedAfterHandshake(conn)
 					conn.Close()
-				} else if !isNetDown(err) {
+				}
+				if err != nil && !isNetDown(err) {
 					mu.Lock()
 					certs = append(certs, fmt.Sprintf("%s: %v", ep, err))
 					mu.Unlock()
@@ -158,6 +161,12 @@ func (b *etcdBackend) diagnose() string {
 			ctx, cancel := context.WithTimeout(context.Background(), probe)
 			defer cancel()
 			st, err := b.cli.Status(ctx, ep)
+			if err != nil && b.tls == nil && speaksOnlyTLS(ep) {
+				mu.Lock()
+				speaksTLS = append(speaksTLS, ep)
+				mu.Unlock()
+				return
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -174,6 +183,9 @@ func (b *etcdBackend) diagnose() string {
 	case len(certs) > 0:
 		sort.Strings(certs)
 		return "the TLS handshake failed (check --etcd-cacert, --etcd-cert and --etcd-key): " + strings.Join(certs, "; ")
+	case len(speaksTLS) > 0:
+		sort.Strings(speaksTLS)
+		return "the members speak only TLS (" + strings.Join(speaksTLS, ", ") + "): give --etcd-cacert, and --etcd-cert and --etcd-key if they ask for a client certificate"
 	case reachable == 0:
 		return fmt.Sprintf("no member answers (0 of %d endpoints): start the members or check the endpoints", n)
 	case leaderless > 0 || answering < n/2+1:
@@ -181,6 +193,39 @@ func (b *etcdBackend) diagnose() string {
 	default:
 		return fmt.Sprintf("%d of %d members answer but the request did not complete: repeat the command, or raise --timeout", answering, n)
 	}
+}
+
+// tlsRefusedAfterHandshake waits briefly for what a member says after the
+// handshake. With TLS 1.3 the client's side of the handshake ends before the
+// member has checked the client's certificate: a member that refuses it
+// (none given, or one of another CA) says so in an alert on the first read.
+// A member that accepted it waits, silent, for the request: the read times
+// out, and that is no error.
+func tlsRefusedAfterHandshake(conn *tls.Conn) error {
+	conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var one [1]byte
+	_, err := conn.Read(one[:])
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	if errors.Is(err, io.EOF) {
+		return errors.New("the member closed the connection after the handshake (is this client's certificate one it trusts?)")
+	}
+	return err
+}
+
+// speaksOnlyTLS reports whether a member that did not answer plain gRPC
+// completes a TLS handshake. The handshake verifies nothing and nothing is
+// sent over it: it only tells the operator which flags are missing.
+func speaksOnlyTLS(ep string) bool {
+	d := &net.Dialer{Timeout: time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", ep, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 func isNetDown(err error) bool {

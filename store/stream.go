@@ -56,9 +56,12 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 	if rel, ok := r.(interface{ release() }); ok {
 		// Drop the file's pages from the resident set as the pass goes
 		// (bbolt's reads and its page check touch every page).
-		done := make(chan struct{})
-		defer close(done)
+		done, stopped := make(chan struct{}), make(chan struct{})
+		// The goroutine must be gone before the transaction closes: it
+		// reads the transaction's file.
+		defer func() { close(done); <-stopped }()
 		go func() {
+			defer close(stopped)
 			for {
 				select {
 				case <-done:

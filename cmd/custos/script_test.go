@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
@@ -81,7 +82,7 @@ func TestMain(m *testing.M) {
 // TestScripts runs the command-line scripts in testdata/script. Besides
 // testscript's own commands they have:
 //
-//	[real:cryptsetup], [real:pcscd]  conditions; missing fails under scripts/test
+//	[real:cryptsetup], [real:pcscd], [real:etcd]  conditions; missing fails under scripts/test
 //	vcard new|key|noattest ... make virtual cards in $WORK/cards, change their keys (see cmdVcard)
 //	run [-exit N] [-stdin FILE] [-cards S1,S2,...] [-first] custos ARGS...
 //	                           run custos: its standard input from FILE (one
@@ -111,12 +112,18 @@ type scriptState struct {
 
 func setupScript(env *testscript.Env) error {
 	env.Values["state"] = &scriptState{cards: map[string]*vcard.Card{}}
+	// The etcd cluster of scripts/etcd.sh, and a prefix of it no other
+	// script or run uses (left to the cluster, which goes at the end).
+	env.Setenv(realtest.EtcdEnv, os.Getenv(realtest.EtcdEnv))
+	env.Setenv("ETCD_PREFIX", fmt.Sprintf("custos-script/%d-%d", os.Getpid(), time.Now().UnixNano()))
+	env.Setenv("ETCDCTL_API", "3")
 	return nil
 }
 
 func state(ts *testscript.TestScript) *scriptState { return ts.Value("state").(*scriptState) }
 
-// realCondition is the script condition [real:cryptsetup] or [real:pcscd]:
+// realCondition is the script condition [real:cryptsetup], [real:pcscd] or
+// [real:etcd] (the cluster named by CUSTOS_ETCD, and etcdctl):
 // true when the part is there. A missing part is an error under scripts/test
 // (CUSTOS_REQUIRE_REAL=1), so that "[!real:pcscd] skip" never passes CI by
 // skipping.
@@ -133,6 +140,9 @@ func realCondition(cond string) (bool, error) {
 	case "pcscd":
 		fi, err := os.Stat(realtest.PCSCDSocket)
 		there = err == nil && fi.Mode()&os.ModeSocket != 0
+	case "etcd":
+		_, err := exec.LookPath("etcdctl")
+		there = err == nil && os.Getenv(realtest.EtcdEnv) != ""
 	default:
 		return false, fmt.Errorf("unknown real part %q", part)
 	}
