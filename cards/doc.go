@@ -238,9 +238,11 @@
 // second, so that a card pcscd has not yet seen leave is still reported as
 // removed.
 //
-// WaitInserted, WaitNewCard and WaitRemoved poll SCardGetStatusChange with a
-// one-second timeout and retry while pcscd is not answering, until the
-// context ends. WaitNewCard tells a card's stays in a reader apart by
+// WaitInserted, WaitNewCard, WaitNewCardIn and WaitRemoved block in one
+// SCardGetStatusChange until a reader's state changes (a minute at most
+// per call), so a wait costs no processor time while nothing happens; the
+// context's end cancels the call (SCardCancel). They retry while pcscd is
+// not answering, until the context ends. WaitNewCard tells a card's stays in a reader apart by
 // pcsc-lite's count of the reader's insertions and removals, so a card
 // swapped out and back in is new even when nobody watched the reader
 // meanwhile.

@@ -109,13 +109,13 @@ func mapError(reader string, err error) error {
 // card leave yet: a card still reported is watched for up to settle before
 // it is called present.
 func cardPresent(reader string) bool {
-	ctx, err := scard.EstablishContext()
+	ctx, err := pcsc.EstablishContext()
 	if err != nil {
 		return false
 	}
 	defer ctx.Release()
 	rs := []scard.ReaderState{{Reader: reader, CurrentState: scard.StateUnaware}}
-	if err := pcsc.GetStatusChange(ctx, rs, 0); err != nil {
+	if err := ctx.GetStatusChange(rs, 0); err != nil {
 		return false
 	}
 	deadline := time.Now().Add(settle)
@@ -125,9 +125,9 @@ func cardPresent(reader string) bool {
 			return true
 		}
 		rs[0].CurrentState = rs[0].EventState &^ scard.StateChanged
-		err := pcsc.GetStatusChange(ctx, rs, left)
+		err := ctx.GetStatusChange(rs, left)
 		if errors.Is(err, scard.ErrTimeout) {
-			continue // each call waits at most pcsc.MaxWait; the deadline decides
+			continue // the deadline decides
 		}
 		if err != nil {
 			return false

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"custos.dev/custos/internal/pcsc"
@@ -36,7 +37,7 @@ const retryService = 250 * time.Millisecond
 // card is asked for its serial number over a shared connection; a card held
 // exclusively by another program shows Serial 0.
 func Readers(ctx context.Context) ([]ReaderInfo, error) {
-	sc, err := scard.EstablishContext()
+	sc, err := pcsc.EstablishContext()
 	if err != nil {
 		return nil, fmt.Errorf("list readers: %w", mapError("", err))
 	}
@@ -52,7 +53,7 @@ func Readers(ctx context.Context) ([]ReaderInfo, error) {
 	for i, n := range names {
 		states[i] = scard.ReaderState{Reader: n, CurrentState: scard.StateUnaware}
 	}
-	if err := pcsc.GetStatusChange(sc, states, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
+	if err := sc.GetStatusChange(states, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
 		return nil, fmt.Errorf("list readers: %w", mapError("", err))
 	}
 	out := make([]ReaderInfo, len(names))
@@ -126,10 +127,24 @@ type Insertion struct {
 // count starts over: a card seen before may then count as new, as it would
 // had it been removed.
 func WaitNewCard(ctx context.Context, skip map[string]bool, seen map[Insertion]bool) (Insertion, error) {
+	return waitNewCard(ctx, func(r string) bool { return !skip[r] }, seen)
+}
+
+// WaitNewCardIn is WaitNewCard watching only the readers named in only
+// (every reader when only is empty), those plugged in while it waits
+// included.
+func WaitNewCardIn(ctx context.Context, only []string, seen map[Insertion]bool) (Insertion, error) {
+	if len(only) == 0 {
+		return WaitNewCard(ctx, nil, seen)
+	}
+	return waitNewCard(ctx, func(r string) bool { return slices.Contains(only, r) }, seen)
+}
+
+func waitNewCard(ctx context.Context, watched func(reader string) bool, seen map[Insertion]bool) (Insertion, error) {
 	var in Insertion
 	err := watch(ctx, func(states []scard.ReaderState) bool {
 		for _, st := range states {
-			if st.Reader == pnpReader || skip[st.Reader] {
+			if st.Reader == pnpReader || !watched(st.Reader) {
 				continue
 			}
 			if st.EventState&scard.StatePresent != 0 && st.EventState&scard.StateMute == 0 {
@@ -189,7 +204,7 @@ func watch(ctx context.Context, done func([]scard.ReaderState) bool) error {
 var errReadersChanged = errors.New("readers changed")
 
 func watchOnce(ctx context.Context, done func([]scard.ReaderState) bool) error {
-	sc, err := scard.EstablishContext()
+	sc, err := pcsc.EstablishContext()
 	if err != nil {
 		return mapError("", err)
 	}
@@ -213,18 +228,23 @@ func watchOnce(ctx context.Context, done func([]scard.ReaderState) bool) error {
 	}
 }
 
+// watchTimeout bounds one blocking SCardGetStatusChange of a wait. pcscd
+// going away ends the call at once (ErrNoService); the bound only caps
+// what a notification lost some other way could cost.
+const watchTimeout = time.Minute
+
 // waitChanges loops on SCardGetStatusChange over states until done says so
-// or the set of readers changes.
-func waitChanges(ctx context.Context, sc *scard.Context, states []scard.ReaderState, done func([]scard.ReaderState) bool) error {
+// or the set of readers changes. The first call reads the states; each
+// later one blocks until a state changes: a wait costs nothing while
+// nothing happens.
+func waitChanges(ctx context.Context, sc *pcsc.Context, states []scard.ReaderState, done func([]scard.ReaderState) bool) error {
 	first := true
 	for {
-		// A bounded timeout, so that a lost notification (pcscd restarting
-		// under us) costs at most a second, never a hang.
-		timeout := time.Second
+		timeout := watchTimeout
 		if first {
 			timeout = 0
 		}
-		err := pcsc.GetStatusChange(sc, states, timeout)
+		err := sc.GetStatusChange(states, timeout)
 		switch {
 		case err == nil, errors.Is(err, scard.ErrTimeout):
 		case errors.Is(err, scard.ErrCancelled):

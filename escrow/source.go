@@ -2,12 +2,9 @@ package escrow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"sync"
-	"time"
 
 	"custos.dev/custos/cards"
 )
@@ -43,26 +40,14 @@ func (s *ReaderSource) Close() error {
 	return nil
 }
 
-// poll bounds one wait, so that readers plugged in meanwhile are checked
-// against Readers.
-const poll = 300 * time.Millisecond
-
-// Next implements CardSource.
+// Next implements CardSource. It waits in one blocking call to pcscd
+// (cards.WaitNewCardIn): nothing runs while no card comes.
 func (s *ReaderSource) Next(ctx context.Context) (Card, error) {
 	for {
-		skip, err := s.skip(ctx)
-		if err != nil {
-			return nil, err
-		}
-		wctx, cancel := context.WithTimeout(ctx, poll)
-		in, err := cards.WaitNewCard(wctx, skip, s.seen())
-		cancel()
+		in, err := cards.WaitNewCardIn(ctx, s.Readers, s.seen())
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
-			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				continue
 			}
 			return nil, fmt.Errorf("wait for a card: %w", err)
 		}
@@ -76,24 +61,6 @@ func (s *ReaderSource) Next(ctx context.Context) (Card, error) {
 		}
 		return c, nil
 	}
-}
-
-// skip lists the readers not named in Readers.
-func (s *ReaderSource) skip(ctx context.Context) (map[string]bool, error) {
-	if len(s.Readers) == 0 {
-		return nil, nil
-	}
-	all, err := cards.Readers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	skip := map[string]bool{}
-	for _, r := range all {
-		if !slices.Contains(s.Readers, r.Name) {
-			skip[r.Name] = true
-		}
-	}
-	return skip, nil
 }
 
 func (s *ReaderSource) seen() map[cards.Insertion]bool {

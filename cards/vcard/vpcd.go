@@ -262,16 +262,17 @@ func retryPCSC(err error) time.Duration {
 	return 50 * time.Millisecond
 }
 
-// watchReader watches every reader pcscd lists (so that a change anywhere
-// ends the call and frees pcsc.GetStatusChange's lock for others in this
-// process) until the reader's card is present as wanted, or ctx ends
-// (false, nil).
+// watchReader watches every reader pcscd lists until the reader's card
+// is present as wanted, or ctx ends (false, nil). It blocks in
+// SCardGetStatusChange between changes; ctx's end cancels the call.
 func watchReader(ctx context.Context, reader string, present bool) (bool, error) {
-	sc, err := scard.EstablishContext()
+	sc, err := pcsc.EstablishContext()
 	if err != nil {
 		return false, fmt.Errorf("connect to pcscd: %w", err)
 	}
 	defer sc.Release()
+	stop := context.AfterFunc(ctx, func() { sc.Cancel() })
+	defer stop()
 	readers, err := sc.ListReaders()
 	if err != nil {
 		return false, fmt.Errorf("list readers: %w", err)
@@ -287,7 +288,11 @@ func watchReader(ctx context.Context, reader string, present bool) (bool, error)
 	}
 	var timeout time.Duration // the first call only reads the states
 	for {
-		if err := pcsc.GetStatusChange(sc, states, timeout); err != nil && !errors.Is(err, scard.ErrTimeout) {
+		err := sc.GetStatusChange(states, timeout)
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		if err != nil && !errors.Is(err, scard.ErrTimeout) {
 			return false, fmt.Errorf("reader status: %w", err)
 		}
 		for i := range states {
@@ -297,12 +302,6 @@ func watchReader(ctx context.Context, reader string, present bool) (bool, error)
 			}
 			st.CurrentState = st.EventState &^ scard.StateChanged
 		}
-		timeout = pcsc.MaxWait
-		if deadline, ok := ctx.Deadline(); ok {
-			timeout = min(timeout, time.Until(deadline))
-		}
-		if ctx.Err() != nil || timeout <= 0 {
-			return false, nil
-		}
+		timeout = time.Minute
 	}
 }

@@ -1,34 +1,138 @@
-package pcsc
+package pcsc_test
 
 import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	"custos.dev/custos/cards/vcard"
+	"custos.dev/custos/internal/pcsc"
+	"custos.dev/custos/internal/realtest"
+	"github.com/ebfe/scard"
 )
 
-// TestLockHandsOver: the lock goes to the goroutine waiting for it, not
-// back to the one that let it go and asks again at once (as a watcher
-// looping on GetStatusChange does).
-func TestLockHandsOver(t *testing.T) {
-	lock()
-	waiting := make(chan struct{})
-	got := make(chan struct{})
-	go func() {
-		close(waiting)
-		lock()
-		close(got)
-		time.Sleep(10 * time.Millisecond)
-		unlock()
-	}()
-	<-waiting
-	time.Sleep(50 * time.Millisecond) // let it block in lock
-	unlock()
+// states reads every reader's state once (a zero timeout), as the waits
+// do before they block.
+func states(t *testing.T, c *pcsc.Context) []scard.ReaderState {
+	t.Helper()
+	names, err := c.ListReaders()
+	if err != nil {
+		t.Fatalf("ListReaders: %v", err)
+	}
+	st := make([]scard.ReaderState, len(names))
+	for i, n := range names {
+		st[i] = scard.ReaderState{Reader: n, CurrentState: scard.StateUnaware}
+	}
+	if err := c.GetStatusChange(st, 0); err != nil {
+		t.Fatalf("GetStatusChange, zero timeout: %v", err)
+	}
+	for i := range st {
+		st[i].CurrentState = st[i].EventState &^ scard.StateChanged
+	}
+	return st
+}
+
+func establish(t *testing.T) *pcsc.Context {
+	t.Helper()
+	c, err := pcsc.EstablishContext()
+	if err != nil {
+		t.Fatalf("EstablishContext: %v", err)
+	}
+	t.Cleanup(func() { c.Release() })
+	return c
+}
+
+// TestWaitsBlockTogether: several goroutines block in GetStatusChange at
+// once, each on its own context and without a timeout, on the same reader
+// names (what the serialising lock this package replaces forbade); a card
+// inserted ends every wait with the card present, and a wait with nothing
+// to report times out or is cancelled. Run with -race.
+func TestWaitsBlockTogether(t *testing.T) {
+	realtest.LockReaders(t)
+	ca, err := vcard.OpenCA(filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := vcard.ReaderName(vcard.Port0)
+	const waiters = 4
+	type result struct {
+		st  []scard.ReaderState
+		err error
+	}
+	done := make(chan result, waiters)
+	for range waiters {
+		c := establish(t)
+		st := states(t, c)
+		if !slices.ContainsFunc(st, func(s scard.ReaderState) bool { return s.Reader == reader }) {
+			t.Fatalf("pcscd lists no reader %q", reader)
+		}
+		go func() {
+			err := c.GetStatusChange(st, pcsc.Infinite)
+			done <- result{st, err}
+		}()
+	}
+	// A timeout with nothing changing, meanwhile, on yet another context.
+	quiet := establish(t)
+	qs := states(t, quiet)
+	start := time.Now()
+	if err := quiet.GetStatusChange(qs, 100*time.Millisecond); !errors.Is(err, scard.ErrTimeout) {
+		t.Fatalf("GetStatusChange with nothing changing = %v, want scard.ErrTimeout", err)
+	}
+	if d := time.Since(start); d < 90*time.Millisecond {
+		t.Errorf("GetStatusChange timed out after %v, want 100ms", d)
+	}
 	select {
-	case sem <- struct{}{}: // what lock would do, without blocking
-		unlock()
-		t.Fatal("the goroutine that let the lock go took it back before the one waiting")
+	case r := <-done:
+		t.Fatalf("a wait returned with nothing changed: %v", r.err)
 	default:
 	}
-	<-got
-	lock() // and it comes back once the other is done
-	unlock()
+
+	card, err := vcard.NewCard(vcard.Config{Serial: 7001, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := card.Insert(context.Background(), vcard.Port0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Remove()
+	for range waiters {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				t.Fatalf("wait ended with %v, want the card's arrival", r.err)
+			}
+			i := slices.IndexFunc(r.st, func(s scard.ReaderState) bool { return s.Reader == reader })
+			if r.st[i].EventState&scard.StatePresent == 0 || len(r.st[i].Atr) == 0 {
+				t.Errorf("after the insertion %s is %#x with ATR %x, want a card present", reader, r.st[i].EventState, r.st[i].Atr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a wait did not end when the card was inserted")
+		}
+	}
+
+	// Cancel ends a wait that has nothing to report.
+	c := establish(t)
+	st := states(t, c)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		c.Cancel()
+	}()
+	if err := c.GetStatusChange(st, pcsc.Infinite); !errors.Is(err, scard.ErrCancelled) {
+		t.Fatalf("cancelled GetStatusChange = %v, want scard.ErrCancelled", err)
+	}
+}
+
+// TestUnknownReader: a reader pcscd does not know is pcsc-lite's
+// SCARD_E_UNKNOWN_READER, which the waits act on.
+func TestUnknownReader(t *testing.T) {
+	realtest.PCSCD(t)
+	c := establish(t)
+	st := []scard.ReaderState{{Reader: "no such reader", CurrentState: scard.StateUnaware}}
+	if err := c.GetStatusChange(st, 0); !errors.Is(err, scard.ErrUnknownReader) {
+		t.Fatalf("GetStatusChange on an unknown reader = %v, want scard.ErrUnknownReader", err)
+	}
 }
