@@ -93,7 +93,8 @@ func TestDamagedPrimaryLUKS2(t *testing.T) {
 			}
 
 			// cryptsetup reads the secondary copy (luksDump), and repairs
-			// the primary from it as it reads; the next read needs one run.
+			// the primary from it as it reads; the next read needs no run:
+			// the copies are twins again.
 			c := countRuns(t, v)
 			h, err := c.v.Inspect(ctx)
 			if err != nil {
@@ -111,7 +112,7 @@ func TestDamagedPrimaryLUKS2(t *testing.T) {
 			if h, err := c.v.Inspect(ctx); err != nil || h.UUID != want.UUID {
 				t.Fatalf("Inspect after the repair: %+v, %v", h, err)
 			}
-			if runs := c.take(t); !slices.Equal(runs, []string{"luksDump --dump-json-metadata"}) {
+			if runs := c.take(t); len(runs) != 0 {
 				t.Fatalf("runs after the repair: %q", runs)
 			}
 			if err := v.TestKey(ctx, keyA, 0); err != nil {

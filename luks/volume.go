@@ -44,14 +44,17 @@ func Open(path string) (*Volume, error) {
 }
 
 // Inspect reads the header: version, UUID, keyslots in use and, for LUKS2,
-// tokens. It runs cryptsetup once: luksDump for LUKS1; for LUKS2, luksDump
-// --dump-json-metadata for the keyslots and tokens, while the version and
-// UUID come from the primary binary header, read here and trusted only
-// when its checksum holds. Otherwise (a damaged primary, no LUKS header, a
-// header cryptsetup must judge) it runs luksDump first, as cryptsetup
-// reads a damaged LUKS2 primary from its secondary copy (and repairs the
-// primary from it as it reads) and says what is wrong with the others:
-// two runs for LUKS2.
+// tokens. For LUKS2 it reads the header itself when both copies' checksums
+// hold, the copies are twins and the JSON area is in the form cryptsetup
+// writes (diskHeader.header lists the conditions): then it runs nothing,
+// and gives the Header cryptsetup's dump would. Otherwise it asks
+// cryptsetup: with the primary's checksum holding, luksDump
+// --dump-json-metadata for the keyslots and tokens, the version and UUID
+// coming from the binary header; with the primary's checksum failing, or
+// no LUKS header, or LUKS1, luksDump first, as cryptsetup reads a damaged
+// LUKS2 primary from its secondary copy (and repairs the primary from it
+// as it reads) and says what is wrong with the others: two runs for
+// LUKS2.
 //
 // Every change this package makes takes the Header read for the step and
 // returns the Header after the change: a ceremony step reads the header
@@ -59,18 +62,31 @@ func Open(path string) (*Volume, error) {
 //
 // # Caveats
 //
-//   - For LUKS2 the UUID and the keyslots come from two reads, the binary
-//     header's and cryptsetup's: a process changing the UUID (cryptsetup
-//     luksUUID --uuid) in between would not be seen. Keyslots and tokens
-//     are read in one run.
+//   - When cryptsetup reads the keyslots, the UUID and the keyslots come
+//     from two reads, the binary header's and cryptsetup's: a process
+//     changing the UUID (cryptsetup luksUUID --uuid) in between would not
+//     be seen. Keyslots and tokens are read in one run.
+//   - Read without cryptsetup, a header that cryptsetup's own checks of
+//     keyslot areas, digests and segments would refuse (only a writer
+//     other than cryptsetup makes one) is read all the same; every
+//     cryptsetup run on the volume then fails before it changes anything.
 func (v *Volume) Inspect(ctx context.Context) (*Header, error) {
 	if dh, err := readDiskHeader(v.Path); err == nil && dh.version == 2 {
+		if h, err := dh.header(); err == nil {
+			return h, nil
+		}
 		h := &Header{Version: 2, UUID: dh.uuid}
 		if err := v.readMetadata(ctx, h); err != nil {
 			return nil, err
 		}
 		return h, nil
 	}
+	return v.inspectCryptsetup(ctx)
+}
+
+// inspectCryptsetup is Inspect by cryptsetup alone: luksDump, and for
+// LUKS2 luksDump --dump-json-metadata.
+func (v *Volume) inspectCryptsetup(ctx context.Context) (*Header, error) {
 	out, err := v.exec(ctx, run{op: "luksDump", args: []string{v.Path}})
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)

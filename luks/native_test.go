@@ -1,0 +1,295 @@
+package luks
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// bothWays reads v's header without cryptsetup (diskHeader.header, which
+// must accept it when native says so, and refuse it otherwise) and with
+// cryptsetup alone, and fails unless both give the same Header, unexported
+// fields included. It returns the Header.
+func bothWays(t *testing.T, v *Volume, native bool) *Header {
+	t.Helper()
+	dh, err := readDiskHeader(v.Path)
+	var direct *Header
+	if err == nil {
+		direct, err = dh.header()
+	}
+	switch {
+	case native && err != nil:
+		t.Fatalf("header read without cryptsetup: %v", err)
+	case !native && err == nil:
+		t.Fatalf("header read without cryptsetup, want it left to cryptsetup: %+v", direct)
+	case !native && !errors.Is(err, errNotVerified):
+		t.Fatalf("header left to cryptsetup with %v, want errNotVerified", err)
+	}
+	viaCryptsetup, err := v.inspectCryptsetup(testCtx(t))
+	if err != nil {
+		t.Fatalf("inspect with cryptsetup: %v", err)
+	}
+	got := inspect(t, v)
+	if !reflect.DeepEqual(got, viaCryptsetup) {
+		t.Fatalf("Inspect = %+v\ncryptsetup's dump = %+v", got, viaCryptsetup)
+	}
+	if native && !reflect.DeepEqual(direct, viaCryptsetup) {
+		t.Fatalf("read without cryptsetup = %+v\ncryptsetup's dump = %+v", direct, viaCryptsetup)
+	}
+	return got
+}
+
+// hdrSize is the size of each LUKS2 header copy of the image at path.
+func hdrSize(t *testing.T, path string) int64 {
+	t.Helper()
+	b := make([]byte, diskBinLen)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return int64(binary.BigEndian.Uint64(b[diskHdrSizeOff:]))
+}
+
+// patch writes b at off in the file at path.
+func patch(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readArea reads n bytes at off of the file at path.
+func readArea(t *testing.T, path string, off, n int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// twinOf is the secondary header area cryptsetup would write beside the
+// primary area p.
+func twinOf(p []byte) []byte {
+	s := bytes.Clone(p)
+	copy(s, magicSecondary)
+	binary.BigEndian.PutUint64(s[diskHdrOffOff:], uint64(len(p)))
+	return reseal(s)
+}
+
+// TestInspectWithoutCryptsetup: the LUKS2 header read straight from the
+// disk is the Header cryptsetup's dump gives, on the images cryptsetup
+// makes (keyslots of both KDFs, custos's and other programs' tokens, a
+// larger metadata area) and on the testdata header; anything that is not
+// a pair of twin copies in the form cryptsetup writes is left to
+// cryptsetup, which then reads it as before.
+func TestInspectWithoutCryptsetup(t *testing.T) {
+	ctx := testCtx(t)
+	v := format(t, 2, keyA, 1000)
+	bothWays(t, v, true)
+
+	// Keyslots of both KDFs and tokens: custos's, and another program's
+	// in json-c's own form (cryptsetup writes it compact).
+	_, h, err := v.AddKeyslot(ctx, inspect(t, v), keyA, keyB, AddOptions{PBKDF: cheap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := v.AddKeyslot(ctx, h, keyA, []byte("third key"), AddOptions{PBKDF: &PBKDF{Type: "argon2id", Iterations: 4, MemoryKiB: 32, Parallel: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	tok := []byte(`{"type":"custos","keyslots":["1"],"ceremony":"0123"}`)
+	if _, _, err := v.ImportToken(ctx, inspect(t, v), tok, 1); err != nil {
+		t.Fatal(err)
+	}
+	cryptsetup(t, v, []byte(`{"type":"x-foreign","keyslots":["0"],"tpm2-pcrs":[7,11],"tpm2-blob":"AAEC/w=="}`),
+		"token", "import", "--token-id=5", v.Path)
+	h = bothWays(t, v, true)
+	if len(h.Keyslots) != 3 || len(h.Tokens) != 2 || h.Keyslots[2].PBKDF != "argon2id" || !bytes.Equal(h.Tokens[0].JSON, tok) {
+		t.Fatalf("header %+v, want keyslots 0-2 and tokens 0 and 5", h)
+	}
+
+	// A token json-c writes with an escape: left to cryptsetup.
+	cryptsetup(t, v, []byte(`{"type":"x-other","keyslots":[],"note":"line\nbreak"}`), "token", "import", "--token-id=6", v.Path)
+	bothWays(t, v, false)
+	cryptsetup(t, v, nil, "token", "remove", "--token-id=6", v.Path)
+	bothWays(t, v, true)
+
+	size := hdrSize(t, v.Path)
+	second := readArea(t, v.Path, size, size)
+
+	// A damaged secondary copy: left to cryptsetup (which repairs it as
+	// it reads, after which the copies are twins again).
+	patch(t, v.Path, size+diskBinLen+2, []byte{'X'})
+	bothWays(t, v, false)
+	bothWays(t, v, true)
+
+	// A secondary copy one update behind (a write cut between the two
+	// copies): left to cryptsetup, which follows the newer primary.
+	if _, _, err := v.AddKeyslot(ctx, inspect(t, v), keyA, []byte("fourth key"), AddOptions{PBKDF: cheap}); err != nil {
+		t.Fatal(err)
+	}
+	patch(t, v.Path, size, second)
+	if h := bothWays(t, v, false); len(h.Keyslots) != 4 {
+		t.Fatalf("keyslots %v, want the primary's 4", slotIDs(h))
+	}
+
+	// A larger metadata area (64 KiB copies).
+	big := format(t, 2, keyA, 1000)
+	if err := os.Truncate(big.Path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big.Path, imageSize); err != nil {
+		t.Fatal(err)
+	}
+	cryptsetup(t, big, keyA, "luksFormat", "--type=luks2", "--batch-mode", "--pbkdf=pbkdf2", "--pbkdf-force-iterations=1000",
+		"--luks2-metadata-size=64k", "--key-file=-", big.Path)
+	if s := hdrSize(t, big.Path); s != 64<<10 {
+		t.Fatalf("header copies of %d bytes, want 64 KiB", s)
+	}
+	bothWays(t, big, true)
+
+	// The testdata header (cryptsetup 2.6.1) with its twin, on an image.
+	area := readTestdata(t, "luks2-header.bin")
+	img := filepath.Join(t.TempDir(), "testdata.img")
+	if err := os.WriteFile(img, append(bytes.Clone(area), twinOf(area)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, imageSize); err != nil {
+		t.Fatal(err)
+	}
+	fixture := &Volume{Path: img, Cryptsetup: v.Cryptsetup}
+	if h := bothWays(t, fixture, true); h.UUID != luks2TestUUID {
+		t.Fatalf("uuid %s, want %s", h.UUID, luks2TestUUID)
+	}
+}
+
+// TestHeaderRefusals: what diskHeader.header leaves to cryptsetup, each
+// on a pair of copies otherwise read without it.
+func TestHeaderRefusals(t *testing.T) {
+	area := readTestdata(t, "luks2-header.bin")
+	size := int64(len(area))
+	text := area[diskBinLen:]
+	text = text[:bytes.IndexByte(text, 0)]
+	withText := func(s string) []byte {
+		a := bytes.Clone(area)
+		copy(a[diskBinLen:], make([]byte, len(a)-diskBinLen))
+		copy(a[diskBinLen:], s)
+		return reseal(a)
+	}
+	dh := func(p, s []byte, dev int64) *diskHeader {
+		t.Helper()
+		d, err := parseDiskHeader(p)
+		if err != nil {
+			t.Fatalf("primary: %v", err)
+		}
+		d.twin = isTwin(d.area, s)
+		d.devSize = dev
+		return d
+	}
+	if h, err := dh(area, twinOf(area), imageSize).header(); err != nil || h.UUID != luks2TestUUID || len(h.Keyslots) == 0 {
+		t.Fatalf("testdata header with its twin = %+v, %v", h, err)
+	}
+	replace := func(old, new string) string {
+		t.Helper()
+		if !bytes.Contains(text, []byte(old)) {
+			t.Fatalf("testdata json has no %q", old)
+		}
+		return strings.Replace(string(text), old, new, 1)
+	}
+	seq := bytes.Clone(area)
+	binary.BigEndian.PutUint64(seq[diskSeqIDOff:], binary.BigEndian.Uint64(area[diskSeqIDOff:])+1)
+	label := bytes.Clone(area)
+	copy(label[24:], "other")
+	for name, c := range map[string]struct {
+		p, s []byte
+		dev  int64
+	}{
+		"no secondary":            {area, make([]byte, size), imageSize},
+		"secondary seqid differs": {area, twinOf(reseal(seq)), imageSize},
+		"secondary label differs": {area, twinOf(reseal(label)), imageSize},
+		"secondary checksum":      {area, func() []byte { s := twinOf(area); s[diskCsumOff] ^= 1; return s }(), imageSize},
+		"secondary as primary":    {area, reseal(bytes.Clone(area)), imageSize},
+		"json not terminated":     {withText(string(text) + strings.Repeat(" ", int(size)-diskBinLen-len(text))), nil, imageSize},
+		"bytes after the json":    {withText(string(text) + "\x00x"), nil, imageSize},
+		"whitespace":              {withText(replace(`{"keyslots":`, `{ "keyslots":`)), nil, imageSize},
+		"escape":                  {withText(replace(`"type":"luks2"`, `"type":"luks\u0032"`)), nil, imageSize},
+		"duplicate member":        {withText(replace(`{"keyslots":`, `{"tokens":{},"keyslots":`)), nil, imageSize},
+		"float":                   {withText(replace(`"stripes":4000`, `"stripes":4000.0`)), nil, imageSize},
+		"no segments":             {withText(replace(`"segments":`, `"segmentz":`)), nil, imageSize},
+		"json_size wrong":         {withText(replace(`"json_size":"12288"`, `"json_size":"12289"`)), nil, imageSize},
+		"keyslots area cut off":   {area, twinOf(area), 2*size + 4096},
+		"not json":                {withText("{nope"), nil, imageSize},
+	} {
+		s := c.s
+		if s == nil {
+			s = twinOf(c.p)
+		}
+		h, err := dh(c.p, s, c.dev).header()
+		if !errors.Is(err, errNotVerified) {
+			t.Errorf("%s: %+v, %v; want errNotVerified", name, h, err)
+		}
+	}
+}
+
+// FuzzHeaderJSON: whatever JSON area a pair of twin copies carries,
+// diskHeader.header either leaves it to cryptsetup or gives the Header
+// that cryptsetup's dump of it (json-c's pretty form of the same text)
+// gives through parseMetadata.
+func FuzzHeaderJSON(f *testing.F) {
+	area := readTestdata(f, "luks2-header.bin")
+	text := area[diskBinLen:]
+	f.Add(bytes.Clone(text[:bytes.IndexByte(text, 0)]))
+	f.Add([]byte(`{"keyslots":{},"tokens":{"0":{"type":"custos","keyslots":[]}},"segments":{},"digests":{},"config":{"json_size":"12288","keyslots_size":"16744448"}}`))
+	f.Fuzz(func(t *testing.T, js []byte) {
+		if len(js) >= len(area)-diskBinLen {
+			return
+		}
+		a := bytes.Clone(area)
+		copy(a[diskBinLen:], make([]byte, len(a)-diskBinLen))
+		copy(a[diskBinLen:], js)
+		a = reseal(a)
+		d, err := parseDiskHeader(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.twin, d.devSize = isTwin(a, twinOf(a)), imageSize
+		h, err := d.header()
+		if err != nil {
+			if !errors.Is(err, errNotVerified) {
+				t.Fatalf("error %v, want errNotVerified", err)
+			}
+			return
+		}
+		var pretty bytes.Buffer
+		if err := json.Indent(&pretty, js, "", "  "); err != nil {
+			t.Fatalf("accepted text that does not indent: %v", err)
+		}
+		want := &Header{Version: 2, UUID: d.uuid}
+		if err := parseMetadata(pretty.Bytes(), want); err != nil {
+			t.Fatalf("accepted text whose dump does not parse: %v", err)
+		}
+		if !reflect.DeepEqual(h, want) {
+			t.Fatalf("read %+v, dump gives %+v", h, want)
+		}
+	})
+}
