@@ -14,6 +14,7 @@ func main() {
 
 // mainExit is main without os.Exit, registered with testscript.
 func mainExit() int {
+	tune()
 	startupNotes = lockdown()
 	return run(newApp(os.Stdin, os.Stdout, os.Stderr), os.Args)
 }

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// tune sets Go's runtime for what custos is: a short-lived command that
+// spends its time waiting (for a card, a PIN, cryptsetup) and allocates a
+// few megabytes. Each setting gives way to its environment variable.
+//
+//   - One P (GOMAXPROCS=1). While a goroutine blocks in a C call
+//     (SCardGetStatusChange for the next card, an APDU) or a system call
+//     (waiting for cryptsetup), the runtime's monitor thread polls, every
+//     20 µs at first, until it takes the P back: with two or more Ps it
+//     waits 10 ms before doing so, as another P is idle, and the monitor
+//     sleeps only once every P is idle. With one P it takes it back at
+//     once and sleeps. custos has no work for a second processor: the
+//     PBKDF runs in cryptsetup. (recover k = 3: about 4 ms of processor
+//     time less, scripts/bench.)
+//   - A collection once the heap has grown to five times what survived
+//     the last one (GOGC=400) instead of twice: a command's heap is a few
+//     megabytes, and the one collection a recover used to run cost about
+//     2 ms. A long fleet pass still collects, with a heap bounded by five
+//     times its live data.
+func tune() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+}
