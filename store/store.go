@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -144,9 +146,15 @@ func (l *Log) updateOnce(fn func(*Tx) error) (Head, error) {
 		if err := fail(fpUpdateBegin); err != nil {
 			return err
 		}
-		h, err := checkTail(kv)
-		if err != nil {
-			return fmt.Errorf("refusing to write to ceremony log %s: %w", l.path, err)
+		h, chained := Head{}, false
+		if c, ok := kv.(interface{ chainedHead() (Head, bool) }); ok {
+			h, chained = c.chainedHead()
+		}
+		if !chained {
+			var err error
+			if h, err = checkTail(kv); err != nil {
+				return fmt.Errorf("refusing to write to ceremony log %s: %w", l.path, err)
+			}
 		}
 		if err := fail(fpUpdateTailChecked); err != nil {
 			return err
@@ -314,16 +322,23 @@ func checkTail(r kvRead) (Head, error) {
 		return Head{}, &ChainError{Problem: "head record is missing or malformed", Err: ErrBrokenChain}
 	}
 	// The last two events, newest first.
-	var keys, vals [][]byte
-	err = r.scanDesc(bucketEvents, nil, nil, func(k, v []byte) error {
-		keys, vals = append(keys, append([]byte{}, k...)), append(vals, append([]byte{}, v...))
-		if len(keys) == 2 {
-			return errStop
-		}
-		return nil
-	})
+	keys, vals, err := tailAtHead(r, head.Seq)
 	if err != nil {
 		return Head{}, err
+	}
+	if keys == nil {
+		// Not as the head record says: the events bucket's own last
+		// keys, to name the problem.
+		err = r.scanDesc(bucketEvents, nil, nil, func(k, v []byte) error {
+			keys, vals = append(keys, append([]byte{}, k...)), append(vals, append([]byte{}, v...))
+			if len(keys) == 2 {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil {
+			return Head{}, err
+		}
 	}
 	if len(keys) == 0 {
 		if head.Seq != 0 {
@@ -365,6 +380,45 @@ func checkTail(r kvRead) (Head, error) {
 		return Head{}, linkError(1, ev.Prev, Hash{})
 	}
 	return head, nil
+}
+
+// tailAtHead reads the events bucket from the event before the head
+// record's on: when it holds exactly the events seq-1 and seq (seq alone
+// when it is 1, nothing when it is 0) and no key after them, it returns
+// them newest first, as checkTail's scan from the end would; otherwise
+// nil, and checkTail reads the bucket's end to say what is wrong. One
+// short ascending read, where a read from the end costs etcd a sort of
+// the whole range (it drops the limit of any sorted range).
+func tailAtHead(r kvRead, seq uint64) (keys, vals [][]byte, err error) {
+	var from []byte
+	if seq > 1 {
+		from = seqKey(seq - 1)
+	} else if seq == 1 {
+		from = seqKey(1)
+	}
+	var want [][]byte
+	for s := max(seq, 2) - 1; s <= seq && s > 0; s++ {
+		want = append(want, seqKey(s))
+	}
+	good := true
+	var ks, vs [][]byte
+	err = r.scan(bucketEvents, from, nil, func(k, v []byte) error {
+		if len(ks) == len(want) || !bytes.Equal(k, want[len(ks)]) {
+			good = false
+			return errStop
+		}
+		ks, vs = append(ks, append([]byte{}, k...)), append(vs, append([]byte{}, v...))
+		return nil
+	})
+	if err != nil || !good || len(ks) != len(want) {
+		return nil, nil, err
+	}
+	slices.Reverse(ks)
+	slices.Reverse(vs)
+	if ks == nil {
+		ks = [][]byte{} // an empty log, as the head record says
+	}
+	return ks, vs, nil
 }
 
 func headMismatch(head Head, last uint64) *ChainError {
