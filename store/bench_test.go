@@ -214,3 +214,34 @@ func BenchmarkVerifyEtcd100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100_000, "ns/event")
 }
+
+// BenchmarkCopyEtcd copies the steps log of 20,000 events from its file
+// to a fresh prefix of the test cluster (CUSTOS_ETCD), and, as its peer
+// in the same run, to a new file: the events per second of each and their
+// ratio.
+func BenchmarkCopyEtcd(b *testing.B) {
+	realtest.Etcd(b)
+	const n = 20_000
+	src, err := Open(stepsLog(b, n), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	var toEtcd, toFile time.Duration
+	for b.Loop() {
+		dsn := etcdTestDSN(b)
+		start := time.Now()
+		if rep, err := Copy(src, dsn, nil); err != nil || rep.Events != n {
+			b.Fatalf("copy to etcd: %+v, %v", rep, err)
+		}
+		toEtcd += time.Since(start)
+		start = time.Now()
+		if rep, err := Copy(src, filepath.Join(b.TempDir(), "copy.db"), nil); err != nil || rep.Events != n {
+			b.Fatalf("copy to a file: %+v, %v", rep, err)
+		}
+		toFile += time.Since(start)
+	}
+	b.ReportMetric(float64(n*b.N)/toEtcd.Seconds(), "etcd-events/s")
+	b.ReportMetric(float64(n*b.N)/toFile.Seconds(), "file-events/s")
+	b.ReportMetric(toEtcd.Seconds()/toFile.Seconds(), "etcd/file")
+}

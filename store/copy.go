@@ -24,9 +24,10 @@ type CopyReport struct {
 // not copied. dst must not exist: a file is refused if present, an etcd
 // prefix if it holds any key. A file is built under a temporary name and
 // linked into place only once complete and checked, so a failed copy
-// leaves nothing at dst; on etcd the events go in transactions of a few
-// dozen events each, and a failed copy deletes the prefix it began. dst
-// is verified at the end, and must end at src's head.
+// leaves nothing at dst; on etcd the events go in transactions of as
+// many events as the cluster takes, and a failed copy deletes the prefix
+// it began. dst is verified at the end, and must end at src's head: else
+// it is removed too (a file) or its prefix deleted (etcd).
 func Copy(src *Log, dst string, opts *Options) (CopyReport, error) {
 	var rep CopyReport
 	srcRep, err := src.Verify()
@@ -43,50 +44,78 @@ func Copy(src *Log, dst string, opts *Options) (CopyReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("copy ceremony log to %s: %w", dst, err)
 	}
-	defer out.Close()
 	dstRep, err := out.Verify(srcRep.Head)
+	if err == nil && dstRep.Head != srcRep.Head {
+		err = fmt.Errorf("the copy ends at %s, the source at %s", dstRep.Head, srcRep.Head)
+	}
 	if err != nil {
+		// Something wrote to dst during the copy: what this copy made
+		// goes, as it would have had the copy failed before.
+		if eb, ok := out.be.(*etcdBackend); ok {
+			eb.deletePrefix()
+			out.Close()
+		} else {
+			out.Close()
+			os.Remove(dst)
+		}
 		return rep, fmt.Errorf("copy ceremony log: the copy does not verify: %w", err)
 	}
-	if dstRep.Head != srcRep.Head {
-		return rep, fmt.Errorf("copy ceremony log: the copy ends at %s, the source at %s", dstRep.Head, srcRep.Head)
-	}
+	out.Close()
 	return CopyReport{Events: dstRep.Events, Head: dstRep.Head}, nil
 }
 
-// copyBatch bounds the events of one transaction of a copy: on etcd a
-// transaction holds at most a few hundred keys (its --max-txn-ops, 128 by
-// default) and 1.5 MiB.
+// A copy commits up to copyBatchBolt events a transaction to a file. On
+// etcd a transaction's keys are bounded by the cluster's --max-txn-ops
+// (128 by default), its bytes by --max-request-bytes (1.5 MiB by
+// default): a copy first tries transactions of up to copyEtcdOpsTry keys
+// and, if the cluster refuses one for its number of keys (nothing is
+// written then), goes on with etcdDefaultTxnOps; either way a
+// transaction takes events until the next one might pass the bound (by
+// as many keys as the most any event has written so far) or about half
+// of copyBatchBytes.
 const (
-	copyBatchBolt    = 5000
-	copyBatchEtcdOps = 100
-	copyBatchBytes   = 1 << 20
+	copyBatchBolt     = 5000
+	copyBatchBytes    = 1 << 20
+	copyEtcdOpsTry    = 1024
+	etcdDefaultTxnOps = 128
+	copyEventKeys     = 16 // what an event may write, until one writes more
 )
 
 // copyEvents appends src's events to dst (which has none) as they are.
-// On etcd a transaction takes events until it would write about
-// copyBatchEtcdOps keys, indexes included.
 func copyEvents(src, dst *Log) error {
 	var batch [][]byte
 	size := 0
+	maxOps, margin := copyEtcdOpsTry, copyEventKeys
 	// put commits a prefix of recs in one transaction and says how many.
 	put := func(recs [][]byte) (int, error) {
 		used := 0
 		_, err := dst.Update(func(t *Tx) error {
 			used = 0
 			bytes := 0
+			p, onEtcd := t.kv.(interface{ pending() int })
 			for _, rec := range recs {
+				before := 0
+				if onEtcd {
+					before = p.pending()
+				}
 				if err := t.importRecord(rec); err != nil {
 					return err
 				}
 				used++
 				bytes += len(rec)
-				if p, ok := t.kv.(interface{ pending() int }); ok && (p.pending() >= copyBatchEtcdOps*9/10 || bytes >= copyBatchBytes/2) {
-					break
+				if onEtcd {
+					margin = max(margin, p.pending()-before)
+					if p.pending()+margin > maxOps || bytes >= copyBatchBytes/2 {
+						break
+					}
 				}
 			}
 			return nil
 		})
+		if errors.Is(err, errTooManyOps) && maxOps > etcdDefaultTxnOps {
+			maxOps = etcdDefaultTxnOps // nothing was written: again, smaller
+			return 0, nil
+		}
 		return used, err
 	}
 	flush := func(all bool) error {
@@ -109,8 +138,11 @@ func copyEvents(src, dst *Log) error {
 		return nil
 	}
 	limit := copyBatchBolt
-	if _, ok := dst.be.(*etcdBackend); ok {
-		limit = copyBatchEtcdOps
+	if eb, ok := dst.be.(*etcdBackend); ok {
+		limit = copyEtcdOpsTry
+		// Each transaction starts from the one before (etcdChain).
+		eb.chain = &etcdChain{}
+		defer func() { eb.chain = nil }()
 	}
 	err := src.view(func(r kvRead) error {
 		return walkEventsRaw(r, "", func(rec []byte) error {

@@ -270,7 +270,15 @@
 //     busy (the figures are in BenchmarkVerify1M).
 //   - Copy refuses a destination that exists (a file; an etcd prefix with
 //     any key). A file is linked into place only once complete and
-//     checked; on etcd a copy that fails deletes the prefix it began.
+//     checked; on etcd a copy that fails deletes the prefix it began. A
+//     copy that does not verify at the end (something else wrote to the
+//     destination meanwhile) is removed. On etcd each transaction of a
+//     copy starts from what the one before committed, without reading
+//     the head and the tail back: another appender makes the next commit
+//     fail on the head and the copy stop; a write that leaves the head
+//     alone is found by the final verification. A copy tries
+//     transactions of up to 1024 keys and goes on with 128 (etcd's
+//     default --max-txn-ops) if the cluster refuses them.
 //   - Every write is a durable transaction (bbolt's fsync; NoSync is never
 //     used), so an acknowledged event survives a crash or power loss; a
 //     batch of steps belongs in one Update.

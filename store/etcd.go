@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -97,6 +98,24 @@ type etcdBackend struct {
 	prefix    string
 	timeout   time.Duration
 	tls       *tls.Config
+
+	// chain, when set (a copy into a new prefix), lets each update start
+	// from what the one before committed instead of reading it back.
+	chain *etcdChain
+}
+
+// etcdChain is what a run of updates by one writer knows after its last
+// commit: the revision it made (the head key's ModRevision since) and the
+// head it wrote. An update that starts from it reads at that revision,
+// takes the head from it and skips the tail check (checkTail): its commit
+// is conditional on the head key as ever, so a write by anyone else in
+// between makes it fail (errConflict), and the update after that starts
+// afresh. Copy verifies the whole log at the end.
+type etcdChain struct {
+	ok      bool
+	rev     int64
+	headVal []byte
+	head    Head
 }
 
 func (b *etcdBackend) key(bucket, k []byte) string {
@@ -251,7 +270,12 @@ func (b *etcdBackend) view(fn func(kvRead) error) error {
 // chain. A lost race is errConflict; Log.Update runs fn again.
 func (b *etcdBackend) update(fn func(kvWrite) error) error {
 	kv := &etcdKV{b: b, writes: map[string][]byte{}}
-	if err := kv.pin(); err != nil {
+	headKey := b.key(bucketMeta, keyHead)
+	if c := b.chain; c != nil && c.ok {
+		c.ok = false // until this update commits
+		kv.rev, kv.headMod, kv.chained = c.rev, c.rev, &c.head
+		kv.cache = map[string][]byte{headKey: c.headVal}
+	} else if err := kv.pin(); err != nil {
 		return err
 	}
 	if err := fn(kv); err != nil {
@@ -260,8 +284,12 @@ func (b *etcdBackend) update(fn func(kvWrite) error) error {
 	if len(kv.writes) == 0 {
 		return nil
 	}
-	headKey := b.key(bucketMeta, keyHead)
 	err := kv.commit(clientv3.Compare(clientv3.ModRevision(headKey), "=", kv.headMod))
+	if err == nil && b.chain != nil {
+		if h, ok := decodeHead(kv.writes[headKey]); ok && kv.committed > 0 {
+			*b.chain = etcdChain{ok: true, rev: kv.committed, headVal: kv.writes[headKey], head: h}
+		}
+	}
 	var ue *UnavailableError
 	if errors.As(err, &ue) {
 		// The commit's outcome is unknown (a member went away with it):
@@ -285,6 +313,19 @@ type etcdKV struct {
 	mu      sync.Mutex
 	cache   map[string][]byte // reads, a write transaction only
 	writes  map[string][]byte // nil value: delete; nil map: a view
+
+	chained   *Head // the head the chain committed last (etcdChain)
+	committed int64 // the revision the commit made
+}
+
+// chainedHead is the head of the log as this writer's last commit left
+// it, when the update starts from it (etcdChain); Log's update then skips
+// the tail check.
+func (kv *etcdKV) chainedHead() (Head, bool) {
+	if kv.chained == nil {
+		return Head{}, false
+	}
+	return *kv.chained, true
 }
 
 func (kv *etcdKV) pin() error {
@@ -412,6 +453,10 @@ func (kv *etcdKV) del(bucket, key []byte) error {
 	return nil
 }
 
+// errTooManyOps: the cluster refused a transaction for its number of
+// keys (its --max-txn-ops); nothing was written.
+var errTooManyOps = errors.New("too many keys in one transaction")
+
 // commit writes every pending write in one transaction under cond.
 func (kv *etcdKV) commit(cond ...clientv3.Cmp) error {
 	keys := make([]string, 0, len(kv.writes))
@@ -431,6 +476,9 @@ func (kv *etcdKV) commit(cond ...clientv3.Cmp) error {
 	defer cancel()
 	resp, err := kv.b.cli.Txn(ctx).If(cond...).Then(ops...).Commit()
 	if err != nil {
+		if rpctypes.ErrorDesc(err) == rpctypes.ErrorDesc(rpctypes.ErrGRPCTooManyOps) {
+			return fmt.Errorf("%w: %w: etcd refused a transaction of %d keys (raise the cluster's --max-txn-ops, or write fewer events in one Update)", ErrInvalid, errTooManyOps, len(ops))
+		}
 		if status.Code(err) == codes.InvalidArgument {
 			return fmt.Errorf("%w: etcd refused a transaction of %d keys: %v (raise the cluster's --max-txn-ops or --max-request-bytes, or write fewer events in one Update)", ErrInvalid, len(ops), err)
 		}
@@ -439,6 +487,7 @@ func (kv *etcdKV) commit(cond ...clientv3.Cmp) error {
 	if !resp.Succeeded {
 		return errConflict
 	}
+	kv.committed = resp.Header.Revision
 	return nil
 }
 

@@ -333,3 +333,82 @@ func TestCopyBothWays(t *testing.T) {
 		t.Errorf("the refused copy changed the destination: %v", h)
 	}
 }
+
+// A copy to etcd starts each transaction from what the one before
+// committed (etcdChain), without reading the head and the tail back: an
+// appender that writes in between makes the next commit fail on the head,
+// the copy reads the log again, finds it does not follow, and stops,
+// deleting what it wrote; an event altered in between, without the head,
+// is found by the verification that ends the copy.
+func TestCopyToEtcdSeesOtherWriters(t *testing.T) {
+	src := openTest(t)
+	for i := 0; i < 5; i++ {
+		fillCeremony(t, src, sampleCeremony(fmt.Sprintf("chain-%d", i), fmt.Sprintf("vol-%d", i), 2, 3))
+		if err := fillBatched(src, 400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		write func(t *testing.T, dsn string)
+		want  error
+	}{
+		{"an appender", func(t *testing.T, dsn string) {
+			l, err := Open(dsn, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if _, err := l.Append(Event{Actor: "intruder", Type: "test.step", Body: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}, ErrBrokenChain},
+		{"an event altered", func(t *testing.T, dsn string) {
+			eps, prefix, err := ParseEtcd(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cli := etcdClient(t, eps)
+			defer cli.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			key := prefix + "/" + string(bucketEvents) + "/" + string(seqKey(2))
+			resp, err := cli.Get(ctx, key)
+			if err != nil || len(resp.Kvs) != 1 {
+				t.Fatalf("event 2 on etcd: %v, %v", resp, err)
+			}
+			v := bytes.Clone(resp.Kvs[0].Value)
+			v[len(v)-3] ^= 1
+			if _, err := cli.Put(ctx, key, string(v)); err != nil {
+				t.Fatal(err)
+			}
+		}, ErrBrokenChain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := etcdTestDSN(t)
+			begun, busy := 0, false
+			failpoint = func(name string) error {
+				if name == fpUpdateBegin && !busy {
+					if begun++; begun == 4 {
+						busy = true
+						tc.write(t, dsn)
+						busy = false
+					}
+				}
+				return nil
+			}
+			defer func() { failpoint = nil }()
+			_, err := Copy(src, dsn, nil)
+			failpoint = nil
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("copy with %s writing in between: %v, want %v", tc.name, err, tc.want)
+			}
+			if begun < 4 {
+				t.Fatalf("the copy began %d transactions, want the other writer to come in before the fourth", begun)
+			}
+			if _, err := Open(dsn, &Options{NoCreate: true}); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("after the failed copy: open %v, want ErrNotFound (nothing left)", err)
+			}
+		})
+	}
+}
