@@ -340,8 +340,13 @@ func TestCopyBothWays(t *testing.T) {
 // the copy reads the log again, finds it does not follow, and stops,
 // deleting what it wrote; an event altered in between, without the head,
 // is found by the verification that ends the copy.
-func TestCopyToEtcdSeesOtherWriters(t *testing.T) {
-	src := openTest(t)
+func TestEtcdCopySeesOtherWriters(t *testing.T) {
+	realtest.Etcd(t)
+	src, err := open(filepath.Join(t.TempDir(), "src.db"), nil, testClock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
 	for i := 0; i < 5; i++ {
 		fillCeremony(t, src, sampleCeremony(fmt.Sprintf("chain-%d", i), fmt.Sprintf("vol-%d", i), 2, 3))
 		if err := fillBatched(src, 400); err != nil {
