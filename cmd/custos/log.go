@@ -99,6 +99,7 @@ func (r verifyResult) writeText(w io.Writer) error {
 }
 
 func (e *env) logVerify(c *cli.Context) error {
+	tuneForLogPass()
 	if _, err := args(c, 0, 0, ""); err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ func (r copyResult) writeText(w io.Writer) error {
 }
 
 func (e *env) logCopy(c *cli.Context) error {
+	tuneForLogPass()
 	a, err := args(c, 2, 2, "SRC DST")
 	if err != nil {
 		return err
