@@ -215,12 +215,15 @@ func readDiskHeader(path string) (*diskHeader, error) {
 //     the file or device holds both copies and the keyslots area
 //     (config.keyslots_size), as libcryptsetup checks (LUKS2_hdr_validate,
 //     device_check_size).
+//   - The metadata is a plain volume's exactly as cryptsetup writes it,
+//     every member known and every reference resolved (checkUnderstood):
+//     stricter than LUKS2_hdr_validate, so that a header read here is one
+//     cryptsetup reads too, and the same way.
 //
-// Headers cryptsetup writes meet them all. What they leave to
-// cryptsetup is the rest of LUKS2_hdr_validate (keyslot areas,
-// digests and segments): a header that passes here and fails there was
-// written by something else, and every cryptsetup run on it fails,
-// before any change.
+// Headers cryptsetup writes for a plain volume meet them all; the rest
+// (an online re-encryption, a detached header, a field of a later
+// cryptsetup, and whatever cryptsetup would refuse) is left to
+// cryptsetup.
 func (dh *diskHeader) header() (*Header, error) {
 	if dh.version != 2 || len(dh.area) <= diskBinLen {
 		return nil, errNotVerified
@@ -258,6 +261,9 @@ func (dh *diskHeader) header() (*Header, error) {
 	ks, err := strconv.ParseInt(top.Config.KeyslotsSize, 10, 64)
 	if err != nil || ks < 0 || ks > dh.devSize || dh.devSize-ks < 2*int64(len(dh.area)) {
 		return nil, fmt.Errorf("%w: keyslots_size %q on a volume of %d bytes", errNotVerified, clip(top.Config.KeyslotsSize), dh.devSize)
+	}
+	if err := checkUnderstood(text, int64(len(dh.area)), ks); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotVerified, err)
 	}
 	h := &Header{Version: 2, UUID: dh.uuid}
 	if err := parseMetadata(text, h); err != nil {

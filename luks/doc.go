@@ -50,28 +50,28 @@
 //
 // A LUKS1 header read is one cryptsetup run (luksDump). A LUKS2 header is
 // read without cryptsetup when that is sure to give what cryptsetup's
-// luksDump --dump-json-metadata would: both copies' SHA-256 checksums
-// hold over their binary header and JSON area, the copies are twins (the
-// same sequence ID, UUID and JSON area: one header update, so cryptsetup,
-// which follows the copy with the higher sequence ID and repairs the
-// other, reads this JSON area and repairs nothing), and the JSON text is
-// in the form cryptsetup's JSON library writes and writes back unchanged
-// (compact UTF-8, no backslash escape, no member twice, integers only,
-// NUL bytes after it), with the top-level objects, json_size and
-// keyslots area cryptsetup checks for. Its bytes are then the very bytes
-// cryptsetup would parse and print (indented), and the one parser of this
-// package reads them either way; the tests read every header both ways
-// and compare. Anything else (a damaged or stale copy, an escape in a
-// token, LUKS1) goes to cryptsetup as before: luksDump
-// --dump-json-metadata, plus luksDump first when the primary's checksum
-// fails. The checksum is no seal (anyone who can write the header can
-// recompute it): a header read either way is untrusted input, as before. Between the caller's read
-// and the change another process may change the header: cryptsetup's
-// metadata lock serialises the writes, not a read and a later write. What
-// a change finds afterwards that it did not do is reported as
-// ErrHeaderChanged, with the change made. The header a token change
-// returns is the caller's with that change: it shows nothing another
-// process did meanwhile.
+// luksDump --dump-json-metadata would: both copies' SHA-256 checksums hold
+// over their binary header and JSON area, the copies are twins (the same
+// sequence ID, UUID and JSON area: one header update, so cryptsetup, which
+// follows the copy with the higher sequence ID and repairs the other, reads
+// this JSON area and repairs nothing), and the JSON text is in the form
+// cryptsetup's JSON library writes and writes back unchanged (compact UTF-8,
+// no backslash escape, no member twice, integers only, NUL bytes after it),
+// with the top-level objects, json_size and keyslots area cryptsetup checks
+// for, and metadata of a plain volume with every member known and every
+// reference resolved. Its bytes are then the very bytes cryptsetup would
+// parse and print (indented), and the one parser of this package reads them
+// either way; the tests read every header both ways and compare. Anything
+// else (a damaged or stale copy, an escape in a token, LUKS1) goes to
+// cryptsetup as before: luksDump --dump-json-metadata, plus luksDump first
+// when the primary's checksum fails. The checksum is no seal (anyone who can
+// write the header can recompute it): a header read either way is untrusted
+// input, as before. Between the caller's read and the change another process
+// may change the header: cryptsetup's metadata lock serialises the writes,
+// not a read and a later write. What a change finds afterwards that it did
+// not do is reported as ErrHeaderChanged, with the change made. The header a
+// token change returns is the caller's with that change: it shows nothing
+// another process did meanwhile.
 //
 // A Volume holds no state beyond its fields; its methods may run from
 // several goroutines, and cryptsetup's metadata lock serialises their
@@ -115,11 +115,14 @@
 //   - A damaged LUKS2 primary header is read from the secondary copy, and
 //     cryptsetup rewrites the primary from it as a side effect of reading
 //     (a damaged secondary too, from the primary).
-//   - A LUKS2 header read without cryptsetup is not checked against the
-//     rest of cryptsetup's schema (keyslot areas, digests, segments):
-//     one that fails those checks (only a writer other than cryptsetup
-//     makes one) is read, and every cryptsetup run on the volume then
-//     fails before it changes anything.
+//   - A LUKS2 header is read without cryptsetup only when its metadata is
+//     a plain volume's exactly as cryptsetup writes it (keyslots of type
+//     luks2 with raw areas inside the keyslots area, one crypt segment
+//     after it, pbkdf2 digests, tokens of existing keyslots, no
+//     requirements, no member this package does not know): a volume in
+//     online re-encryption, a detached header or a later cryptsetup's
+//     new field costs a cryptsetup run, and whatever cryptsetup refuses
+//     is refused by cryptsetup.
 //     When both copies are damaged, or a LUKS1 header is, the error is
 //     ErrDamagedHeader: only a header backup can help then.
 //   - A header backup plus any passphrase that opened a keyslot when the

@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"custos.dev/custos/internal/realtest"
 )
 
 // bothWays reads v's header without cryptsetup (diskHeader.header, which
@@ -260,6 +262,11 @@ func FuzzHeaderJSON(f *testing.F) {
 	text := area[diskBinLen:]
 	f.Add(bytes.Clone(text[:bytes.IndexByte(text, 0)]))
 	f.Add([]byte(`{"keyslots":{},"tokens":{"0":{"type":"custos","keyslots":[]}},"segments":{},"digests":{},"config":{"json_size":"12288","keyslots_size":"16744448"}}`))
+	// Accepted: the testdata header with a token of keyslot 0, and with a
+	// second keyslot (argon2id) beside it.
+	seed := string(text[:bytes.IndexByte(text, 0)])
+	f.Add([]byte(strings.Replace(seed, `"tokens":{}`, `"tokens":{"3":{"type":"custos","keyslots":["0"],"ceremony":"00ff"}}`, 1)))
+	f.Add([]byte(strings.Replace(seed, `"keyslots":{"0":`, `"keyslots":{"1":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"290816","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"argon2id","time":4,"memory":32,"cpus":1,"salt":"HMg2NRvNeAMArxQDnGAjFfJZGwBQfiA7/Iw9O4NPWHE="}},"0":`, 1)))
 	f.Fuzz(func(t *testing.T, js []byte) {
 		if len(js) >= len(area)-diskBinLen {
 			return
@@ -292,4 +299,97 @@ func FuzzHeaderJSON(f *testing.F) {
 			t.Fatalf("read %+v, dump gives %+v", h, want)
 		}
 	})
+}
+
+// TestHeaderNativeAgreesWithCryptsetup: headers whose copies are
+// checksummed twins in json-c's form, but whose metadata is not what
+// cryptsetup writes for a plain volume (some of them headers cryptsetup
+// itself refuses), are each left to cryptsetup, so that Inspect says
+// what cryptsetup says: the same Header, or an error where cryptsetup
+// refuses the header. Before the metadata was checked member by member,
+// the first five were read without cryptsetup and given a Header.
+func TestHeaderNativeAgreesWithCryptsetup(t *testing.T) {
+	bin := realtest.Binary(t, "cryptsetup")
+	area := readTestdata(t, "luks2-header.bin")
+	text := area[diskBinLen:]
+	text = text[:bytes.IndexByte(text, 0)]
+	keyslot0 := `"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"32768","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":"HMg2NRvNeAMArxQDnGAjFfJZGwBQfiA7/Iw9O4NPWHE="}}`
+	if !bytes.Contains(text, []byte(keyslot0)) {
+		t.Fatalf("testdata json has no keyslot %s", keyslot0)
+	}
+	replace := func(old, new string) string {
+		t.Helper()
+		if !bytes.Contains(text, []byte(old)) {
+			t.Fatalf("testdata json has no %q", old)
+		}
+		return strings.Replace(string(text), old, new, 1)
+	}
+	cases := []struct{ name, json string }{
+		{"a token of a keyslot that does not exist", replace(`"tokens":{}`, `"tokens":{"0":{"type":"custos","keyslots":["7"]}}`)},
+		{"a keyslot area over the secondary header", replace(`"offset":"32768"`, `"offset":"16384"`)},
+		{"two keyslots on one area", replace(keyslot0, keyslot0+","+strings.Replace(keyslot0, `"0":`, `"1":`, 1))},
+		{"a digest of a segment that does not exist", replace(`"segments":["0"]`, `"segments":["1"]`)},
+		{"a keyslot's type in capitals", replace(`{"type":"luks2"`, `{"TYPE":"luks2"`)},
+		{"a keyslot area not aligned", replace(`"offset":"32768"`, `"offset":"33000"`)},
+		{"a keyslot of another kdf", replace(`"kdf":{"type":"pbkdf2"`, `"kdf":{"type":"scrypt"`)},
+		{"a member cryptsetup does not write", replace(`"key_size":64,"af"`, `"key_size":64,"note":"x","af"`)},
+		{"requirements", replace(`"keyslots_size":"16744448"`, `"keyslots_size":"16744448","requirements":{"mandatory":["x-future"]}`)},
+		{"a second segment", replace(`"segments":{`, `"segments":{"1":{"type":"linear","offset":"20971520","size":"dynamic"},`)},
+		{"a top-level member of its own", replace(`"config":`, `"x-note":{},"config":`)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := bytes.Clone(area)
+			copy(a[diskBinLen:], make([]byte, len(a)-diskBinLen))
+			copy(a[diskBinLen:], c.json)
+			a = reseal(a)
+			img := filepath.Join(t.TempDir(), "crafted.img")
+			if err := os.WriteFile(img, append(a, twinOf(a)...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(img, imageSize); err != nil {
+				t.Fatal(err)
+			}
+			dh, err := readDiskHeader(img)
+			if err != nil || !dh.twin {
+				t.Fatalf("crafted copies are not twins: %+v, %v", dh, err)
+			}
+			if h, err := dh.header(); !errors.Is(err, errNotVerified) {
+				t.Fatalf("read without cryptsetup: %+v, %v; want it left to cryptsetup", h, err)
+			}
+			v := &Volume{Path: img, Cryptsetup: bin}
+			want, werr := v.inspectCryptsetup(testCtx(t))
+			got, gerr := v.Inspect(testCtx(t))
+			if (werr == nil) != (gerr == nil) || werr == nil && !reflect.DeepEqual(got, want) {
+				t.Fatalf("Inspect = %+v, %v; cryptsetup alone = %+v, %v", got, gerr, want, werr)
+			}
+			t.Logf("cryptsetup: %v", werr)
+		})
+	}
+}
+
+// The fuzz seeds that stand for headers cryptsetup writes are read
+// without cryptsetup (else the fuzzer would explore refusals only).
+func TestHeaderJSONSeedsAccepted(t *testing.T) {
+	area := readTestdata(t, "luks2-header.bin")
+	text := area[diskBinLen:]
+	seed := string(text[:bytes.IndexByte(text, 0)])
+	for _, js := range []string{
+		seed,
+		strings.Replace(seed, `"tokens":{}`, `"tokens":{"3":{"type":"custos","keyslots":["0"],"ceremony":"00ff"}}`, 1),
+		strings.Replace(seed, `"keyslots":{"0":`, `"keyslots":{"1":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"290816","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"argon2id","time":4,"memory":32,"cpus":1,"salt":"HMg2NRvNeAMArxQDnGAjFfJZGwBQfiA7/Iw9O4NPWHE="}},"0":`, 1),
+	} {
+		a := bytes.Clone(area)
+		copy(a[diskBinLen:], make([]byte, len(a)-diskBinLen))
+		copy(a[diskBinLen:], js)
+		a = reseal(a)
+		d, err := parseDiskHeader(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.twin, d.devSize = isTwin(a, twinOf(a)), imageSize
+		if h, err := d.header(); err != nil || len(h.Keyslots) == 0 {
+			t.Errorf("seed %.60s...: %+v, %v; want it read without cryptsetup", js, h, err)
+		}
+	}
 }

@@ -66,10 +66,10 @@ func Open(path string) (*Volume, error) {
 //     from two reads, the binary header's and cryptsetup's: a process
 //     changing the UUID (cryptsetup luksUUID --uuid) in between would not
 //     be seen. Keyslots and tokens are read in one run.
-//   - Read without cryptsetup, a header that cryptsetup's own checks of
-//     keyslot areas, digests and segments would refuse (only a writer
-//     other than cryptsetup makes one) is read all the same; every
-//     cryptsetup run on the volume then fails before it changes anything.
+//   - Read without cryptsetup, a header is taken only in the form
+//     cryptsetup writes for a plain volume, every member known (see
+//     diskHeader.header); anything else, including what cryptsetup's own
+//     checks refuse, is cryptsetup's to read or refuse.
 func (v *Volume) Inspect(ctx context.Context) (*Header, error) {
 	if dh, err := readDiskHeader(v.Path); err == nil && dh.version == 2 {
 		if h, err := dh.header(); err == nil {
