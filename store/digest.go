@@ -18,7 +18,12 @@ import (
 // writes the log cannot know the key, so cannot choose entries whose sums
 // agree while the entries differ (the chance is 2^-128 per comparison).
 
-type digester struct{ block cipher.Block }
+// A digester computes prf; it keeps its scratch state, so each goroutine
+// has its own (clone), all under the same key.
+type digester struct {
+	block cipher.Block
+	m     cbcMAC
+}
 
 func newDigester() *digester {
 	var key [16]byte
@@ -29,8 +34,11 @@ func newDigester() *digester {
 	if err != nil {
 		panic(err)
 	}
-	return &digester{block: b}
+	return &digester{block: b, m: cbcMAC{b: b}}
 }
+
+// clone returns a digester with the same key for another goroutine.
+func (d *digester) clone() *digester { return &digester{block: d.block, m: cbcMAC{b: d.block}} }
 
 // sum128 is a running sum modulo 2^128 and a count.
 type sum128 struct {
@@ -55,43 +63,65 @@ func (s *sum128) sub(v [16]byte) {
 // prf returns CBC-MAC of the parts, joined with each part's length before
 // it (so that no two lists of parts give the same message).
 func (d *digester) prf(parts ...[]byte) [16]byte {
-	var st, blk [16]byte
 	total := 0
 	for _, p := range parts {
 		total += 4 + len(p)
 	}
-	binary.BigEndian.PutUint64(blk[8:], uint64(total))
-	xorInto(&st, blk[:])
-	d.block.Encrypt(st[:], st[:])
-	n := 0 // bytes in blk
-	put := func(b []byte) {
-		for len(b) > 0 {
-			m := copy(blk[n:], b)
-			n += m
-			b = b[m:]
-			if n == 16 {
-				xorInto(&st, blk[:])
-				d.block.Encrypt(st[:], st[:])
-				n = 0
-			}
-		}
-	}
+	m := &d.m
+	m.st, m.n = [16]byte{}, 0
+	clear(m.buf[:8])
+	binary.BigEndian.PutUint64(m.buf[8:], uint64(total))
+	m.block(&m.buf)
 	var l [4]byte
 	for _, p := range parts {
 		binary.BigEndian.PutUint32(l[:], uint32(len(p)))
-		put(l[:])
-		put(p)
+		m.write(l[:])
+		m.write(p)
 	}
-	if n > 0 {
-		clear(blk[n:])
-		xorInto(&st, blk[:])
-		d.block.Encrypt(st[:], st[:])
-	}
-	return st
+	return m.sum()
 }
 
-func xorInto(dst *[16]byte, b []byte) {
-	for i := range dst {
-		dst[i] ^= b[i]
+// cbcMAC is CBC-MAC in progress: st the chaining value, the first n bytes
+// of buf a block not yet full.
+type cbcMAC struct {
+	b   cipher.Block
+	st  [16]byte
+	buf [16]byte
+	n   int
+}
+
+// block chains one full block.
+func (m *cbcMAC) block(blk *[16]byte) {
+	hi := binary.LittleEndian.Uint64(m.st[:8]) ^ binary.LittleEndian.Uint64(blk[:8])
+	lo := binary.LittleEndian.Uint64(m.st[8:]) ^ binary.LittleEndian.Uint64(blk[8:])
+	binary.LittleEndian.PutUint64(m.st[:8], hi)
+	binary.LittleEndian.PutUint64(m.st[8:], lo)
+	m.b.Encrypt(m.st[:], m.st[:])
+}
+
+func (m *cbcMAC) write(p []byte) {
+	if m.n > 0 {
+		c := copy(m.buf[m.n:], p)
+		m.n += c
+		p = p[c:]
+		if m.n < 16 {
+			return
+		}
+		m.block(&m.buf)
+		m.n = 0
 	}
+	for len(p) >= 16 {
+		m.block((*[16]byte)(p[:16]))
+		p = p[16:]
+	}
+	m.n = copy(m.buf[:], p)
+}
+
+// sum chains the last block, padded with zeros.
+func (m *cbcMAC) sum() [16]byte {
+	if m.n > 0 {
+		clear(m.buf[m.n:])
+		m.block(&m.buf)
+	}
+	return m.st
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"time"
 	"unicode/utf8"
 )
@@ -17,7 +16,7 @@ import (
 // record.
 type rawEvent struct {
 	seq      uint64
-	time     time.Time
+	time     clock  // read; when() makes it a time.Time
 	actor    []byte // the JSON string's bytes, escapes and all
 	actorEsc bool   // actor holds an escape
 	typ      []byte
@@ -88,16 +87,55 @@ func parseRecordFast(rec []byte, ev *rawEvent) bool {
 	if p.i+len(Hash{})*2+2 != len(p.b) || p.b[len(p.b)-2] != '"' || p.b[len(p.b)-1] != '}' {
 		return false
 	}
-	for _, c := range p.b[p.i : p.i+64] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+	if !decodeLowerHex(ev.prev[:], p.b[p.i:p.i+64]) {
+		return false
+	}
+	// The actor's text rule (checkFields): valid UTF-8 without control
+	// characters, 1 to maxActorLen bytes once unescaped.
+	if !ev.actorEsc && plainASCII(ev.actor) {
+		return len(ev.actor) > 0 && len(ev.actor) <= maxActorLen
+	}
+	return checkText("actor", ev.actorString(), maxActorLen) == nil
+}
+
+// plainASCII reports whether b holds only printable ASCII (no control
+// character, which checkText refuses).
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f {
 			return false
 		}
 	}
-	hex.Decode(ev.prev[:], p.b[p.i:p.i+64])
-	// The actor's text rule (checkFields): valid UTF-8 without control
-	// characters, 1 to maxActorLen bytes once unescaped.
-	actor := ev.actorString()
-	return checkText("actor", actor, maxActorLen) == nil
+	return true
+}
+
+// hexNibble maps each lowercase hex digit to its value, anything else to
+// 0xff.
+var hexNibble = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c - 'a' + 10)
+	}
+	return t
+}()
+
+// decodeLowerHex decodes src, 2*len(dst) lowercase hex digits, into dst.
+func decodeLowerHex(dst, src []byte) bool {
+	if len(src) != 2*len(dst) {
+		return false
+	}
+	var bad byte
+	for i := range dst {
+		hi, lo := hexNibble[src[2*i]], hexNibble[src[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo
+	}
+	return bad&0xf0 == 0
 }
 
 // actorString returns the actor's value.
@@ -114,7 +152,7 @@ func (ev *rawEvent) actorString() string {
 func (ev *rawEvent) event(hash Hash) Event {
 	e := Event{
 		Seq:   ev.seq,
-		Time:  ev.time,
+		Time:  ev.time.when(),
 		Actor: ev.actorString(),
 		Type:  string(ev.typ),
 		Body:  append([]byte(nil), ev.body...),
@@ -173,64 +211,77 @@ func (p *recParser) seq() (uint64, bool) {
 	return v, true
 }
 
+// clock is a time as a record writes it, its fields checked.
+type clock struct {
+	year, month, day, hour, minute, sec, nsec int
+}
+
+// when returns the time (UTC).
+func (c clock) when() time.Time {
+	return time.Date(c.year, time.Month(c.month), c.day, c.hour, c.minute, c.sec, c.nsec, time.UTC)
+}
+
+// daysIn is the number of days of month m (1-12) of year y.
+func daysIn(m, y int) int {
+	switch m {
+	case 2:
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
 // time reads what time.RFC3339Nano writes for a UTC time:
 // YYYY-MM-DDTHH:MM:SS[.F]Z, F 1 to 9 digits without a trailing zero.
-func (p *recParser) time() (time.Time, bool) {
+func (p *recParser) time() (clock, bool) {
 	b := p.b[p.i:]
 	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
-		return time.Time{}, false
+		return clock{}, false
 	}
-	num := func(s []byte) (int, bool) {
+	bad := false
+	num := func(s []byte) int {
 		v := 0
 		for _, c := range s {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
+			bad = bad || c < '0' || c > '9'
 			v = v*10 + int(c-'0')
 		}
-		return v, true
+		return v
 	}
-	year, ok1 := num(b[0:4])
-	month, ok2 := num(b[5:7])
-	day, ok3 := num(b[8:10])
-	hour, ok4 := num(b[11:13])
-	minute, ok5 := num(b[14:16])
-	sec, ok6 := num(b[17:19])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
-		return time.Time{}, false
+	c := clock{year: num(b[0:4]), month: num(b[5:7]), day: num(b[8:10]), hour: num(b[11:13]), minute: num(b[14:16]), sec: num(b[17:19])}
+	if bad {
+		return clock{}, false
 	}
 	n := 19
-	nsec := 0
 	if b[n] == '.' {
 		n++
 		digits := 0
 		for n < len(b) && b[n] >= '0' && b[n] <= '9' {
 			if digits == 9 {
-				return time.Time{}, false
+				return clock{}, false
 			}
-			nsec = nsec*10 + int(b[n]-'0')
+			c.nsec = c.nsec*10 + int(b[n]-'0')
 			digits++
 			n++
 		}
 		if digits == 0 || b[n-1] == '0' {
-			return time.Time{}, false
+			return clock{}, false
 		}
 		for i := digits; i < 9; i++ {
-			nsec *= 10
+			c.nsec *= 10
 		}
 	}
 	if n >= len(b) || b[n] != 'Z' {
-		return time.Time{}, false
+		return clock{}, false
 	}
-	if month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || sec > 59 {
-		return time.Time{}, false
-	}
-	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
-	if t.Day() != day || t.Month() != time.Month(month) || t.Year() != year {
-		return time.Time{}, false // a day beyond the month's
+	if c.month < 1 || c.month > 12 || c.day < 1 || c.day > daysIn(c.month, c.year) || c.hour > 23 || c.minute > 59 || c.sec > 59 {
+		return clock{}, false // a day beyond the month's among them
 	}
 	p.i += n + 1
-	return t, true
+	return c, true
 }
 
 // jsonString reads a string as encoding/json writes it with HTML escaping

@@ -425,26 +425,35 @@ func benchVerifyFleet(b *testing.B, n int) {
 func stepsLog(tb testing.TB, n int) string {
 	tb.Helper()
 	path := filepath.Join("/tmp/custos-bench", fmt.Sprintf("steps-%d.db", n))
+	if err := buildStepsLog(path, n); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// buildStepsLog builds the steps log of n events at path unless a file is
+// there already (under a temporary name, renamed into place when done).
+func buildStepsLog(path string, n int) error {
 	if _, err := os.Stat(path); err == nil {
-		return path
+		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	tmp := path + ".building"
 	os.Remove(tmp)
 	l, err := Open(tmp, nil)
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	if err := fillBatched(l, n-1); err != nil { // and log.created
-		tb.Fatal(err)
+		l.Close()
+		return err
 	}
-	l.Close()
-	if err := os.Rename(tmp, path); err != nil {
-		tb.Fatal(err)
+	if err := l.Close(); err != nil {
+		return err
 	}
-	return path
+	return os.Rename(tmp, path)
 }
 
 // BenchmarkVerify1MSteps is BenchmarkVerify1M on the steps log.

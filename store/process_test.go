@@ -92,6 +92,19 @@ func runChild(mode, path string) int {
 	if mode == "etcd-append" {
 		return childEtcdAppend(path)
 	}
+	if n, ok := strings.CutPrefix(mode, "steps-log-"); ok {
+		// scripts/bench: the steps log of n events at path, built unless
+		// it is there.
+		events, err := strconv.Atoi(n)
+		if err == nil {
+			err = buildStepsLog(path, events)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	}
 	switch mode {
 	case "open": // try to open, report how it went
 		installCrash()

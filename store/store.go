@@ -505,6 +505,52 @@ func (l *Log) Events(ceremony string, fn func(Event) error) error {
 	return l.view(func(r kvRead) error { return walkEvents(r, ceremony, fn) })
 }
 
+// walkEventsPages walks the events bucket of a file's read transaction
+// as Verify does (boltPages: pread through its own descriptor), so that a
+// pass over the whole log does not map the file into the resident set
+// page by page. done says it walked every event; otherwise (not a file,
+// or its pages not as bbolt writes them) the caller goes on through
+// bbolt from from, the key after the last event it gave each. An error
+// of each ends the walk with it (errStop: without error); a panic of
+// each is each's own.
+func walkEventsPages(r kvRead, each func(k, v []byte) error) (from []byte, done bool, err error) {
+	kv, ok := r.(boltKV)
+	if !ok || kv.btx.Writable() {
+		return nil, false, nil
+	}
+	p, ok := newBoltPages(kv.btx)
+	if !ok {
+		return nil, false, nil
+	}
+	defer p.close()
+	var last []byte
+	var panicked any
+	ok, err = p.scan(bucketEvents, func(k, v []byte) (ferr error) {
+		defer func() {
+			if x := recover(); x != nil {
+				panicked, ferr = x, errStop
+			}
+		}()
+		if ferr = each(k, v); ferr == nil {
+			last = append(last[:0], k...)
+		}
+		return ferr
+	})
+	if panicked != nil {
+		panic(panicked)
+	}
+	if err == errStop {
+		err = nil // as the backend's scan says it
+	}
+	if err != nil || ok {
+		return nil, true, err
+	}
+	if last != nil {
+		from = append(last, 0)
+	}
+	return from, false, nil
+}
+
 func walkEvents(r kvRead, ceremony string, fn func(Event) error) error {
 	visit := func(seq uint64, v []byte) error {
 		if v == nil {
@@ -517,13 +563,18 @@ func walkEvents(r kvRead, ceremony string, fn func(Event) error) error {
 		return fn(ev)
 	}
 	if ceremony == "" {
-		return r.scan(bucketEvents, nil, nil, func(k, v []byte) error {
+		each := func(k, v []byte) error {
 			seq, ok := keySeq(k)
 			if !ok {
 				return &ChainError{Problem: fmt.Sprintf("event key %x is not an event number", k), Err: ErrBrokenChain}
 			}
 			return visit(seq, v)
-		})
+		}
+		from, done, err := walkEventsPages(r, each)
+		if done || err != nil {
+			return err
+		}
+		return r.scan(bucketEvents, from, nil, each)
 	}
 	prefix := append([]byte(ceremony), 0)
 	n := 0

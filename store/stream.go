@@ -2,17 +2,17 @@ package store
 
 import (
 	"bytes"
-	"container/list"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/maphash"
 	"runtime"
 	"slices"
 	"sync"
-	"time"
 	"unicode/utf8"
 )
 
@@ -53,32 +53,24 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 			return rep, false
 		}
 	}
-	if rel, ok := r.(interface{ release() }); ok {
-		// Drop the file's pages from the resident set as the pass goes
-		// (bbolt's reads and its page check touch every page).
-		done, stopped := make(chan struct{}), make(chan struct{})
-		// The goroutine must be gone before the transaction closes: it
-		// reads the transaction's file.
-		defer func() { close(done); <-stopped }()
-		go func() {
-			defer close(stopped)
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(5 * time.Millisecond):
-					rel.release()
-				}
-			}
-		}()
-	}
 	v := newStreamVerifier(r)
+	if kv, ok := r.(boltKV); ok && !kv.btx.Writable() {
+		// A file: read its pages in place, checking them as bbolt's
+		// Check does, with the resident set bounded. (A write
+		// transaction's pages are not in the file yet: the tests verify
+		// inside one, through the backend's reads and bbolt's Check.)
+		if v.pages, ok = newBoltPages(kv.btx); !ok {
+			return rep, false
+		}
+		defer v.pages.close()
+	}
 	for _, a := range anchors {
 		v.anchorWant[a.Seq] = true
 	}
 	if !v.walk() {
 		return rep, false
 	}
+	v.cache, v.recent, v.recentIn = nil, nil, nil // the rest needs the cards and the digests only
 	if checkHeadRecord(r, v.head) != nil {
 		return rep, false
 	}
@@ -93,53 +85,184 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 	if !v.checkStored() {
 		return rep, false
 	}
-	if be.check(r) != nil {
+	if v.pages != nil && !v.pages.finish() || v.pages == nil && be.check(r) != nil {
 		return rep, false
 	}
 	return Report{Events: v.head.Seq, Head: v.head, Anchors: len(anchors)}, true
 }
 
 // cerState is what the rules need of a ceremony after an event: small,
-// so that the cache holds many. The latest record itself is kept only for
-// the ceremonies written to last (recent); the others read it back from
-// their latest event when they need it.
+// so that the cache holds many (96 bytes). The latest record itself is
+// kept only for the ceremonies written to last (recent); the others read
+// it back from their latest event when they need it.
 type cerState struct {
-	status   string
-	volume   string
-	replaces string
 	first    uint64 // its first ceremony event
 	last     uint64 // its latest ceremony event
-	// serials and named are the cards and the ceremonies replaced that
-	// its records have named so far (with a version 1 first record they
-	// need not be the latest record's).
-	serials []string
-	named   []string
-	v1      bool    // its first record is version 1
-	set     bool    // its records name a custodian set (from the first on)
-	rec     *Record // the latest record, or nil
+	volume   [16]byte
+	replaces [16]byte // zero: none
+	// The cards (their indices in cardList) and the ceremonies replaced
+	// that its records have named so far (with a version 1 first record
+	// they need not be the latest record's): the first few here, the rest
+	// in extra.
+	named  [16]byte // zero: none
+	cards  [4]uint32
+	ncards uint8
+	status uint8 // in statuses
+	set    bool  // its records name a custodian set (from the first on)
+	extra  *cerExtra
 }
 
-func (st *cerState) hasSerial(s string) bool { return slices.Contains(st.serials, s) }
+type cerExtra struct {
+	cards []uint32
+	named [][16]byte
+}
+
+var statuses = []string{StatusOpen, StatusActive, StatusAbandoned, StatusRetired}
+
+func statusIndex(s string) (uint8, bool) {
+	i := slices.Index(statuses, s)
+	return uint8(i), i >= 0
+}
+
+func (st *cerState) statusName() string { return statuses[st.status] }
+
+func (st *cerState) hasCard(i uint32) bool {
+	n := min(int(st.ncards), len(st.cards))
+	return slices.Contains(st.cards[:n], i) || st.extra != nil && slices.Contains(st.extra.cards, i)
+}
+
+// addCard adds card i (not there yet); the extra part is copied, as
+// states share it.
+func (st *cerState) addCard(i uint32) {
+	if int(st.ncards) < len(st.cards) {
+		st.cards[st.ncards] = i
+		st.ncards++
+		return
+	}
+	x := &cerExtra{named: st.extraNamed()}
+	if st.extra != nil {
+		x.cards = slices.Clone(st.extra.cards)
+	}
+	x.cards = append(x.cards, i)
+	st.extra = x
+}
+
+func (st *cerState) extraNamed() [][16]byte {
+	if st.extra == nil {
+		return nil
+	}
+	return st.extra.named
+}
+
+func (st *cerState) hasNamed(r [16]byte) bool {
+	return st.named == r || st.extra != nil && slices.Contains(st.extra.named, r)
+}
+
+func (st *cerState) addNamed(r [16]byte) {
+	if st.named == ([16]byte{}) {
+		st.named = r
+		return
+	}
+	x := &cerExtra{}
+	if st.extra != nil {
+		x.cards, x.named = st.extra.cards, slices.Clone(st.extra.named)
+	}
+	x.named = append(x.named, r)
+	st.extra = x
+}
+
+// cerCache holds the states of the ceremonies seen last: two generations
+// of at most gen entries each, a state read from the older moving to the
+// newer; when the newer is full the older is dropped. The ceremonies
+// dropped go into a filter, so that a ceremony found in neither
+// generation nor the filter is one that has no state yet (its first
+// event), without asking the log.
+type cerCache struct {
+	cur, old map[[16]byte]*cerState
+	gen      int
+	dropped  idFilter
+}
+
+func newCerCache(gen int) *cerCache {
+	return &cerCache{cur: make(map[[16]byte]*cerState, gen), old: map[[16]byte]*cerState{}, gen: gen,
+		dropped: newIDFilter(1 << 23)}
+}
+
+func (c *cerCache) get(id [16]byte) *cerState {
+	if st, ok := c.cur[id]; ok {
+		return st
+	}
+	if st, ok := c.old[id]; ok {
+		c.put(id, st)
+		return st
+	}
+	return nil
+}
+
+func (c *cerCache) put(id [16]byte, st *cerState) {
+	c.cur[id] = st
+	if len(c.cur) >= c.gen {
+		for id := range c.old {
+			if _, ok := c.cur[id]; !ok {
+				c.dropped.add(id)
+			}
+		}
+		c.old, c.cur = c.cur, make(map[[16]byte]*cerState, c.gen)
+	}
+}
+
+// idFilter is a Bloom filter of ceremony IDs: has is never false for an
+// ID added, and rarely true for another.
+type idFilter struct {
+	bits []uint64
+	seed maphash.Seed
+}
+
+func newIDFilter(m int) idFilter {
+	return idFilter{bits: make([]uint64, m/64), seed: maphash.MakeSeed()}
+}
+
+func (f *idFilter) probes(id [16]byte, fn func(i uint64) bool) bool {
+	h := maphash.Bytes(f.seed, id[:])
+	h1, h2 := h, h>>32|h<<32|1
+	m := uint64(len(f.bits)) * 64
+	for i := uint64(0); i < 4; i++ {
+		if !fn((h1 + i*h2) % m) {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *idFilter) add(id [16]byte) {
+	f.probes(id, func(i uint64) bool { f.bits[i/64] |= 1 << (i % 64); return true })
+}
+
+func (f *idFilter) has(id [16]byte) bool {
+	return f.probes(id, func(i uint64) bool { return f.bits[i/64]&(1<<(i%64)) != 0 })
+}
 
 type cardState struct {
+	idx  uint32     // in cardList
 	rec  CardRecord // without Ceremonies
 	nCer int
 	cer  sum128 // digest of (serial, position, ceremony) for its ceremonies
 }
 
 type streamVerifier struct {
-	r    kvRead
-	d    *digester
-	head Head
+	r     kvRead
+	pages *boltPages // a file's pages, read in place; nil on etcd
+	d     *digester
+	head  Head
 
-	v2Only bool
-	cards  map[string]*cardState
-	fps    map[string]string
+	v2Only   bool
+	cards    map[string]*cardState
+	cardList []*cardState
+	fps      map[string]string
 
-	cache    map[string]*list.Element // of *cacheEntry
-	lru      *list.List
-	cacheCap int
-	recent   []*cerState // the states that keep their record
+	cache    *cerCache
+	recent   map[[16]byte]*Record // the latest records of the ceremonies written to last
+	recentIn [][16]byte           // those ceremonies, in a ring
 	recentAt int
 
 	cerEvents sum128 // (ceremony, seq) of each event with a ceremony
@@ -153,14 +276,14 @@ type streamVerifier struct {
 	sets setStream // custodian sets (streamsets.go)
 }
 
-type cacheEntry struct {
-	id string
-	st *cerState
-}
+// cacheGeneration bounds the ceremonies the cache holds (between one and
+// two generations of them): about 150 bytes each. A variable for the
+// tests, which make it small to exercise reading states back.
+var cacheGeneration = 1 << 15
 
 func newStreamVerifier(r kvRead) *streamVerifier {
 	return &streamVerifier{r: r, d: newDigester(), cards: map[string]*cardState{}, fps: map[string]string{},
-		cache: map[string]*list.Element{}, lru: list.New(), cacheCap: 1 << 16,
+		cache: newCerCache(cacheGeneration), recent: map[[16]byte]*Record{},
 		anchorSeqs: map[uint64]Hash{}, anchorWant: map[uint64]bool{}, sets: newSetStream()}
 }
 
@@ -177,10 +300,11 @@ func (v *streamVerifier) anchorsOK(anchors []Head) int {
 // item is one event on its way through the pipeline.
 type item struct {
 	seq uint64
-	val []byte
+	val []byte // the stored value, in its batch's buffer
 	ok  bool
 	ev  rawEvent
 	h   Hash
+	cer [16]byte // the digest of (ceremony, seq) when it has a ceremony
 	// the typed body, read by the workers
 	status string
 	rec    *Record
@@ -190,25 +314,78 @@ type item struct {
 	src    *SetRollcall
 }
 
+// batch is a run of events with their values copied out of the store, so
+// that the store's pages can be let go of as soon as they are read.
 type batch struct {
 	items []item
+	buf   []byte
 	done  chan struct{}
 }
 
-const batchSize = 512
+const (
+	batchSize  = 512
+	batchBytes = 128 << 10
+)
+
+// scanAll reads a whole bucket in key order: a file's pages in place
+// (checking them), or the backend's scan.
+func (v *streamVerifier) scanAll(bucket []byte, fn func(k, val []byte) error) error {
+	if v.pages == nil {
+		return v.r.scan(bucket, nil, nil, fn)
+	}
+	ok, err := v.pages.scan(bucket, fn)
+	if err == nil && !ok {
+		return errNotSound // not as bbolt writes it
+	}
+	return err
+}
+
+// errNotSound ends the streaming verification: the reference names why.
+var errNotSound = errors.New("not sound")
+
+// get reads a key outside scanAll: on a file with boltPages, elsewhere
+// from the snapshot. The value is valid until the next get.
+func (v *streamVerifier) get(bucket, key []byte) ([]byte, error) {
+	if v.pages != nil {
+		val, ok := v.pages.get(bucket, key)
+		if !ok {
+			return nil, errNotSound
+		}
+		return val, nil
+	}
+	return v.r.get(bucket, key)
+}
+
+// scanRange reads the keys of bucket in [from, to) outside scanAll, as
+// get does; fn may call get.
+func (v *streamVerifier) scanRange(bucket, from, to []byte, desc bool, fn func(k, val []byte) error) error {
+	if v.pages != nil {
+		return v.pages.scanRange(bucket, from, to, desc, fn)
+	}
+	if desc {
+		return v.r.scanDesc(bucket, from, to, fn)
+	}
+	return v.r.scan(bucket, from, to, fn)
+}
 
 func (v *streamVerifier) walk() bool {
 	workers := max(1, runtime.GOMAXPROCS(0))
+	inFlight := 2*workers + 2
 	todo := make(chan *batch, 2*workers)
 	ordered := make(chan *batch, 4*workers)
+	free := make(chan *batch, inFlight)
+	for range inFlight {
+		free <- &batch{items: make([]item, 0, batchSize), buf: make([]byte, 0, batchBytes)}
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			d := v.d.clone()
 			for b := range todo {
 				for i := range b.items {
-					prepare(&b.items[i])
+					prepare(&b.items[i], d)
 				}
 				close(b.done)
 			}
@@ -219,68 +396,91 @@ func (v *streamVerifier) walk() bool {
 	go func() {
 		defer close(ordered)
 		defer close(todo)
-		b := &batch{done: make(chan struct{})}
-		send := func() bool {
+		var b *batch
+		next := func() bool {
 			select {
-			case todo <- b:
+			case b = <-free:
 			case <-stop:
 				return false
 			}
-			select {
-			case ordered <- b:
-			case <-stop:
-				return false
-			}
-			b = &batch{done: make(chan struct{})}
+			b.items, b.buf, b.done = b.items[:0], b.buf[:0], make(chan struct{})
 			return true
 		}
-		scanErr = v.r.scan(bucketEvents, nil, nil, func(k, val []byte) error {
+		// send hands b to the workers and to the checker; b is nil
+		// after it until next takes another batch, so that a batch is
+		// never sent twice (its done channel is closed once).
+		send := func() bool {
+			sent := b
+			b = nil
+			select {
+			case todo <- sent:
+			case <-stop:
+				return false
+			}
+			select {
+			case ordered <- sent:
+			case <-stop:
+				return false
+			}
+			return next()
+		}
+		if !next() {
+			return
+		}
+		scanErr = v.scanAll(bucketEvents, func(k, val []byte) error {
 			seq, ok := keySeq(k)
 			if !ok {
-				return errStop
+				return errNotSound
 			}
-			b.items = append(b.items, item{seq: seq, val: val})
-			if len(b.items) == batchSize {
+			if len(b.items) == batchSize || len(b.buf)+len(val) > cap(b.buf) && len(b.items) > 0 {
 				if !send() {
 					return errStop
 				}
 			}
+			off := len(b.buf)
+			b.buf = append(b.buf, val...)
+			b.items = append(b.items, item{seq: seq, val: b.buf[off:len(b.buf):len(b.buf)]})
 			return nil
 		})
-		if len(b.items) > 0 {
+		if scanErr == nil && b != nil && len(b.items) > 0 {
 			send()
 		}
 	}()
 	good := true
 	for b := range ordered {
 		<-b.done
-		if !good {
-			continue
-		}
-		for i := range b.items {
-			if !v.step(&b.items[i]) {
-				good = false
-				close(stop)
-				break
+		if good {
+			for i := range b.items {
+				if !v.step(&b.items[i]) {
+					good = false
+					close(stop)
+					break
+				}
 			}
 		}
-		b.items = nil
+		clear(b.items) // let go of the records it holds
+		free <- b
 	}
 	wg.Wait()
 	return good && scanErr == nil
 }
 
 // prepare does what one event needs without the state: its stored hash,
-// its record, its typed body.
-func prepare(it *item) {
-	v := it.val
-	if len(v) <= len(Hash{}) {
+// its record, its typed body, the digest of its ceremony event entry.
+func prepare(it *item, d *digester) {
+	val := it.val
+	if len(val) <= len(Hash{}) {
 		return
 	}
-	rec := v[len(Hash{}):]
+	rec := val[len(Hash{}):]
 	it.h = sha256.Sum256(rec)
-	if it.h != Hash(v[:len(Hash{})]) || !parseRecordFast(rec, &it.ev) || it.ev.seq != it.seq {
+	if it.h != Hash(val[:len(Hash{})]) || !parseRecordFast(rec, &it.ev) || it.ev.seq != it.seq {
 		return
+	}
+	if it.ev.ceremony != nil {
+		var sk [8]byte
+		binary.BigEndian.PutUint64(sk[:], it.seq)
+		it.cer = d.prf(it.ev.ceremony, sk[:])
 	}
 	switch string(it.ev.typ) {
 	case TypeCeremony:
@@ -325,7 +525,7 @@ func (v *streamVerifier) step(it *item) bool {
 	ev := &it.ev
 	cer := string(ev.ceremony)
 	if ev.ceremony != nil {
-		v.cerEvents.add(v.d.prf(ev.ceremony, seqKey(it.seq)))
+		v.cerEvents.add(it.cer)
 	}
 	switch string(ev.typ) {
 	case TypeSet:
@@ -372,7 +572,15 @@ func (v *streamVerifier) entryDigest(id string, st *cerState) [16]byte {
 	var n [16]byte
 	binary.BigEndian.PutUint64(n[:8], st.first)
 	binary.BigEndian.PutUint64(n[8:], st.last)
-	return v.d.prf([]byte(id), []byte(st.status), []byte(st.volume), []byte(st.replaces), n[:])
+	return v.d.prf([]byte(id), []byte(st.statusName()), []byte(volumeText(st.volume)), []byte(idText(st.replaces)), n[:])
+}
+
+// idText is a ceremony ID in hex, "" for zero.
+func idText(id [16]byte) string {
+	if id == ([16]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(id[:])
 }
 
 // ceremony applies planCeremony's rules.
@@ -382,31 +590,35 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 	if rec.Version == 1 && v.v2Only || cer != id {
 		return false
 	}
-	old, ok := v.state(id, it.seq)
+	old, ok := v.state(rec.ID, it.seq)
 	if !ok {
 		return false
 	}
 	rule := func(string, string, ...any) error { return errStop }
-	next := &cerState{status: status, rec: rec, volume: rec.VolumeString(), replaces: rec.ReplacesString(), first: it.seq, last: it.seq}
+	si, ok := statusIndex(status)
+	if !ok {
+		return false
+	}
+	next := &cerState{status: si, volume: rec.Volume, replaces: rec.Replaces, first: it.seq, last: it.seq}
 	if old != nil {
-		prev := old.rec
+		prev := v.recent[rec.ID]
 		if prev == nil {
 			if prev = v.recordAt(id, old.last); prev == nil {
 				return false
 			}
 		}
-		if !slices.Contains(transitions[old.status], status) || checkChange(prev, rec, rule) != nil {
+		if !slices.Contains(transitions[old.statusName()], status) || checkChange(prev, rec, rule) != nil {
 			return false
 		}
-		next.first, next.v1, next.set = old.first, old.v1, old.set
-		next.serials, next.named = old.serials, old.named
+		next.first, next.set = old.first, old.set
+		next.named, next.cards, next.ncards, next.extra = old.named, old.cards, old.ncards, old.extra
 		v.entries.sub(v.entryDigest(id, old))
 	} else {
 		if status != StatusOpen && status != StatusActive {
 			return false
 		}
-		next.v1, next.set = rec.Version == 1, rec.Set != nil
-		v.volumes.add(v.d.prf([]byte(next.volume), []byte(id), seqKey(it.seq)))
+		v.volumes.add(v.d.prf([]byte(rec.VolumeString()), []byte(id), seqKey(it.seq)))
+		next.set = rec.Set != nil
 		if rec.Set != nil {
 			// planSetCeremony: the set's ceremonies, from the first
 			// record (checkChange keeps the set from then on).
@@ -423,14 +635,14 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 			}
 		}
 	}
-	if r := rec.ReplacesString(); r != "" {
+	if r := rec.Replaces; r != ([16]byte{}) {
 		prior, ok := v.state(r, it.seq)
 		if !ok || prior == nil || prior.volume != next.volume {
 			return false
 		}
-		if !slices.Contains(next.named, r) {
-			next.named = append(slices.Clip(next.named), r)
-			v.replacers.add(v.d.prf([]byte(r), []byte(id), seqKey(it.seq)))
+		if !next.hasNamed(r) {
+			next.addNamed(r)
+			v.replacers.add(v.d.prf([]byte(idText(r)), []byte(id), seqKey(it.seq)))
 		}
 	}
 	// Every card's fingerprint must be free or its own before any card
@@ -448,9 +660,8 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		if !v.cardKey(c.Serial, c.Custodian, key, false) {
 			return false
 		}
-		if !next.hasSerial(c.Serial) {
-			next.serials = append(slices.Clip(next.serials), c.Serial)
-			cs := v.cards[c.Serial]
+		if cs := v.cards[c.Serial]; !next.hasCard(cs.idx) {
+			next.addCard(cs.idx)
 			var pos [8]byte
 			binary.BigEndian.PutUint64(pos[:], uint64(cs.nCer))
 			cs.cer.add(v.d.prf([]byte(c.Serial), pos[:], []byte(id)))
@@ -458,34 +669,32 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		}
 	}
 	v.entries.add(v.entryDigest(id, next))
-	v.put(id, next)
-	v.keepRecord(next)
+	v.cache.put(rec.ID, next)
+	v.keepRecord(rec.ID, rec)
 	return true
 }
 
-// keepRecord keeps st's record while st is among the last recentRecords
-// ceremonies written to, and lets go of the record of the one it
-// displaces.
-func (v *streamVerifier) keepRecord(st *cerState) {
-	if len(v.recent) < recentRecords {
-		v.recent = append(v.recent, st)
-		return
+// keepRecord keeps ceremony id's latest record while it is among the
+// last recentRecords ceremonies written to.
+func (v *streamVerifier) keepRecord(id [16]byte, rec *Record) {
+	if _, ok := v.recent[id]; !ok {
+		if len(v.recentIn) < recentRecords {
+			v.recentIn = append(v.recentIn, id)
+		} else {
+			delete(v.recent, v.recentIn[v.recentAt])
+			v.recentIn[v.recentAt] = id
+			v.recentAt = (v.recentAt + 1) % recentRecords
+		}
 	}
-	v.recent[v.recentAt].rec = nil
-	v.recent[v.recentAt] = st
-	v.recentAt = (v.recentAt + 1) % recentRecords
+	v.recent[id] = rec
 }
 
-const recentRecords = 256
+var recentRecords = 256 // a variable for the tests
 
 // recordAt reads ceremony id's record from its event seq.
 func (v *streamVerifier) recordAt(id string, seq uint64) *Record {
-	val, err := v.r.get(bucketEvents, seqKey(seq))
-	if err != nil || len(val) <= len(Hash{}) {
-		return nil
-	}
-	typ, cer, body, ok := peekRecord(val[len(Hash{}):])
-	if !ok || string(typ) != TypeCeremony || string(cer) != id {
+	body := v.ceremonyBody(id, seq)
+	if body == nil {
 		return nil
 	}
 	_, rec, err := parseCeremonyBody(body)
@@ -502,8 +711,9 @@ func (v *streamVerifier) cardKey(serial, custodian string, key CardKey, registra
 	}
 	cs := v.cards[serial]
 	if cs == nil {
-		cs = &cardState{}
+		cs = &cardState{idx: uint32(len(v.cardList))}
 		v.cards[serial] = cs
+		v.cardList = append(v.cardList, cs)
 	}
 	card := &cs.rec
 	card.Serial = serial
@@ -542,7 +752,11 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 	if rc.Reason != "" && checkText("rollcall reason", rc.Reason, maxActorLen) != nil {
 		return false
 	}
-	st, ok := v.state(rc.Ceremony, it.seq)
+	id, err := ParseID(rc.Ceremony)
+	if err != nil {
+		return false // no ceremony event names it
+	}
+	st, ok := v.state(id, it.seq)
 	if !ok || st == nil {
 		return false
 	}
@@ -550,48 +764,113 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 	if cs == nil || !slices.ContainsFunc(cs.rec.Keys, func(k CardKey) bool { return k.Fingerprint == rc.Fingerprint }) {
 		return false
 	}
-	if !st.hasSerial(rc.Serial) && !v.setCeremonyHolds(st, rc) {
+	if !st.hasCard(cs.idx) && !v.setCeremonyHolds(id, st, rc) {
 		return false
 	}
 	if rc.OK {
-		cs.rec.LastRollcall = it.ev.time
+		cs.rec.LastRollcall = it.ev.time.when()
 		cs.rec.LastRollcallCeremony = rc.Ceremony
 	}
 	return true
 }
 
-func (v *streamVerifier) put(id string, st *cerState) {
-	if e, ok := v.cache[id]; ok {
-		e.Value.(*cacheEntry).st = st
-		v.lru.MoveToFront(e)
-		return
-	}
-	v.cache[id] = v.lru.PushFront(&cacheEntry{id: id, st: st})
-	if v.lru.Len() > v.cacheCap {
-		old := v.lru.Remove(v.lru.Back()).(*cacheEntry)
-		delete(v.cache, old.id)
-	}
-}
-
 // state returns ceremony id as it stood before event seq: nil if it had
 // no ceremony event yet; ok false if the log cannot say.
-func (v *streamVerifier) state(id string, seq uint64) (*cerState, bool) {
-	if e, ok := v.cache[id]; ok {
-		v.lru.MoveToFront(e)
-		return e.Value.(*cacheEntry).st, true
+func (v *streamVerifier) state(id [16]byte, seq uint64) (*cerState, bool) {
+	if st := v.cache.get(id); st != nil {
+		return st, true
+	}
+	if !v.cache.dropped.has(id) {
+		return nil, true // never in the cache: no ceremony event yet
 	}
 	st, ok := v.load(id, seq)
 	if ok && st != nil {
-		v.put(id, st)
+		v.cache.put(id, st)
 	}
 	return st, ok
 }
 
-// load reads a ceremony's state before event seq back from the log,
-// through the ceremony-events index (which the digest checks at the end).
-// Every event before seq has passed step in this verification, so their
-// records are read with peekRecord, without checking them again.
-func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
+// load reads back the state before event seq of a ceremony the cache
+// let go of. Its entry in the ceremonies index holds its latest record
+// and names its latest ceremony event; when that event is before seq,
+// the entry says it all (one read). Otherwise, or when that record is
+// version 1, its ceremony events before seq are read through the
+// ceremony-events index. The indexes are believed here and checked at
+// the end against the events (the entry's body against its latest event,
+// the digests of the entries and of the ceremony-events index): an index
+// that lies makes the verification fail there. Every event before seq
+// has passed step in this verification, so their records are read with
+// peekRecord, without checking them again.
+func (v *streamVerifier) load(id [16]byte, seq uint64) (*cerState, bool) {
+	hexID := hex.EncodeToString(id[:])
+	raw, err := v.get(bucketCeremonies, []byte(hexID))
+	if err != nil || raw == nil {
+		return nil, false
+	}
+	e, ok := parseEntry(raw)
+	if !ok || e.first == 0 || e.first > e.last {
+		return nil, false
+	}
+	if e.last < seq && !isV1Body(e.body) {
+		// A version 2 record's cards only grow and what it replaces never
+		// changes: the latest record names every card and replaced
+		// ceremony named before (after a version 1 record, perhaps fewer:
+		// a rollcall of a card it dropped then fails here, and the
+		// replay decides).
+		st := &cerState{first: e.first}
+		if !v.apply(st, e.last, e.body) {
+			return nil, false
+		}
+		return st, true
+	}
+	return v.loadEvents(hexID, seq)
+}
+
+// ceremonyBody returns the body of ceremony event seq of ceremony id, or
+// nil.
+func (v *streamVerifier) ceremonyBody(id string, seq uint64) []byte {
+	val, err := v.get(bucketEvents, seqKey(seq))
+	if err != nil || len(val) <= len(Hash{}) {
+		return nil
+	}
+	typ, cer, body, ok := peekRecord(val[len(Hash{}):])
+	if !ok || string(typ) != TypeCeremony || string(cer) != id {
+		return nil
+	}
+	return body
+}
+
+// apply makes st what the ceremony event seq with body says, adding its
+// cards and what it replaces to those named before.
+func (v *streamVerifier) apply(st *cerState, seq uint64, body []byte) bool {
+	status, rec, err := parseCeremonyBody(body)
+	if err != nil {
+		return false
+	}
+	si, ok := statusIndex(status)
+	if !ok {
+		return false
+	}
+	st.status, st.last = si, seq
+	st.volume, st.replaces, st.set = rec.Volume, rec.Replaces, rec.Set != nil
+	for _, c := range cardsIndexed(rec) {
+		cs := v.cards[c.Serial]
+		if cs == nil {
+			return false
+		}
+		if !st.hasCard(cs.idx) {
+			st.addCard(cs.idx)
+		}
+	}
+	if r := st.replaces; r != ([16]byte{}) && !st.hasNamed(r) {
+		st.addNamed(r)
+	}
+	return true
+}
+
+// loadEvents reads a ceremony's state before event seq from its ceremony
+// events, through the ceremony-events index.
+func (v *streamVerifier) loadEvents(id string, seq uint64) (*cerState, bool) {
 	prefix := append([]byte(id), 0)
 	type found struct {
 		seq  uint64
@@ -600,17 +879,13 @@ func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 	// Each ceremony event of id, in order, through fn; stop when fn says.
 	walk := func(desc bool, fn func(found) bool) bool {
 		good := true
-		scan := v.r.scan
-		if desc {
-			scan = v.r.scanDesc
-		}
-		err := scan(bucketCeremonyEvents, prefix, ceremonyEventKey(id, seq), func(k, _ []byte) error {
+		err := v.scanRange(bucketCeremonyEvents, prefix, ceremonyEventKey(id, seq), desc, func(k, _ []byte) error {
 			if len(k) != len(prefix)+8 {
 				good = false
 				return errStop
 			}
 			s, _ := keySeq(k[len(prefix):])
-			val, err := v.r.get(bucketEvents, seqKey(s))
+			val, err := v.get(bucketEvents, seqKey(s))
 			if err != nil || val == nil || len(val) <= len(Hash{}) {
 				good = false
 				return errStop
@@ -637,27 +912,14 @@ func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 	if first.seq == 0 {
 		return nil, true // no ceremony event before seq
 	}
-	st := &cerState{first: first.seq, v1: isV1Body(first.body)}
+	st := &cerState{first: first.seq}
+	good := true
 	add := func(f found) bool {
-		status, rec, err := parseCeremonyBody(f.body)
-		if err != nil {
-			st = nil
-			return false
-		}
-		st.status, st.rec, st.last = status, rec, f.seq
-		st.volume, st.replaces, st.set = rec.VolumeString(), rec.ReplacesString(), rec.Set != nil
-		for _, c := range cardsIndexed(rec) {
-			if !st.hasSerial(c.Serial) {
-				st.serials = append(st.serials, c.Serial)
-			}
-		}
-		if r := st.replaces; r != "" && !slices.Contains(st.named, r) {
-			st.named = append(st.named, r)
-		}
-		return true
+		good = good && v.apply(st, f.seq, f.body)
+		return good
 	}
 	var ok bool
-	if st.v1 {
+	if isV1Body(first.body) {
 		// Version 1 records may drop a card or change what they replace:
 		// every record counts.
 		ok = walk(false, add)
@@ -666,10 +928,9 @@ func (v *streamVerifier) load(id string, seq uint64) (*cerState, bool) {
 		// never changes: the latest record says it all.
 		ok = walk(true, func(f found) bool { add(f); return false })
 	}
-	if !ok || st == nil || st.rec == nil {
+	if !ok || !good || st.last == 0 {
 		return nil, false
 	}
-	st.rec = nil // read back when a ceremony event needs it
 	return st, true
 }
 
@@ -706,9 +967,8 @@ func peekRecord(rec []byte) (typ, ceremony, body []byte, ok bool) {
 // the walk found.
 func (v *streamVerifier) checkStored() bool {
 	var cerEvents, entries, replacers, volumes sum128
-	r := v.r
 	// ceremony-events: id 0x00 seq -> empty
-	if r.scan(bucketCeremonyEvents, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketCeremonyEvents, func(k, val []byte) error {
 		i := bytes.IndexByte(k, 0)
 		if i < 0 || len(k) != i+9 || len(val) != 0 {
 			return errStop
@@ -721,7 +981,7 @@ func (v *streamVerifier) checkStored() bool {
 	// ceremonies: each entry's frame, its body against its latest event,
 	// its replacers against theirs.
 	good := true
-	if r.scan(bucketCeremonies, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketCeremonies, func(k, val []byte) error {
 		e, ok := parseEntry(val)
 		if !ok || !v.entryBodyOK(string(k), &e) {
 			good = false
@@ -747,7 +1007,7 @@ func (v *streamVerifier) checkStored() bool {
 	}
 	// volumes: each ceremony of the volume, oldest first, and the newest
 	// active one as current.
-	if r.scan(bucketVolumes, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketVolumes, func(k, val []byte) error {
 		var vol VolumeRecord
 		if json.Unmarshal(val, &vol) != nil || !bytes.Equal(mustJSON(vol), val) || vol.UUID != string(k) {
 			good = false
@@ -756,7 +1016,7 @@ func (v *streamVerifier) checkStored() bool {
 		var prev uint64
 		current := ""
 		for _, id := range vol.History {
-			raw, err := r.get(bucketCeremonies, []byte(id))
+			raw, err := v.get(bucketCeremonies, []byte(id))
 			if err != nil || raw == nil {
 				good = false
 				return errStop
@@ -782,7 +1042,7 @@ func (v *streamVerifier) checkStored() bool {
 	}
 	// cards and fingerprints: as held in memory.
 	n := 0
-	if r.scan(bucketCards, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketCards, func(k, val []byte) error {
 		cs := v.cards[string(k)]
 		var card CardRecord
 		if cs == nil || json.Unmarshal(val, &card) != nil || !bytes.Equal(mustJSON(card), val) {
@@ -807,7 +1067,7 @@ func (v *streamVerifier) checkStored() bool {
 		return false
 	}
 	n = 0
-	if r.scan(bucketFingerprints, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketFingerprints, func(k, val []byte) error {
 		if v.fps[string(k)] != string(val) {
 			good = false
 			return errStop
@@ -817,12 +1077,12 @@ func (v *streamVerifier) checkStored() bool {
 	}) != nil || !good || n != len(v.fps) {
 		return false
 	}
-	if !v.sets.checkStored(r, v.d) {
+	if !v.sets.checkStored(v.r, v.d) {
 		return false
 	}
 	// log: the record version flag.
 	n = 0
-	if r.scan(bucketLogState, nil, nil, func(k, val []byte) error {
+	if v.scanAll(bucketLogState, func(k, val []byte) error {
 		if !v.v2Only || !bytes.Equal(k, keyRecordVersion) || string(val) != "2" {
 			good = false
 		}
@@ -836,7 +1096,7 @@ func (v *streamVerifier) checkStored() bool {
 
 // entryBodyOK checks a ceremony entry's body against its latest event.
 func (v *streamVerifier) entryBodyOK(id string, e *entryView) bool {
-	val, err := v.r.get(bucketEvents, seqKey(e.last))
+	val, err := v.get(bucketEvents, seqKey(e.last))
 	if err != nil || val == nil || len(val) <= len(Hash{}) {
 		return false
 	}
@@ -849,9 +1109,9 @@ func (v *streamVerifier) entryBodyOK(id string, e *entryView) bool {
 func (v *streamVerifier) firstNaming(id, replaced string) (uint64, bool) {
 	prefix := append([]byte(id), 0)
 	var found uint64
-	err := v.r.scan(bucketCeremonyEvents, prefix, prefixEnd(prefix), func(k, _ []byte) error {
+	err := v.scanRange(bucketCeremonyEvents, prefix, prefixEnd(prefix), false, func(k, _ []byte) error {
 		s, _ := keySeq(k[len(prefix):])
-		val, err := v.r.get(bucketEvents, seqKey(s))
+		val, err := v.get(bucketEvents, seqKey(s))
 		if err != nil || val == nil || len(val) <= len(Hash{}) {
 			return errStop
 		}

@@ -73,7 +73,7 @@ func (v *streamVerifier) setRollcall(it *item) bool {
 		return false
 	}
 	k := setSubKey(rc.Set, rc.Serial)
-	v.sets.rollcalls[string(k)] = v.d.prf(k, mustJSON(SetRollcallState{SetRollcall: *rc, Time: it.ev.time, Seq: it.seq}))
+	v.sets.rollcalls[string(k)] = v.d.prf(k, mustJSON(SetRollcallState{SetRollcall: *rc, Time: it.ev.time.when(), Seq: it.seq}))
 	return true
 }
 
@@ -87,11 +87,11 @@ func (s *setStream) ceremony(d *digester, rec *Record, id string) {
 // setCeremonyHolds is sets.go's setCeremonyHolds on a ceremony's state:
 // its latest record names a set and holds the rollcall's card with that
 // key.
-func (v *streamVerifier) setCeremonyHolds(st *cerState, rc *Rollcall) bool {
+func (v *streamVerifier) setCeremonyHolds(id [16]byte, st *cerState, rc *Rollcall) bool {
 	if !st.set {
 		return false
 	}
-	rec := st.rec
+	rec := v.recent[id]
 	if rec == nil {
 		if rec = v.recordAt(rc.Ceremony, st.last); rec == nil {
 			return false
