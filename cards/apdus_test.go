@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"custos.dev/custos/cards/vcard"
+	"custos.dev/custos/shares"
 )
 
 // insNames names the instructions custos sends, for APDU sequences.
@@ -171,6 +173,20 @@ func TestAPDUFloor(t *testing.T) {
 	c.Close()
 	if got := instructions(log.take()); strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Errorf("CheckRecipient and OpenShare sent %q, want %q", got, want)
+	}
+	// Nor does OpenShares, a pass over many volumes, after CheckRecipient
+	// read the key and its policy (always: VERIFY before each share).
+	c = openCard(t, in.Reader())
+	if err := c.CheckRecipient(cu.Slot, scs[1].Sealed); err != nil {
+		t.Fatalf("CheckRecipient: %v", err)
+	}
+	if opened, errs, err := c.OpenShares(cu.Slot, testPIN, []*shares.SealedShare{scs[0].Sealed, scs[1].Sealed}); err != nil || opened[0] == nil || opened[1] == nil {
+		t.Fatalf("OpenShares: %v %v", errs, err)
+	}
+	c.Close()
+	wantPass := append(slices.Clone(want), "VERIFY", "GENERAL AUTHENTICATE")
+	if got := instructions(log.take()); strings.Join(got, ", ") != strings.Join(wantPass, ", ") {
+		t.Errorf("CheckRecipient and OpenShares of two shares sent %q, want %q", got, wantPass)
 	}
 
 	c = openCard(t, in.Reader())

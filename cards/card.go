@@ -37,8 +37,11 @@ type Card struct {
 	secured bool
 	// keys are the slot keys read (or generated) on this Card. The
 	// connection is exclusive, so only this Card changes them until
-	// Close: a key read once is not asked for again.
-	keys map[uint8]*ecdsa.PublicKey
+	// Close: a key read once is not asked for again. policies are the
+	// PIN policies GET METADATA told with a key in keys (absent when not
+	// told: generated, or read before firmware 5.3).
+	keys     map[uint8]*ecdsa.PublicKey
+	policies map[uint8]byte
 }
 
 // SlotInfo describes one retired key-management slot that holds a key.
@@ -213,54 +216,68 @@ func (c *Card) slotKey(slot uint8) (*ecdsa.PublicKey, error) {
 	if pub, ok := c.keys[slot]; ok {
 		return pub, nil
 	}
-	pub, err := c.readSlotKey(slot)
+	pub, policy, err := c.readSlotKey(slot)
 	if err != nil {
 		return nil, err
 	}
-	c.rememberKey(slot, pub)
+	c.rememberKey(slot, pub, policy)
 	return pub, nil
 }
 
-// rememberKey notes the key now in slot (read, or just generated).
-func (c *Card) rememberKey(slot uint8, pub *ecdsa.PublicKey) {
+// rememberKey notes the key now in slot (read, or just generated) and its
+// PIN policy byte as GET METADATA told it (0: not told).
+func (c *Card) rememberKey(slot uint8, pub *ecdsa.PublicKey, policy byte) {
 	if c.keys == nil {
-		c.keys = map[uint8]*ecdsa.PublicKey{}
+		c.keys, c.policies = map[uint8]*ecdsa.PublicKey{}, map[uint8]byte{}
 	}
 	c.keys[slot] = pub
+	if policy != 0 {
+		c.policies[slot] = policy
+	} else {
+		delete(c.policies, slot)
+	}
 }
 
-func (c *Card) readSlotKey(slot uint8) (*ecdsa.PublicKey, error) {
+// forgetKey drops what this Card knew of slot's key.
+func (c *Card) forgetKey(slot uint8) {
+	delete(c.keys, slot)
+	delete(c.policies, slot)
+}
+
+// readSlotKey reads slot's public key, and its PIN policy byte when the
+// card tells it (GET METADATA; 0 from ATTEST before firmware 5.3).
+func (c *Card) readSlotKey(slot uint8) (*ecdsa.PublicKey, byte, error) {
 	if !c.noMetadata {
 		m, err := c.getMetadata(slot)
 		switch {
 		case err == nil:
 			if m.alg != algECCP256 {
-				return nil, fmt.Errorf("slot %02x holds a key of algorithm %#x, not P-256: %w", slot, m.alg, ErrNoCustodySlot)
+				return nil, 0, fmt.Errorf("slot %02x holds a key of algorithm %#x, not P-256: %w", slot, m.alg, ErrNoCustodySlot)
 			}
 			pub, err := p256Point(m.point)
 			if err != nil {
-				return nil, c.malformed("GET METADATA", err)
+				return nil, 0, c.malformed("GET METADATA", err)
 			}
-			return pub, nil
+			return pub, m.pinPolicy, nil
 		case errors.Is(err, errNotSupported):
 			c.noMetadata = true
 		default:
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	cert, err := c.attest(slot)
 	var st statusError
 	if errors.As(err, &st) && st.Status() == swIncorrectData {
-		return nil, fmt.Errorf("%w (no key generated on the card in slot %02x)", errNotFound, slot)
+		return nil, 0, fmt.Errorf("%w (no key generated on the card in slot %02x)", errNotFound, slot)
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("slot %02x holds a %T, not a P-256 key: %w", slot, cert.PublicKey, ErrNoCustodySlot)
+		return nil, 0, fmt.Errorf("slot %02x holds a %T, not a P-256 key: %w", slot, cert.PublicKey, ErrNoCustodySlot)
 	}
-	return pub, nil
+	return pub, 0, nil
 }
 
 // readCertificate reads the certificate in slot's object (GET DATA). A

@@ -303,15 +303,15 @@ func (c *Card) generate(slot, pinPolicy, touchPolicy byte) (*ecdsa.PublicKey, er
 	tmpl = appendTLV(tmpl, 0xab, []byte{touchPolicy})
 	b, err := c.send(apdu{ins: insGenerate, p2: slot, data: tlvBytes(0xac, tmpl), le: true})
 	if err != nil {
-		delete(c.keys, slot) // the card may have replaced it before failing
+		c.forgetKey(slot) // the card may have replaced it before failing
 		return nil, err
 	}
 	pub, err := parseGenerated(b)
 	if err != nil {
-		delete(c.keys, slot)
+		c.forgetKey(slot)
 		return nil, c.malformed("GENERATE", err)
 	}
-	c.rememberKey(slot, pub)
+	c.rememberKey(slot, pub, 0)
 	return pub, nil
 }
 

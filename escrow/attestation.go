@@ -12,12 +12,16 @@ import (
 )
 
 // AttestationChain is one attestation the log holds (a card event's
-// attestation, docs/FORMAT.md section 11), verified again.
+// attestation, docs/FORMAT.md section 11, or a custodian set's card's,
+// section 14), verified again.
 type AttestationChain struct {
-	// Seq is the card event's number; Ceremony the ceremony it was
-	// recorded for ("" at card init).
+	// Seq is the card or set event's number; Ceremony the ceremony a
+	// card event was recorded for ("" at card init and for a set).
 	Seq      uint64
 	Ceremony string
+	// Set names the set version whose event holds the chain ("fleet
+	// version 2"); "" for a card event.
+	Set string
 	// Serial, Slot and Fingerprint are the card key the event registers.
 	Serial, Slot, Fingerprint string
 	// Summary is the verified attestation (issuer, firmware, policies);
@@ -45,7 +49,8 @@ type AttestationsReport struct {
 // attestation it holds: each card event's chain (the slot's attestation
 // certificate and the card's attestation-signing certificate) against
 // Yubico's roots and env.Roots, for the serial, slot and key the event
-// registers; and each ceremony record's card against them: its
+// registers, and each custodian set event's card's chain for the card it
+// lists; and each ceremony record's card against them: its
 // attestation digest must be the digest of a chain of the log that
 // verifies for that card key, and a card without one must belong to a
 // ceremony that allows unattested cards. Any failure makes the error
@@ -75,8 +80,47 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 		card RecordCard
 	}
 	var uses []use
+	// chain verifies one chain recorded for a card key and files it.
+	chain := func(ch AttestationChain, der []byte, reg store.CardRegistration) {
+		k := cardKey{reg.Serial, reg.Fingerprint}
+		a, err := cards.VerifyAttestation(der, env.Roots)
+		if err == nil {
+			err = attestsRegistration(a, reg)
+		}
+		if err != nil {
+			ch.Problem = safeLine(err.Error())
+			rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: card %s key %s: %s", ch.Seq, ch.Serial, shortKey(ch.Fingerprint), ch.Problem))
+			if bad[k] == nil {
+				bad[k] = map[[32]byte]string{}
+			}
+			if cert, inter, serr := cards.SplitAttestation(der); serr == nil {
+				bad[k][attestationDigest(cert, inter)] = fmt.Sprintf("the chain of event %d does not verify: %s", ch.Seq, ch.Problem)
+			}
+		} else {
+			ch.Summary = summaryOf(a)
+			if good[k] == nil {
+				good[k] = map[[32]byte]bool{}
+			}
+			good[k][attestationDigest(a.Cert, a.Intermediate)] = true
+		}
+		rep.Chains = append(rep.Chains, ch)
+	}
 	each := func(ev store.Event) error {
 		switch ev.Type {
+		case store.TypeSet:
+			s, err := store.ParseSet(ev.Body)
+			if err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: set does not decode: %s", ev.Seq, safeLine(err.Error())))
+				return nil
+			}
+			for _, c := range s.Cards {
+				if c.Attestation == nil {
+					continue
+				}
+				reg := store.CardRegistration{Serial: c.Serial, Slot: slotText(c.Slot), Fingerprint: fingerprintText(c.Key)}
+				chain(AttestationChain{Seq: ev.Seq, Set: fmt.Sprintf("%s version %d", SafeText(s.Name), s.Version), Serial: SafeText(reg.Serial),
+					Slot: reg.Slot, Fingerprint: reg.Fingerprint}, c.Attestation, reg)
+			}
 		case store.TypeCard:
 			var reg store.CardRegistration
 			if err := json.Unmarshal(ev.Body, &reg); err != nil {
@@ -86,30 +130,8 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 			if len(reg.Attestation) == 0 {
 				return nil
 			}
-			ch := AttestationChain{Seq: ev.Seq, Ceremony: ev.Ceremony, Serial: SafeText(reg.Serial), Slot: SafeText(reg.Slot),
-				Fingerprint: SafeText(reg.Fingerprint)}
-			k := cardKey{reg.Serial, reg.Fingerprint}
-			a, err := cards.VerifyAttestation(reg.Attestation, env.Roots)
-			if err == nil {
-				err = attestsRegistration(a, reg)
-			}
-			if err != nil {
-				ch.Problem = safeLine(err.Error())
-				rep.Problems = append(rep.Problems, fmt.Sprintf("event %d: card %s key %s: %s", ev.Seq, ch.Serial, shortKey(ch.Fingerprint), ch.Problem))
-				if bad[k] == nil {
-					bad[k] = map[[32]byte]string{}
-				}
-				if cert, inter, serr := cards.SplitAttestation(reg.Attestation); serr == nil {
-					bad[k][attestationDigest(cert, inter)] = fmt.Sprintf("the chain of event %d does not verify: %s", ev.Seq, ch.Problem)
-				}
-			} else {
-				ch.Summary = summaryOf(a)
-				if good[k] == nil {
-					good[k] = map[[32]byte]bool{}
-				}
-				good[k][attestationDigest(a.Cert, a.Intermediate)] = true
-			}
-			rep.Chains = append(rep.Chains, ch)
+			chain(AttestationChain{Seq: ev.Seq, Ceremony: ev.Ceremony, Serial: SafeText(reg.Serial), Slot: SafeText(reg.Slot),
+				Fingerprint: SafeText(reg.Fingerprint)}, reg.Attestation, reg)
 		case store.TypeCeremony:
 			_, rec, err := store.ParseCeremonyEvent(ev)
 			if err != nil {
@@ -127,14 +149,14 @@ func VerifyAttestations(env *Env) (*AttestationsReport, error) {
 		}
 		return nil
 	}
-	// Only card and ceremony events count: a log that can say which
+	// Only set, card and ceremony events count: a log that can say which
 	// events those are without decoding the others (store.Log) is asked
 	// for them alone.
 	var err error
 	if l, ok := env.Log.(interface {
 		EventsOfType([]string, func(store.Event) error) error
 	}); ok {
-		err = l.EventsOfType([]string{store.TypeCard, store.TypeCeremony}, each)
+		err = l.EventsOfType([]string{store.TypeSet, store.TypeCard, store.TypeCeremony}, each)
 	} else {
 		err = env.Log.Events("", each)
 	}
@@ -207,13 +229,22 @@ type CardAttestation struct {
 }
 
 // attestationsOf reads a ceremony's cards' attestations from the chains
-// its own card events recorded (nil without a log).
+// the log recorded for it: its own card events', and, for a ceremony
+// enrolled to a custodian set, the chains of the set version its record
+// names, when the log holds that version with the fingerprint the record
+// names (nil without a log).
 func attestationsOf(env *Env, rec *Record) []CardAttestation {
 	if rec == nil {
 		return nil
 	}
 	chains := map[[32]byte][]byte{}
+	add := func(der []byte) {
+		if cert, inter, err := cards.SplitAttestation(der); err == nil {
+			chains[attestationDigest(cert, inter)] = der
+		}
+	}
 	var logErr error
+	setNote := "" // why the set version's chains are not at hand
 	if env.Log != nil {
 		logErr = env.Log.Events(idText(rec.ID), func(ev store.Event) error {
 			if ev.Type != store.TypeCard {
@@ -223,13 +254,29 @@ func attestationsOf(env *Env, rec *Record) []CardAttestation {
 			if json.Unmarshal(ev.Body, &reg) != nil || len(reg.Attestation) == 0 {
 				return nil
 			}
-			if cert, inter, err := cards.SplitAttestation(reg.Attestation); err == nil {
-				chains[attestationDigest(cert, inter)] = reg.Attestation
-			}
+			add(reg.Attestation)
 			return nil
 		})
 		if errors.Is(logErr, store.ErrNotFound) {
 			logErr = nil
+		}
+		if rec.Set != nil && logErr == nil {
+			st, err := env.Log.SetVersion(rec.Set.Name, rec.Set.Version)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				setNote = fmt.Sprintf(" (the log does not hold set %s version %d, which the record names)", SafeText(rec.Set.Name), rec.Set.Version)
+			case err != nil:
+				logErr = err
+			case st.Fingerprint != rec.Set.Fingerprint:
+				setNote = fmt.Sprintf(" (the log's set %s version %d is not the one the record names: fingerprint %x, not %x)",
+					SafeText(rec.Set.Name), rec.Set.Version, st.Fingerprint[:8], rec.Set.Fingerprint[:8])
+			default:
+				for _, c := range st.Set.Cards {
+					if c.Attestation != nil {
+						add(c.Attestation)
+					}
+				}
+			}
 		}
 	}
 	out := make([]CardAttestation, 0, len(rec.Cards))
@@ -243,7 +290,7 @@ func attestationsOf(env *Env, rec *Record) []CardAttestation {
 		case logErr != nil:
 			ca.Problem = safeLine(fmt.Sprintf("the log's chains are unreadable: %v", logErr))
 		case !ok:
-			ca.Problem = "the log holds no chain for its attestation digest"
+			ca.Problem = "the log holds no chain for its attestation digest" + setNote
 		default:
 			a, err := cards.VerifyAttestation(chain, env.Roots)
 			if err == nil && a.Fingerprint != shares.Fingerprint(c.Key) {

@@ -164,6 +164,9 @@ type collector struct {
 	upgrade func(cand *candidate, e RecordCard) ([]byte, error)
 	// lastCert is the certificate match read for the card being taken.
 	lastCert *certCopy
+	// pin, if set, runs fn with the card's PIN in place of withPIN: a
+	// one-pass recovery keeps each card's PIN for that card's pass.
+	pin func(serial, custodian string, fn func(pin []byte) error) error
 
 	seen     map[string]bool // serials of cards that did their part
 	outcomes []CardOutcome
@@ -216,13 +219,19 @@ type taken struct {
 func (c *collector) take(card Card) (*taken, CardOutcome) {
 	out := CardOutcome{Serial: serialOf(card), Reader: card.Reader()}
 	t, err := c.examine(card, &out)
+	return t, c.record(out, t, err)
+}
+
+// record keeps a card's outcome and, when its share is good, adds the
+// share to its candidate's pool.
+func (c *collector) record(out CardOutcome, t *taken, err error) CardOutcome {
 	out.Err = err
 	c.outcomes = append(c.outcomes, out)
 	if err == nil {
 		c.seen[out.Serial] = true
 		t.cand.pool = append(t.cand.pool, pooled{share: t.share, outcome: len(c.outcomes) - 1})
 	}
-	return t, out
+	return out
 }
 
 // live are the candidates still in play.
@@ -237,6 +246,40 @@ func (c *collector) live() []*candidate {
 }
 
 func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
+	p, err := c.prepare(card, out)
+	if err != nil {
+		return nil, err
+	}
+	var sh *shares.Share
+	err = c.withPIN(out.Serial, p.entry.Custodian, func(pin []byte) error {
+		var err error
+		if p.payload != nil {
+			sh, err = card.WriteShare(p.entry.Slot, pin, p.sealed, p.payload)
+		} else {
+			sh, err = card.OpenShare(p.entry.Slot, pin, p.sealed)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("card %s: open share %d: %w", out.Serial, p.entry.Index, err)
+	}
+	return c.finish(out.Serial, p, sh)
+}
+
+// pending is a card matched to a candidate's entry, its share not yet
+// opened.
+type pending struct {
+	cand   *candidate
+	entry  RecordCard
+	sealed *shares.SealedShare
+	// payload, when set, is the version 2 certificate to write while the
+	// card opens its share (rollcall's upgrade).
+	payload []byte
+}
+
+// prepare finds the ceremony a card speaks for and the sealed share it is
+// to open (match), before any PIN is asked.
+func (c *collector) prepare(card Card, out *CardOutcome) (*pending, error) {
 	serial := out.Serial
 	if c.seen[serial] {
 		return nil, fmt.Errorf("card %s: %w", serial, ErrSeenTwice)
@@ -253,9 +296,9 @@ func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
 	if err != nil {
 		return nil, fmt.Errorf("card %s: %w", serial, err)
 	}
-	var payload []byte
+	p := &pending{cand: cand, entry: entry, sealed: sealed}
 	if cc := c.lastCert; c.upgrade != nil && cc != nil && (cc.rec.Version < 2 || c.anchorFailed(cc)) {
-		if payload, err = c.upgrade(cand, entry); err != nil {
+		if p.payload, err = c.upgrade(cand, entry); err != nil {
 			return nil, fmt.Errorf("card %s: %w", serial, err)
 		}
 	}
@@ -265,19 +308,13 @@ func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
 	if err := card.CheckRecipient(entry.Slot, sealed); err != nil {
 		return nil, fmt.Errorf("card %s: share %d: %w", serial, entry.Index, err)
 	}
-	var sh *shares.Share
-	err = withPIN(c.env, serial, entry.Custodian, func(pin []byte) error {
-		var err error
-		if payload != nil {
-			sh, err = card.WriteShare(entry.Slot, pin, sealed, payload)
-		} else {
-			sh, err = card.OpenShare(entry.Slot, pin, sealed)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("card %s: open share %d: %w", serial, entry.Index, err)
-	}
+	return p, nil
+}
+
+// finish checks a share the card opened against what its entry promised:
+// its header, then its commitment.
+func (c *collector) finish(serial string, p *pending, sh *shares.Share) (*taken, error) {
+	cand, entry := p.cand, p.entry
 	hd := sh.Header
 	if hd.Ceremony != idOf(cand.rec) || hd.Volume != volumeOf(cand.rec) || hd.Index != entry.Index || hd.K != cand.rec.K || hd.N != cand.rec.N {
 		sh.Wipe()
@@ -288,6 +325,14 @@ func (c *collector) examine(card Card, out *CardOutcome) (*taken, error) {
 		return nil, fmt.Errorf("card %s: share %d: %w", serial, entry.Index, err)
 	}
 	return &taken{cand: cand, card: entry, share: sh}, nil
+}
+
+// withPIN runs fn with the card's PIN: c.pin when set, else asked for.
+func (c *collector) withPIN(serial, custodian string, fn func(pin []byte) error) error {
+	if c.pin != nil {
+		return c.pin(serial, custodian, fn)
+	}
+	return withPIN(c.env, serial, custodian, fn)
 }
 
 // match finds the ceremony a card speaks for and the entry of its share.
@@ -330,6 +375,17 @@ func (c *collector) match(card Card, serial string) (*candidate, RecordCard, err
 		if cand != nil {
 			c.lastCert = cc
 			return cand, entry, nil
+		}
+	}
+	// A ceremony enrolled to a custodian set was sealed without its cards:
+	// no certificate names it, and its record is the only word on which
+	// share a card holds. The card is matched by that entry (the card
+	// checks that the share is sealed to its key before the PIN is sent);
+	// what the shares recover is proven by the keyslot it opens, or
+	// given up.
+	for _, n := range byRecord {
+		if n.cand.rec.Set != nil && n.cand.choices[n.entry.Index] == nil {
+			return n.cand, n.entry, nil
 		}
 	}
 	if otherCeremony != nil {
@@ -689,44 +745,39 @@ func (c *collector) drop(cand *candidate, why error) {
 	c.note("%s: %v: its copies are suspect", cand.name(), why)
 }
 
-// gather asks for cards until one candidate has enough good shares and
-// combines them, returning the secret and the candidate.
-func (c *collector) gather(ctx context.Context) ([]byte, *candidate, error) {
-	for {
-		if cand := c.ready(); cand != nil {
-			secret, err := c.combine(cand)
-			if err != nil {
-				return nil, nil, err
-			}
-			if secret != nil {
-				return secret, cand, nil
-			}
-			continue
-		}
-		if len(c.live()) == 0 && !c.learn {
-			if err := c.givenUp(); err != nil {
-				return nil, nil, err
-			}
-			return nil, nil, c.quorumError(errors.New("no ceremony is left to try"))
-		}
-		good, need := c.best()
-		msg := "insert a custodian's card"
-		if need > 0 {
-			msg = fmt.Sprintf("insert a custodian's card (%d of %d good shares)", good, need)
-		}
-		card, err := waitCard(ctx, c.env, msg)
-		if err != nil {
-			return nil, nil, c.quorumError(err)
-		}
-		t, out := c.take(card)
-		card.Close()
-		c.report(t, out)
-		if fatal(ctx, out.Err) {
-			// No PIN could be read (input ended, terminal gone): asking
-			// for another card would only wait out the timeout.
-			return nil, nil, out.Err
-		}
+// stuck is the error for a collection with no candidate left to try (and
+// nothing to learn from cards): every candidate was given up, or none was
+// there. nil while one is in play.
+func (c *collector) stuck() error {
+	if len(c.live()) > 0 || c.learn {
+		return nil
 	}
+	if err := c.givenUp(); err != nil {
+		return err
+	}
+	return c.quorumError(errors.New("no ceremony is left to try"))
+}
+
+// next asks for the next card and takes it.
+func (c *collector) next(ctx context.Context) error {
+	good, need := c.best()
+	msg := "insert a custodian's card"
+	if need > 0 {
+		msg = fmt.Sprintf("insert a custodian's card (%d of %d good shares)", good, need)
+	}
+	card, err := waitCard(ctx, c.env, msg)
+	if err != nil {
+		return c.quorumError(err)
+	}
+	t, out := c.take(card)
+	card.Close()
+	c.report(t, out)
+	if fatal(ctx, out.Err) {
+		// No PIN could be read (input ended, terminal gone): asking
+		// for another card would only wait out the timeout.
+		return out.Err
+	}
+	return nil
 }
 
 // report tells the operator what became of one card.

@@ -35,12 +35,19 @@ const (
 	fpRotateOldTokenRm = "rotate.old-token-removed"
 	fpRotateLogged     = "rotate.logged"
 	fpRotateWiped      = "rotate.wiped"
+	// The fleet's: a ceremony enrolled or rotated to a custodian set
+	// seals every share at once, and a fleet rotate logs the set's new
+	// version before it touches a volume.
+	fpEnrollSealed = "enroll.sealed"
+	fpRotateSealed = "rotate.sealed"
+	fpSetReplaced  = "rotate.set-logged"
 )
 
 var failpoints = []string{
 	fpEnrollBegun, fpEnrollKeyslot, fpEnrollOpenToken, fpEnrollCard, fpEnrollToken, fpEnrollLogged,
 	fpRotateBegun, fpRotateKeyslot, fpRotateOpenToken, fpRotateCard, fpRotateToken, fpRotateOldKilled,
 	fpRotateOldTokenRm, fpRotateLogged, fpRotateWiped,
+	fpEnrollSealed, fpRotateSealed, fpSetReplaced,
 }
 
 // crash is the error a failpoint stopped a ceremony with.

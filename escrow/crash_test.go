@@ -29,7 +29,8 @@ var rotateCrashes = []crashPoint{
 func TestFailpointsCovered(t *testing.T) {
 	for _, fp := range failpoints {
 		if !slices.ContainsFunc(enrollCrashes, func(c crashPoint) bool { return c.name == fp }) &&
-			!slices.ContainsFunc(rotateCrashes, func(c crashPoint) bool { return c.name == fp }) {
+			!slices.ContainsFunc(rotateCrashes, func(c crashPoint) bool { return c.name == fp }) &&
+			!slices.ContainsFunc(fleetCrashes, func(c crashPoint) bool { return c.name == fp }) {
 			t.Errorf("failpoint %s has no crash test", fp)
 		}
 	}

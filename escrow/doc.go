@@ -44,6 +44,18 @@
 // ceremony as a whole stops the ceremony (exit code 4), one about a single
 // share sets that card aside.
 //
+// # The fleet
+//
+// A custodian set (CreateSet, ImportSet) holds a team's cards with their
+// attested keys, so that EnrollSet seals many volumes' shares with no card
+// present; RecoverMany and RotateSet take one pass of cards over many
+// volumes (each card's PIN asked once and kept in locked memory for that
+// card's pass only), RollcallSet proves the set's cards and SetStatus
+// lists the volumes enrolled to a set with their margins. Each volume
+// keeps the promises of its single-volume ceremony, through the same
+// view, candidates and collector; one that fails is named in a
+// *FleetError and the others go on. docs/DESIGN.md, "The fleet".
+//
 // # Interrupted ceremonies
 //
 // Enroll and Rotate record each step in the log before they take it, and
@@ -93,6 +105,13 @@
 //
 // Wiping is best effort, as package shares explains; PINs also pass through
 // piv-go as strings, which cannot be wiped.
+//
+// A ceremony enrolled to a set has no card certificate naming it: it is
+// recovered from its LUKS2 token or the log (with k cards), never from the
+// cards alone; EnrollSet refuses a volume that cannot hold its token.
+// Without the cards present, a new share is checked by the other side of
+// its key agreement (shares.SealChecked), not read back by its card; the
+// cards' keys are proven at CreateSet and by each RollcallSet.
 //
 // A rotation that keeps a card seals the new share to the same card key
 // and overwrites the old certificate: the old share on that card lives on

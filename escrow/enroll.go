@@ -38,6 +38,9 @@ type EnrollResult struct {
 	// Resumed says what Enroll did with an unfinished enrollment it found
 	// first: "" (none), "finished" or "undone" (then it enrolled anew).
 	Resumed string
+	// Already: enrolling to a custodian set (EnrollSet), the volume's
+	// ceremony in force is enrolled to that set already; nothing was done.
+	Already bool
 	// Attestations are the cards' attestations as the log's chains tell
 	// them, by share (once the ceremony is complete).
 	Attestations []CardAttestation
@@ -70,12 +73,47 @@ func enrollVolume(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollRes
 	if err := checkNames(opts.Custodians, opts.N); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
+	p, res, err := prepareEnroll(ctx, env, opts, nil)
+	if p == nil {
+		return res, err
+	}
+	defer p.release()
+	return p.res, enroll(ctx, env, p.v, opts, p.auth, p.authSlot, p.res)
+}
+
+// enrollPrep is a volume ready to be enrolled anew: its view, the
+// authorising key and the keyslot it opens, and the result so far (an
+// unfinished enrollment undone first).
+type enrollPrep struct {
+	v        *view
+	auth     []byte
+	authSlot int
+	res      *EnrollResult
+	prompted bool // auth was asked for: wiped by release
+}
+
+func (p *enrollPrep) release() {
+	if p != nil && p.prompted {
+		shares.Wipe(p.auth)
+	}
+}
+
+// prepareEnroll is what Enroll does before it enrolls anew: it reads the
+// copies, refuses a volume enrolled already (or, enrolling to a set with
+// sealer, reports one enrolled to that set done), authorises, and
+// finishes an unfinished enrollment (then it returns no prep) or undoes
+// it. A nil prep comes with the result or the error to report.
+func prepareEnroll(ctx context.Context, env *Env, opts EnrollOptions, sealer *setSealer) (*enrollPrep, *EnrollResult, error) {
 	v, err := look(ctx, env)
 	if err != nil {
-		return nil, fmt.Errorf("enroll: %w", err)
+		return nil, nil, fmt.Errorf("enroll: %w", err)
 	}
 	if v.logErr != nil {
-		return nil, fmt.Errorf("enroll: %w", v.logErr)
+		return nil, nil, fmt.Errorf("enroll: %w", v.logErr)
+	}
+	if sealer != nil && v.h.Version != 2 {
+		return nil, nil, withHint(fmt.Errorf("enroll: %w: a luks%d header holds no token, and no card would carry the ceremony", ErrNeedsToken, v.h.Version),
+			"enroll it with its cards present: custos enroll -k K -n N %s", env.device())
 	}
 	cur := v.current()
 	enrolled := func() error {
@@ -83,23 +121,34 @@ func enrollVolume(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollRes
 			"run custos rotate %s to replace it", env.device())
 	}
 	open := v.openLog()
+	if sealer != nil && cur != nil && open == nil && cur.rec.Set != nil && cur.rec.Set.Name == sealer.set.Name {
+		// A rerun of a fleet enrollment meets the volumes it did.
+		env.say("%s is enrolled to set %s already (ceremony %s)", env.device(), cur.rec.Set.Name, idText(cur.rec.ID))
+		return nil, &EnrollResult{Ceremony: cur.rec, TokenID: -1, Already: true}, nil
+	}
 	if cur != nil && (open == nil || open.Record.Replaces != ([16]byte{})) {
-		return nil, enrolled()
+		return nil, nil, enrolled()
 	}
 	if open != nil && open.Record.Replaces != ([16]byte{}) {
-		return nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, idText(open.Record.ID)), "run custos rotate %s to finish it", env.device())
+		return nil, nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, idText(open.Record.ID)), "run custos rotate %s to finish it", env.device())
 	}
 
-	auth := opts.AuthKey
+	auth, prompted := opts.AuthKey, false
 	if auth == nil {
 		if auth, err = env.Prompt.Secret("passphrase of an existing keyslot of " + env.device()); err != nil {
-			return nil, fmt.Errorf("enroll: %w", &promptError{err})
+			return nil, nil, fmt.Errorf("enroll: %w", &promptError{err})
 		}
-		defer shares.Wipe(auth)
+		prompted = true
+	}
+	release := func() {
+		if prompted {
+			shares.Wipe(auth)
+		}
 	}
 	authSlot, err := env.Volume.FindKeyslot(ctx, auth)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("enroll: authorise: %w", err), "give a passphrase or key file that opens %s", env.device())
+		release()
+		return nil, nil, withHint(fmt.Errorf("enroll: authorise: %w", err), "give a passphrase or key file that opens %s", env.device())
 	}
 
 	res := &EnrollResult{TokenID: -1}
@@ -110,21 +159,25 @@ func enrollVolume(ctx context.Context, env *Env, opts EnrollOptions) (*EnrollRes
 		if cur == nil && finishable(v, open.Record) {
 			env.say("finishing enrollment %s: every share was written and verified", idText(open.Record.ID))
 			res.Resumed = "finished"
-			return res, finishEnroll(ctx, env, v, open.Record, res)
+			release()
+			return nil, res, finishEnroll(ctx, env, v, open.Record, res)
 		}
 		env.say("undoing unfinished enrollment %s", idText(open.Record.ID))
 		if err := undo(ctx, env, v, open.Record, authSlot, auth, nil, "interrupted enrollment"); err != nil {
-			return nil, fmt.Errorf("enroll: undo %s: %w", idText(open.Record.ID), err)
+			release()
+			return nil, nil, fmt.Errorf("enroll: undo %s: %w", idText(open.Record.ID), err)
 		}
 		res.Resumed = "undone"
 		if cur != nil {
-			return res, enrolled()
+			release()
+			return nil, res, enrolled()
 		}
 		if v, err = look(ctx, env); err != nil {
-			return nil, fmt.Errorf("enroll: %w", err)
+			release()
+			return nil, nil, fmt.Errorf("enroll: %w", err)
 		}
 	}
-	return res, enroll(ctx, env, v, opts, auth, authSlot, res)
+	return &enrollPrep{v: v, auth: auth, authSlot: authSlot, res: res, prompted: prompted}, nil, nil
 }
 
 // checkNames checks the custodians' names given for a new ceremony.
@@ -305,6 +358,8 @@ func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *Enro
 	if v.h.Version == 2 {
 		id, err := writeToken(ctx, env, v, rec)
 		switch {
+		case errors.Is(err, luks.ErrTokenTooLarge) && rec.Set != nil:
+			return fmt.Errorf("enroll: %w: %w", ErrNeedsToken, err)
 		case errors.Is(err, luks.ErrTokenTooLarge):
 			env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
 		case err != nil:

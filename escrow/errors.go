@@ -71,6 +71,21 @@ var (
 	ErrOtherCeremony = errors.New("card holds a share of another ceremony of this volume")
 	// ErrNoFreeSlot: the card has no custody slot free for a new share.
 	ErrNoFreeSlot = errors.New("card has no free custody slot")
+	// ErrNotInSet: the card is not one of the custodian set's cards (or
+	// not the one a fleet ceremony asked for).
+	ErrNotInSet = errors.New("card is not in the custodian set")
+	// ErrSetExists: a set of that name is in the log already.
+	ErrSetExists = errors.New("custodian set already exists")
+	// ErrNoSet: the log holds no custodian set of that name.
+	ErrNoSet = errors.New("no custodian set of that name in the log")
+	// ErrNotEnrolledToSet: the volume's ceremony is not enrolled to the
+	// custodian set named.
+	ErrNotEnrolledToSet = errors.New("volume is not enrolled to the custodian set")
+	// ErrNeedsToken: a ceremony enrolled to a custodian set lives in the
+	// volume's LUKS2 token and the log (no card carries it), so the
+	// volume must hold its token: a LUKS1 header, or a LUKS2 header too
+	// small for the token, cannot.
+	ErrNeedsToken = errors.New("a volume enrolled to a custodian set needs its ceremony's luks2 token")
 	// ErrReadBack: a share read back from a card differs from the one
 	// written, or does not open to the share sealed. It wraps
 	// ErrVerification too.
@@ -141,12 +156,17 @@ const (
 // ExitCode maps an error to the exit status of the command that returned
 // it: 0 for nil, 2 for usage errors, 3 when the quorum was not reached, 4
 // when a verification failed (log chain or anchor, commitments, copies,
-// keyslot), 1 for anything else.
+// keyslot), 1 for anything else; for a *FleetError, the highest of its
+// volumes'.
 func ExitCode(err error) int {
 	var qe *shares.QuorumError
+	var fe *FleetError
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &fe):
+		// A fleet ceremony: the worst of its volumes' failures.
+		return fe.exitCode()
 	case errors.Is(err, ErrUsage):
 		return ExitUsage
 	case errors.Is(err, ErrQuorum), errors.As(err, &qe):

@@ -116,6 +116,16 @@ type Log interface {
 	Events(ceremony string, fn func(store.Event) error) error
 	// Update runs fn in one write transaction, after checking the tail.
 	Update(fn func(*store.Tx) error) (store.Head, error)
+	// Set returns a custodian set's newest version, SetVersion one
+	// version (store.ErrNotFound if the log holds none).
+	Set(name string) (store.SetState, error)
+	SetVersion(name string, version int) (store.SetState, error)
+	// Sets returns the newest version of every set.
+	Sets() ([]store.SetState, error)
+	// SetCeremonies returns the ceremonies enrolled to a set.
+	SetCeremonies(name string) ([]store.CeremonyState, error)
+	// SetRollcalls returns each card's latest set rollcall, by serial.
+	SetRollcalls(name string) (map[string]store.SetRollcallState, error)
 }
 
 var _ Log = (*store.Log)(nil)

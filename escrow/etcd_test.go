@@ -37,7 +37,8 @@ func (r *rig) boltOnly() {
 
 // etcdCeremonies are the ceremony tests the etcd run repeats: every
 // ceremony, each crash step with its rerun, the refusals that must leave the
-// log as it was, and the attacks that forge the token or a card.
+// log as it was, the attacks that forge the token or a card, and the
+// fleet's.
 var etcdCeremonies = []string{
 	"TestEnrollThenRecover", "TestEnrollLUKS1ThenRecoverFromLog", "TestEnrollRefusals",
 	"TestEnrollReplacesFailingCard", "TestEnrollFailureLeavesVolumeAsItWas", "TestEnrollFailedAddKeyslot",
@@ -46,6 +47,11 @@ var etcdCeremonies = []string{
 	"TestRecoverFromCardsAlone", "TestRecoverCardOutcomes", "TestRecoverKeyslotChanged",
 	"TestRollcall", "TestStatus",
 	"TestAttackForgedTokenReplacesTheCeremony", "TestAttackBadCustodianCardsOnly", "TestAttackTokenBoundElsewhere",
+	// The fleet: custodian sets, enroll without cards, one pass over many
+	// volumes, the set's rollcall, a card replaced across the fleet with
+	// a crash at each step, the chains found in the set's event.
+	"TestSetCreate", "TestSetImportExport", "TestEnrollSet", "TestEnrollSetBatches", "TestEnrollSetCrash",
+	"TestRecoverMany", "TestRollcallSetAndStatus", "TestRotateSet", "TestRotateSetCrashAtEachStep", "TestSetAttestations",
 }
 
 var etcdPrefixes atomic.Int64

@@ -784,7 +784,13 @@ func newRig(t *testing.T, version, ncards int) *rig {
 }
 
 func (r *rig) openLog() {
-	l, err := store.Open(r.dsn, nil)
+	var opts *store.Options
+	if onEtcd() {
+		// A shared test machine under load can take more than the
+		// default 3 s for one request to a three-member cluster.
+		opts = &store.Options{Timeout: 30 * time.Second}
+	}
+	l, err := store.Open(r.dsn, opts)
 	if err != nil {
 		r.t.Fatal(err)
 	}

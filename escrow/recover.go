@@ -63,6 +63,35 @@ type unlocked struct {
 // suspect, else the candidate is given up and the others are tried with
 // more cards.
 func unlock(ctx context.Context, env *Env, v *view, only *[16]byte, use func(key []byte, slot int) error) (*unlocked, error) {
+	ul := newUnlocker(env, v, only, use)
+	defer ul.close()
+	for {
+		done, err := ul.settle(ctx)
+		if err != nil || done {
+			return ul.u, err
+		}
+		if err := ul.col.stuck(); err != nil {
+			return ul.u, err
+		}
+		if err := ul.col.next(ctx); err != nil {
+			return ul.u, err
+		}
+	}
+}
+
+// unlocker is unlock taken apart, so that a one-pass recovery can drive
+// one per volume with the same cards: newUnlocker reads the candidates,
+// the cards are taken (col.take, or col.prepare and col.finish), settle
+// combines what is ready and proves it, close hands over the outcomes.
+type unlocker struct {
+	env *Env
+	v   *view
+	col *collector
+	use func(key []byte, slot int) error
+	u   *unlocked
+}
+
+func newUnlocker(env *Env, v *view, only *[16]byte, use func(key []byte, slot int) error) *unlocker {
 	cands, notes := v.candidates()
 	u := &unlocked{problems: notes}
 	for _, n := range notes {
@@ -90,7 +119,6 @@ func unlock(ctx context.Context, env *Env, v *view, only *[16]byte, use func(key
 	}
 	col := newCollector(env, v, cands)
 	col.only = only
-	defer col.wipe()
 	if len(cands) == 0 {
 		env.say("no token or log entry tells of a usable ceremony of this volume: learning it from the cards")
 	} else {
@@ -102,36 +130,56 @@ func unlock(ctx context.Context, env *Env, v *view, only *[16]byte, use func(key
 			env.say("ceremony %s (%d of %d) from %s, %s", idText(c.rec.ID), c.rec.K, c.rec.N, strings.Join(c.sources, " and "), state)
 		}
 	}
-	defer func() {
-		u.outcomes = col.outcomes
-		u.problems = append(u.problems, col.problems...)
-		u.anchors = append(u.anchors, col.anchorErrs...)
-	}()
+	return &unlocker{env: env, v: v, col: col, use: use, u: u}
+}
+
+// close hands the collection's outcomes, problems and anchors to the
+// result and wipes every share collected.
+func (ul *unlocker) close() {
+	ul.u.outcomes = ul.col.outcomes
+	ul.u.problems = append(ul.u.problems, ul.col.problems...)
+	ul.u.anchors = append(ul.u.anchors, ul.col.anchorErrs...)
+	ul.col.wipe()
+}
+
+// settle combines each candidate that holds enough good shares and makes
+// the recovered key's first use (ul.use) on its keyslot, until one key is
+// proven (true) or no candidate is ready (false: more cards are needed).
+// A key that opens no keyslot gives its candidate up.
+func (ul *unlocker) settle(ctx context.Context) (bool, error) {
 	for {
-		secret, cand, err := col.gather(ctx)
+		cand := ul.col.ready()
+		if cand == nil {
+			return false, nil
+		}
+		secret, err := ul.col.combine(cand)
 		if err != nil {
-			return u, err
+			return false, err
+		}
+		if secret == nil {
+			continue
 		}
 		key := shares.EncodeRecoveryKey(secret)
 		shares.Wipe(secret)
-		slot, err := proveKey(ctx, env, key, cand.rec.Keyslot, use)
+		slot, err := proveKey(ctx, ul.env, key, cand.rec.Keyslot, ul.use)
 		if err != nil {
 			shares.Wipe(key)
 			if errors.Is(err, ErrKeyslotMismatch) {
-				col.drop(cand, err)
+				ul.col.drop(cand, err)
 				continue
 			}
-			return u, err
+			return false, err
 		}
 		if slot != cand.rec.Keyslot {
-			col.note("%s names keyslot %d, but its recovered key opens keyslot %d: the copies are suspect; following the key", cand.name(), cand.rec.Keyslot, slot)
+			ul.col.note("%s names keyslot %d, but its recovered key opens keyslot %d: the copies are suspect; following the key", cand.name(), cand.rec.Keyslot, slot)
 		}
+		u := ul.u
 		u.key, u.slot, u.rec = key, slot, cand.rec
 		u.source = strings.Join(cand.sources, "+")
 		if cand.fromCards {
 			u.source = "cards"
 		}
-		return u, nil
+		return true, nil
 	}
 }
 

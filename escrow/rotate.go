@@ -181,7 +181,7 @@ func rotateVolume(ctx context.Context, env *Env, opts RotateOptions) (*RotateRes
 	if len(opts.Custodians) > n {
 		return res, fmt.Errorf("rotate: %w: %d custodians named for n=%d", ErrUsage, len(opts.Custodians), n)
 	}
-	return res, rotate(ctx, env, v, old, k, n, auth, opts, res)
+	return res, rotate(ctx, env, v, old, k, n, auth, opts, res, nil)
 }
 
 // authorise obtains a key that opens a keyslot: key (the operator's), or
@@ -234,7 +234,9 @@ func oldCeremony(env *Env, v *view, auth *authority) (*Record, error) {
 	return cur.rec, nil
 }
 
-func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth *authority, opts RotateOptions, res *RotateResult) (err error) {
+// rotate replaces old by a new ceremony of k of n; with sealer, its shares
+// are sealed to a custodian set's keys, no card present (RotateSet).
+func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth *authority, opts RotateOptions, res *RotateResult, sealer *setSealer) (err error) {
 	free := v.h.FreeKeyslots()
 	if len(free) == 0 {
 		return fmt.Errorf("rotate: %w", luks.ErrNoFreeKeyslot)
@@ -258,6 +260,9 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 	}()
 	rec := &Record{Version: 2, ID: [16]byte(id), Volume: [16]byte(v.vid), K: k, N: n, Keyslot: free[0],
 		Digest: [32]byte(cer.Digest), Replaces: old.ID, AllowUnattested: opts.AllowUnattested}
+	if sealer != nil {
+		rec.Set, rec.AllowUnattested = sealer.ref, sealer.set.AllowUnattested
+	}
 	res.Old, res.New = old, rec
 	if _, err := put(env, StatusOpen, rec); err != nil {
 		return fmt.Errorf("rotate: %w", err)
@@ -294,13 +299,22 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 	if err := step(fpRotateOpenToken); err != nil {
 		return err
 	}
-	keep := map[string]uint8{}
-	for _, c := range old.Cards {
-		keep[c.Serial] = c.Slot
-	}
-	ns := &newShares{rec: rec, cer: cer, shares: shs, names: opts.Custodians, slots: keep, fp: fpRotateCard}
-	if err := ns.writeAll(ctx, env); err != nil {
-		return fmt.Errorf("rotate: %w", err)
+	if sealer != nil {
+		if err := sealer.seal(env, rec, cer, shs); err != nil {
+			return fmt.Errorf("rotate: %w", err)
+		}
+		if err := step(fpRotateSealed); err != nil {
+			return err
+		}
+	} else {
+		keep := map[string]uint8{}
+		for _, c := range old.Cards {
+			keep[c.Serial] = c.Slot
+		}
+		ns := &newShares{rec: rec, cer: cer, shares: shs, names: opts.Custodians, slots: keep, fp: fpRotateCard}
+		if err := ns.writeAll(ctx, env); err != nil {
+			return fmt.Errorf("rotate: %w", err)
+		}
 	}
 	// Every new share is verified: from here on, forward only.
 	rollback = false
@@ -341,6 +355,8 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *
 		if t := v.tokenOf(rec.ID); t == nil || !t.tok.Record.Complete() || len(store.Compare(t.tok.Record, rec)) != 0 {
 			_, err := writeToken(ctx, env, v, rec)
 			switch {
+			case errors.Is(err, luks.ErrTokenTooLarge) && rec.Set != nil:
+				return fail(fmt.Errorf("%w: %w", ErrNeedsToken, err))
 			case errors.Is(err, luks.ErrTokenTooLarge):
 				env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
 			case err != nil:

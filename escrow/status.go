@@ -173,6 +173,7 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s, share %d: attestation: %s", who(a.Serial, rec.Cards[i].Custodian), a.Index, a.Problem))
 			}
 		}
+		setNotes(env, rec, &rep.Notes)
 		if !rep.KeyslotInUse {
 			rep.Live = 0
 		}
@@ -211,6 +212,7 @@ func cardStatuses(env *Env, v *view, rec *Record, problems *[]string) ([]CardSta
 			*problems = append(*problems, fmt.Sprintf("reading rollcalls: %v", err))
 		}
 	}
+	mergeSetRollcalls(env, rec, last, when)
 	var out []CardStatus
 	live := 0
 	for _, c := range rec.Cards {

@@ -86,6 +86,11 @@ func seal(s *Share, recipient *ecdh.PublicKey, eph *ecdh.PrivateKey) (*SealedSha
 		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
 	}
 	defer Wipe(shared)
+	return sealShared(s, recipient, fp, eph, shared)
+}
+
+// sealShared is seal with the key agreement's result given.
+func sealShared(s *Share, recipient *ecdh.PublicKey, fp Fingerprint, eph *ecdh.PrivateKey, shared []byte) (*SealedShare, error) {
 	out := &SealedShare{Header: s.Header, Recipient: fp, Ephemeral: eph.PublicKey().Bytes()}
 	aead, err := sealAEAD(shared, out.Ephemeral, recipient.Bytes())
 	if err != nil {

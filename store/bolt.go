@@ -43,6 +43,9 @@ type boltKV struct{ btx *bolt.Tx }
 
 func (b boltKV) get(bucket, key []byte) ([]byte, error) {
 	bk := b.btx.Bucket(bucket)
+	if bk == nil && lateIndex(bucket) {
+		return nil, nil // a log made before the set indexes (schema.go)
+	}
 	if bk == nil {
 		return nil, fmt.Errorf("%w: missing bucket %s", ErrNotLog, bucket)
 	}
@@ -109,6 +112,14 @@ func (b boltKV) hasBucket(bucket []byte) bool { return b.btx.Bucket(bucket) != n
 
 func (b boltKV) put(bucket, key, val []byte) error {
 	bk := b.btx.Bucket(bucket)
+	if bk == nil && lateIndex(bucket) {
+		// A log made before the set indexes gets each when first
+		// written (schema.go).
+		var err error
+		if bk, err = b.btx.CreateBucket(bucket); err != nil {
+			return err
+		}
+	}
 	if bk == nil {
 		return fmt.Errorf("%w: missing bucket %s", ErrNotLog, bucket)
 	}
@@ -117,6 +128,9 @@ func (b boltKV) put(bucket, key, val []byte) error {
 
 func (b boltKV) del(bucket, key []byte) error {
 	bk := b.btx.Bucket(bucket)
+	if bk == nil && lateIndex(bucket) {
+		return nil
+	}
 	if bk == nil {
 		return fmt.Errorf("%w: missing bucket %s", ErrNotLog, bucket)
 	}

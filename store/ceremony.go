@@ -198,7 +198,7 @@ func planCeremony(ix indexes, ev Event) ([]write, error) {
 	ws = append(ws, write{bucketVolumes, []byte(vol.UUID), mustJSON(vol)})
 
 	// The cards: each learns the ceremony and its key.
-	for _, c := range rec.Cards {
+	for _, c := range cardsIndexed(rec) {
 		key := CardKey{Slot: fmt.Sprintf("%02x", c.Slot), Fingerprint: hex.EncodeToString(c.Key[:])}
 		cw, err := planCardKey(ix, c.Serial, c.Custodian, key, id, false)
 		if err != nil {

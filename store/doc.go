@@ -139,8 +139,8 @@
 // is a step the caller names, such as "enroll.keyslot-added".
 //
 // Verify streams: one pass over the events, hashing and decoding spread
-// over the cores, the rules applied with the cards in memory and a
-// bounded cache of ceremonies (a ceremony out of it is read back through
+// over the cores, the rules applied with the cards and the custodian
+// sets' versions in memory and a bounded cache of ceremonies (a ceremony out of it is read back through
 // the ceremony-events index), and each index compared with what the
 // events say through keyed multiset digests (digest.go) while it is read
 // in key order. Its memory does not grow with the log. When it finds

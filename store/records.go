@@ -87,7 +87,8 @@ var (
 var keyRecordVersion = []byte("ceremony-records")
 
 // indexBuckets lists the index buckets of the current schema.
-var indexBuckets = [][]byte{bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents, bucketLogState}
+var indexBuckets = [][]byte{bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents, bucketLogState,
+	bucketSets, bucketSetCeremonies, bucketSetRollcalls}
 
 // indexes is where apply reads and writes: the backend's buckets in a
 // write transaction, or maps during the reference replay of Verify.
@@ -111,7 +112,11 @@ func apply(ix indexes, ev Event) error {
 	var err error
 	switch ev.Type {
 	case TypeCeremony:
-		ws, err = planCeremony(ix, ev)
+		if ws, err = planCeremony(ix, ev); err == nil {
+			ws, err = planSetCeremony(ix, ev, ws)
+		}
+	case TypeSet, TypeSetRollcall:
+		ws, err = planSets(ix, ev)
 	case TypeCard:
 		ws, err = planCard(ix, ev)
 	case TypeRollcall:
@@ -297,7 +302,7 @@ func planRollcall(ix indexes, ev Event) ([]write, error) {
 	if !found || !slices.ContainsFunc(card.Keys, func(k CardKey) bool { return k.Fingerprint == rc.Fingerprint }) {
 		return nil, fmt.Errorf("%w: rollcall: card %s with key %s: %w", ErrInvalid, rc.Serial, rc.Fingerprint, ErrNotFound)
 	}
-	if !slices.Contains(card.Ceremonies, rc.Ceremony) {
+	if !slices.Contains(card.Ceremonies, rc.Ceremony) && !setCeremonyHolds(ix, rc) {
 		return nil, fmt.Errorf("%w: rollcall: card %s holds no share of ceremony %s", ErrInvalid, rc.Serial, rc.Ceremony)
 	}
 	if !rc.OK {

@@ -15,7 +15,12 @@ import (
 //	3  ceremonies holds a ceremonyEntry (status, first and last event,
 //	   the latest body) for the version 2 record of docs/FORMAT.md; adds
 //	   log (from here on the log takes version 2 ceremony bodies only);
-//	   every index is rebuilt from the events by migrate2to3
+//	   every index is rebuilt from the events by migrate2to3; the
+//	   custodian sets' indexes (sets, set-ceremonies, set-rollcalls;
+//	   docs/FORMAT.md section 14) came later within schema 3: a file
+//	   made before them gets each on the first write that needs it, and
+//	   one it lacks reads as empty (an older custos neither writes nor
+//	   reads them)
 const schemaVersion uint32 = 3
 
 // migration upgrades a file from one schema version to the next, inside
@@ -36,7 +41,8 @@ var migrations = []migration{
 var layouts = map[uint32][][]byte{
 	1: {bucketMeta, bucketEvents, bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints},
 	2: {bucketMeta, bucketEvents, bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents},
-	3: {bucketMeta, bucketEvents, bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents, bucketLogState},
+	3: {bucketMeta, bucketEvents, bucketCeremonies, bucketVolumes, bucketCards, bucketFingerprints, bucketCeremonyEvents, bucketLogState,
+		bucketSets, bucketSetCeremonies, bucketSetRollcalls},
 }
 
 // createLayout makes an empty log of the given schema version.

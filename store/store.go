@@ -217,7 +217,7 @@ func (t *Tx) Head() Head { return t.head }
 // "log.*") are refused here: use the typed methods.
 func (t *Tx) Append(ev Event) (Event, error) {
 	switch {
-	case ev.Type == TypeCeremony || ev.Type == TypeCard || ev.Type == TypeRollcall:
+	case ev.Type == TypeCeremony || ev.Type == TypeCard || ev.Type == TypeRollcall || ev.Type == TypeSet || ev.Type == TypeSetRollcall:
 		return Event{}, fmt.Errorf("%w: event type %q is written by its own method", ErrInvalid, ev.Type)
 	case len(ev.Type) >= 4 && ev.Type[:4] == "log.":
 		return Event{}, fmt.Errorf("%w: event type %q is reserved for the log", ErrInvalid, ev.Type)

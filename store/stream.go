@@ -28,6 +28,9 @@ import (
 //   - the cards and their keys (a log has as many as it has physical
 //     cards), exactly as the indexes hold them, with a digest of each
 //     card's list of ceremonies;
+//   - the custodian sets: each one's newest version, each version's
+//     cards' keys, each card's latest set rollcall (streamsets.go; as
+//     many as the card ceremonies that made them);
 //   - a bounded cache of ceremonies (status, latest record, first event);
 //     a ceremony not in it is read back from the log through the
 //     ceremony-events index;
@@ -46,7 +49,7 @@ func verifyStream(r kvRead, be backend, anchors []Head) (rep Report, ok bool) {
 		}
 	}()
 	for _, name := range append([][]byte{bucketMeta, bucketEvents}, indexBuckets...) {
-		if !r.hasBucket(name) {
+		if !r.hasBucket(name) && !lateIndex(name) {
 			return rep, false
 		}
 	}
@@ -105,6 +108,7 @@ type cerState struct {
 	cards  [4]uint32
 	ncards uint8
 	status uint8 // in statuses
+	set    bool  // its records name a custodian set (from the first on)
 	extra  *cerExtra
 }
 
@@ -268,6 +272,8 @@ type streamVerifier struct {
 
 	anchorSeqs map[uint64]Hash
 	anchorWant map[uint64]bool
+
+	sets setStream // custodian sets (streamsets.go)
 }
 
 // cacheGeneration bounds the ceremonies the cache holds (between one and
@@ -278,7 +284,7 @@ var cacheGeneration = 1 << 15
 func newStreamVerifier(r kvRead) *streamVerifier {
 	return &streamVerifier{r: r, d: newDigester(), cards: map[string]*cardState{}, fps: map[string]string{},
 		cache: newCerCache(cacheGeneration), recent: map[[16]byte]*Record{},
-		anchorSeqs: map[uint64]Hash{}, anchorWant: map[uint64]bool{}}
+		anchorSeqs: map[uint64]Hash{}, anchorWant: map[uint64]bool{}, sets: newSetStream()}
 }
 
 func (v *streamVerifier) anchorsOK(anchors []Head) int {
@@ -304,6 +310,8 @@ type item struct {
 	rec    *Record
 	reg    *CardRegistration
 	rc     *Rollcall
+	set    *Set
+	src    *SetRollcall
 }
 
 // batch is a run of events with their values copied out of the store, so
@@ -493,6 +501,18 @@ func prepare(it *item, d *digester) {
 			return
 		}
 		it.rc = rc
+	case TypeSet:
+		s, err := ParseSet(it.ev.body)
+		if err != nil {
+			return
+		}
+		it.set = s
+	case TypeSetRollcall:
+		var rc SetRollcall
+		if strictUnmarshal(it.ev.body, &rc) != nil {
+			return
+		}
+		it.src = &rc
 	}
 	it.ok = true
 }
@@ -508,6 +528,14 @@ func (v *streamVerifier) step(it *item) bool {
 		v.cerEvents.add(it.cer)
 	}
 	switch string(ev.typ) {
+	case TypeSet:
+		if ev.ceremony != nil || !v.set(it) {
+			return false
+		}
+	case TypeSetRollcall:
+		if ev.ceremony != nil || !v.setRollcall(it) {
+			return false
+		}
 	case TypeCeremony:
 		if !v.ceremony(it, cer) {
 			return false
@@ -582,7 +610,7 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		if !slices.Contains(transitions[old.statusName()], status) || checkChange(prev, rec, rule) != nil {
 			return false
 		}
-		next.first = old.first
+		next.first, next.set = old.first, old.set
 		next.named, next.cards, next.ncards, next.extra = old.named, old.cards, old.ncards, old.extra
 		v.entries.sub(v.entryDigest(id, old))
 	} else {
@@ -590,6 +618,12 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 			return false
 		}
 		v.volumes.add(v.d.prf([]byte(rec.VolumeString()), []byte(id), seqKey(it.seq)))
+		next.set = rec.Set != nil
+		if rec.Set != nil {
+			// planSetCeremony: the set's ceremonies, from the first
+			// record (checkChange keeps the set from then on).
+			v.sets.ceremony(v.d, rec, id)
+		}
 	}
 	if status == StatusActive && !rec.Complete() {
 		return false
@@ -612,13 +646,16 @@ func (v *streamVerifier) ceremony(it *item, cer string) bool {
 		}
 	}
 	// Every card's fingerprint must be free or its own before any card
-	// changes (planCeremony plans all cards before writing any).
-	for _, c := range rec.Cards {
+	// changes (planCeremony plans all cards before writing any). The
+	// cards of a ceremony enrolled to a set reach it through the set
+	// (cardsIndexed).
+	cards := cardsIndexed(rec)
+	for _, c := range cards {
 		if owner, ok := v.fps[hex.EncodeToString(c.Key[:])]; ok && owner != c.Serial {
 			return false
 		}
 	}
-	for _, c := range rec.Cards {
+	for _, c := range cards {
 		key := CardKey{Slot: fmt.Sprintf("%02x", c.Slot), Fingerprint: hex.EncodeToString(c.Key[:])}
 		if !v.cardKey(c.Serial, c.Custodian, key, false) {
 			return false
@@ -727,7 +764,7 @@ func (v *streamVerifier) rollcall(it *item, cer string) bool {
 	if cs == nil || !slices.ContainsFunc(cs.rec.Keys, func(k CardKey) bool { return k.Fingerprint == rc.Fingerprint }) {
 		return false
 	}
-	if !st.hasCard(cs.idx) {
+	if !st.hasCard(cs.idx) && !v.setCeremonyHolds(id, st, rc) {
 		return false
 	}
 	if rc.OK {
@@ -815,8 +852,8 @@ func (v *streamVerifier) apply(st *cerState, seq uint64, body []byte) bool {
 		return false
 	}
 	st.status, st.last = si, seq
-	st.volume, st.replaces = rec.Volume, rec.Replaces
-	for _, c := range rec.Cards {
+	st.volume, st.replaces, st.set = rec.Volume, rec.Replaces, rec.Set != nil
+	for _, c := range cardsIndexed(rec) {
 		cs := v.cards[c.Serial]
 		if cs == nil {
 			return false
@@ -1038,6 +1075,9 @@ func (v *streamVerifier) checkStored() bool {
 		n++
 		return nil
 	}) != nil || !good || n != len(v.fps) {
+		return false
+	}
+	if !v.sets.checkStored(v.r, v.d) {
 		return false
 	}
 	// log: the record version flag.

@@ -303,6 +303,7 @@ type ceremonyView struct {
 	N               int           `json:"n"`
 	Keyslot         int           `json:"keyslot"`
 	Replaces        string        `json:"replaces,omitempty"`
+	Set             *setRefView   `json:"set,omitempty"`
 	AllowUnattested bool          `json:"allow_unattested,omitempty"`
 	Cards           []cardRefView `json:"cards"`
 }
@@ -312,7 +313,7 @@ func viewRecord(r *escrow.Record) *ceremonyView {
 		return nil
 	}
 	v := &ceremonyView{ID: r.IDString(), Version: r.Version, Volume: r.VolumeString(), K: r.K, N: r.N, Keyslot: r.Keyslot,
-		Replaces: r.ReplacesString(), AllowUnattested: r.AllowUnattested, Cards: []cardRefView{}}
+		Replaces: r.ReplacesString(), Set: viewSetRef(r.Set), AllowUnattested: r.AllowUnattested, Cards: []cardRefView{}}
 	for _, cr := range r.Cards {
 		v.Cards = append(v.Cards, viewRef(cr))
 	}
@@ -332,6 +333,9 @@ func (v *ceremonyView) writeText(w io.Writer, title string) {
 		return
 	}
 	fmt.Fprintf(w, "%s %s\n  volume   %s\n  quorum   %d of %d\n  keyslot  %d\n", title, v.ID, v.Volume, v.K, v.N, v.Keyslot)
+	if v.Set != nil {
+		fmt.Fprintf(w, "  set      %s version %d\n", v.Set.Name, v.Set.Version)
+	}
 	if v.AllowUnattested {
 		fmt.Fprintf(w, "  weakness cards without attestation are allowed\n")
 	}
@@ -455,6 +459,9 @@ func (v enrollView) writeText(w io.Writer) error {
 }
 
 func (e *env) enroll(c *cli.Context) error {
+	if c.IsSet("set") {
+		return e.enrollSet(c)
+	}
 	a, err := args(c, 1, 1, "DEVICE")
 	if err != nil {
 		return err
@@ -537,6 +544,9 @@ func pbkdfOf(c *cli.Context) (*luks.PBKDF, error) {
 }
 
 func (e *env) recover(c *cli.Context) error {
+	if c.NArg() > 1 {
+		return e.recoverMany(c)
+	}
 	a, err := args(c, 1, 1, "DEVICE")
 	if err != nil {
 		return err
@@ -615,6 +625,9 @@ func (v rotateView) writeText(w io.Writer) error {
 }
 
 func (e *env) rotate(c *cli.Context) error {
+	if c.IsSet("set") {
+		return e.rotateSet(c)
+	}
 	a, err := args(c, 1, 1, "DEVICE")
 	if err != nil {
 		return err
@@ -685,6 +698,9 @@ func (v rollcallView) writeText(w io.Writer) error {
 }
 
 func (e *env) rollcall(c *cli.Context) error {
+	if c.IsSet("set") {
+		return e.rollcallSet(c)
+	}
 	a, err := args(c, 1, 1, "DEVICE")
 	if err != nil {
 		return err
@@ -817,6 +833,9 @@ func (v statusView) writeText(w io.Writer) error {
 }
 
 func (e *env) status(c *cli.Context) error {
+	if c.IsSet("set") {
+		return e.statusSet(c)
+	}
 	a, err := args(c, 1, 1, "DEVICE")
 	if err != nil {
 		return err

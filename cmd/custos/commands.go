@@ -264,6 +264,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 		"custos log verify",
 	}}.sections()
 
+	app.Commands = e.fleetCommands(app.Commands, ds)
 	setUsageErrors(app.Commands)
 	app.OnUsageError = onUsageError
 	return app

@@ -55,6 +55,7 @@ type attestationsView struct {
 type chainView struct {
 	Event       uint64 `json:"event"`
 	Ceremony    string `json:"ceremony,omitempty"`
+	Set         string `json:"set,omitempty"` // a set event's: "NAME version N"
 	Serial      string `json:"serial"`
 	Slot        string `json:"slot"`
 	Fingerprint string `json:"fingerprint"`
@@ -84,7 +85,11 @@ func (r verifyResult) writeText(w io.Writer) error {
 		if c.Problem != "" {
 			what = "FAILED: " + c.Problem
 		}
-		fmt.Fprintf(tw, "  event %d\tcard %s\tslot %s\t%s\n", c.Event, c.Serial, c.Slot, what)
+		event := fmt.Sprint(c.Event)
+		if c.Set != "" {
+			event += " (set " + c.Set + ")"
+		}
+		fmt.Fprintf(tw, "  event %s\tcard %s\tslot %s\t%s\n", event, c.Serial, c.Slot, what)
 	}
 	tw.Flush()
 	for _, p := range a.Problems {
@@ -126,7 +131,7 @@ func (e *env) logVerify(c *cli.Context) error {
 		if ar != nil {
 			av := &attestationsView{Chains: []chainView{}, Cards: ar.Cards, Unattested: ar.Unattested, Problems: append([]string{}, ar.Problems...)}
 			for _, ch := range ar.Chains {
-				av.Chains = append(av.Chains, chainView{Event: ch.Seq, Ceremony: ch.Ceremony, Serial: ch.Serial, Slot: ch.Slot,
+				av.Chains = append(av.Chains, chainView{Event: ch.Seq, Ceremony: ch.Ceremony, Set: ch.Set, Serial: ch.Serial, Slot: ch.Slot,
 					Fingerprint: ch.Fingerprint, Attestation: ch.Summary, Problem: ch.Problem})
 			}
 			r.Attestations = av

@@ -6,9 +6,9 @@ that a format and its reader cannot drift apart unnoticed.
 
     /usr/bin/python3 testdata/format/spec_decoder.py testdata/format
 
-checks both vector files of the directory (vectors.json: sections 1-6;
+checks the vector files of the directory (vectors.json: sections 1-6;
 records.json: sections 7-12 and the appendix, with the paths of section
-7's "Paths"), runs its own cases written from the text (sections 1, 3, 11's
+7's "Paths"; sets.json: section 14), runs its own cases written from the text (sections 1, 3, 11's
 event records, 12's certificate as DER, 13 and the appendix's certificate,
 which records.json does not cover), prints one line per set with its counts
 and exits non-zero on any mismatch or a missing file.
@@ -1807,6 +1807,116 @@ def check_own(t):
     t.rejects(lambda: decode_v1_cert_extension(short), "extension.digest", "v1 extension, short digest")
 
 
+# ---------------------------------------------------------------- section 14
+
+
+def read_set(r):
+    """A custodian set's JSON text (section 14), its own path being ""."""
+    def name(s, p):
+        if not 1 <= len(s.encode()) <= 64:
+            raise Reject(p, f"set name of {len(s.encode())} bytes, want 1 to 64")
+        if not re.fullmatch("[a-z0-9][a-z0-9._-]*", s):
+            raise Reject(p, "set name: want a-z 0-9 . _ - starting with a letter or digit")
+        return s
+
+    def previous(r, p, out):
+        s = not_zero(check_hex(r.string(p), p, 64), p)
+        if out.get("version") == 1:
+            raise Reject(p, "version 1 replaces no version")
+        return s
+
+    def k(r, p, out):
+        # previous is required from version 2: its absence is seen here,
+        # the next member being read (section 7).
+        if out.get("version", 1) > 1 and "previous" not in out:
+            raise Reject("previous", "missing")
+        return r.integer(p, 2, 255)
+
+    def cards(r, p, out):
+        def card(r, cp, done):
+            def unique(field, check):
+                def read(r, q, o):
+                    v = check(r.string(q), q)
+                    if any(c.get(field) == v for c in done):
+                        raise Reject(q, f"{field} used by an earlier card")
+                    return v
+                return read
+
+            def public_key(r, q, o):
+                b = b64url(r.string(q), q)
+                # SPEC: "a P-256 key, 91 bytes": the DER SubjectPublicKeyInfo
+                # of an uncompressed point, which has this one prefix.
+                if len(b) != 91 or not b.startswith(SPKI_P256_PREFIX):
+                    raise Reject(q, "not a P-256 key's SubjectPublicKeyInfo")
+                try:
+                    ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b[len(SPKI_P256_PREFIX):])
+                except ValueError:
+                    raise Reject(q, "not a point on P-256") from None
+                if hashlib.sha256(b).hexdigest() != o.get("key"):
+                    raise Reject(q, "key is not its SHA-256")
+                return b
+
+            def attestation(r, q, o):
+                b = b64url(r.string(q), q)
+                if not 1 <= len(b) <= 4096:
+                    raise Reject(q, f"attestation of {len(b)} bytes, want 1 to 4096")
+                return b
+
+            return r.obj(cp, [
+                ("serial", True, unique("serial", serial_ok)), ("slot", True, S(slot_ok)),
+                ("custodian", False, S(check_text)), ("key", True, unique("key", lambda v, q: check_hex(v, q, 64))),
+                ("public_key", True, public_key),
+                ("attestation", "allow_unattested" not in out, attestation)])
+
+        v = r.array(p, card)
+        if not 2 <= len(v) <= 255:
+            raise Reject(p, f"{len(v)} cards, want 2 to 255")
+        if out["k"] > len(v):
+            raise Reject(p, f"k is {out['k']}, more than the {len(v)} cards")
+        return v
+
+    return r.obj("", [
+        ("custos_set", True, I(1, 1)), ("name", True, S(name)), ("version", True, I(1, 4294967295)),
+        ("previous", False, previous), ("k", True, k),
+        ("allow_unattested", False, lambda r, p, o: r.true(p)), ("cards", True, cards)])
+
+
+def decode_set(data, file=False):
+    """A set's JSON text, or (file) a set file: the text and one line feed.
+    Returns the value sets.json gives."""
+    if file:
+        if not data.endswith(b"\n"):
+            raise Reject("", "no line feed after the set")
+        data = data[:-1]
+    r = Canon(data)
+    r.begin("")
+    s = read_set(r)
+    r.end("")
+    return {"name": s["name"], "version": s["version"], "previous": s.get("previous"), "k": s["k"],
+            "allow_unattested": "allow_unattested" in s, "fingerprint": hashlib.sha256(data).hexdigest(),
+            "cards": [{"serial": c["serial"], "slot": c["slot"], "custodian": c.get("custodian"), "key": c["key"],
+                       "public_key": c["public_key"].hex(),
+                       "attestation": c["attestation"].hex() if "attestation" in c else None} for c in s["cards"]]}
+
+
+def check_sets(v, t):
+    """sets.json, section 14: each case read as a set text or file."""
+    for c in v["cases"]:
+        what = f"set case {c['name']!r}"
+        try:
+            got = decode_set(c["input"].encode("utf-8"), c.get("file", False))
+        except Reject as e:
+            if c["expect"] == "ok":
+                t.bad.append(f"{what}: rejected at {e.path!r}: {e.msg}")
+            else:
+                t.check(e.path == c["path"], f"{what}: rejected at {e.path!r} ({e.msg}), want {c['path']!r} ({c['problem']})")
+            continue
+        if c["expect"] == "ok":
+            t.check(got == c["value"], f"{what}: decoded {json.dumps(got)[:300]}, want {json.dumps(c['value'])[:300]}")
+        else:
+            t.bad.append(f"{what}: accepted, want a reject at {c['path']!r} ({c['problem']})")
+
+
 # ---------------------------------------------------------------- records.json
 
 
@@ -1882,7 +1992,8 @@ def main(argv):
     failed = 0
     runs = [("own cases (from the text)", None, check_own),
             ("vectors.json", os.path.join(argv[1], "vectors.json"), check_vectors),
-            ("records.json", os.path.join(argv[1], "records.json"), check_records)]
+            ("records.json", os.path.join(argv[1], "records.json"), check_records),
+            ("sets.json", os.path.join(argv[1], "sets.json"), check_sets)]
     for name, path, fn in runs:
         t = Tally(name)
         if path is not None:
