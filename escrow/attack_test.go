@@ -126,7 +126,7 @@ func TestAttackLogMovesTheCeremony(t *testing.T) {
 
 			adds, kills, taken := v.vol.adds, v.killCount(), v.src.taken
 			_, err = v.rotateWithKey()
-			if !errors.Is(err, ErrUnconfirmed) || ExitCode(err) != ExitVerification || !strings.Contains(err.Error(), "keyslot differs between token 0 and the log") {
+			if !errors.Is(err, ErrUnconfirmed) || !failedCheck(err) || !strings.Contains(err.Error(), "keyslot differs between token 0 and the log") {
 				t.Fatalf("rotate --key-file: %v\n%s", err, v.p.transcript())
 			}
 			if v.vol.adds != adds || v.src.taken != taken {
@@ -134,7 +134,7 @@ func TestAttackLogMovesTheCeremony(t *testing.T) {
 			}
 			v.killedNothing(kills)
 			st, err := Status(context.Background(), v.env)
-			if ExitCode(err) != ExitVerification || st.Confirmed || !strings.Contains(err.Error(), "log") {
+			if !failedCheck(err) || st.Confirmed || !strings.Contains(err.Error(), "log") {
 				t.Fatalf("status: %v %v", err, st)
 			}
 			v.safe()
@@ -389,7 +389,7 @@ func TestAttackLogRolledBackOrRewritten(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			v := c.make(t)
 			st, err := Status(context.Background(), v.env)
-			if ExitCode(err) != ExitVerification || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "token 0") ||
+			if !failedCheck(err) || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "token 0") ||
 				!strings.Contains(err.Error(), c.problem) {
 				t.Fatalf("status: %v\n%v", err, st)
 			}
@@ -403,7 +403,7 @@ func TestAttackLogRolledBackOrRewritten(t *testing.T) {
 			}
 			v.insert(0, 1, 2)
 			rc, err := Rollcall(context.Background(), v.env, RollcallOptions{})
-			if ExitCode(err) != ExitVerification || !strings.Contains(err.Error(), "token 0") {
+			if !failedCheck(err) || !strings.Contains(err.Error(), "token 0") {
 				t.Fatalf("rollcall: %v %+v\n%s", err, rc, v.p.transcript())
 			}
 			if c.name != "rolled back" && !strings.Contains(err.Error(), "card 1000's certificate") {
@@ -417,7 +417,7 @@ func TestAttackLogRolledBackOrRewritten(t *testing.T) {
 
 			v.reset()
 			rr, err := v.recover("new passphrase", 0, 1)
-			if ExitCode(err) != ExitVerification || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "token 0") {
+			if !failedCheck(err) || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "token 0") {
 				t.Fatalf("recover: %v\n%s", err, v.p.transcript())
 			}
 			// The volume opens with the new key all the same.
@@ -435,13 +435,13 @@ func TestAttackLogRewrittenLUKS1(t *testing.T) {
 	// The first card's certificate is read (and its anchor checked); it
 	// confirms the log's record, so the second card is matched without
 	// reading its own.
-	if ExitCode(err) != ExitVerification || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "card 1000's certificate") {
+	if !failedCheck(err) || !errors.Is(err, store.ErrAnchor) || !strings.Contains(err.Error(), "card 1000's certificate") {
 		t.Fatalf("recover: %v\n%s", err, v.p.transcript())
 	}
 	v.opensWith("new passphrase", rr.NewKeyslot)
 	v.reset()
 	v.insert(0, 1, 2)
-	if _, err := Rollcall(context.Background(), v.env, RollcallOptions{}); ExitCode(err) != ExitVerification || !strings.Contains(err.Error(), "card 1002's certificate") {
+	if _, err := Rollcall(context.Background(), v.env, RollcallOptions{}); !failedCheck(err) || !strings.Contains(err.Error(), "card 1002's certificate") {
 		t.Fatalf("rollcall: %v", err)
 	}
 }
@@ -536,8 +536,9 @@ func TestAttackNamesFromATokenReachTheTerminal(t *testing.T) {
 			}
 			for _, e := range []error{serr, err} {
 				if e != nil {
+					// The command line's hints carry no text of a copy: the
+					// error's typed data is in its text, checked here.
 					clean(t, "an error", e.Error())
-					clean(t, "a hint", Hint(e))
 				}
 			}
 			if rr != nil {
@@ -593,7 +594,7 @@ func TestAttackKeyslotSaltChanged(t *testing.T) {
 	v.vol.mu.Unlock()
 	res, err := v.rotateWithKey()
 	if err != nil || res.OldKilled || !strings.Contains(v.p.transcript(), "is gone from it") {
-		t.Fatalf("rotate: %v (%s)\n%s", err, Hint(err), v.p.transcript())
+		t.Fatalf("rotate: %v\n%s", err, v.p.transcript())
 	}
 	if len(v.vol.killed) != 0 {
 		t.Fatalf("rotate killed %v", v.vol.killed)
@@ -710,7 +711,9 @@ func TestAttackForgedOpenEnrollmentBesideACeremony(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.rotateWithKey(); !errors.Is(err, ErrUnfinished) || !strings.Contains(Hint(err), "custos enroll") {
+	// An unfinished enrollment: the command line sends the operator to
+	// custos enroll.
+	if _, err := v.rotateWithKey(); !errors.Is(err, ErrUnfinished) || !isUnfinished(err, "enrollment") {
 		t.Fatalf("rotate: %v", err)
 	}
 	v.reset()

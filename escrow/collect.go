@@ -813,8 +813,7 @@ func (c *collector) givenUp() error {
 	if len(dead) == 0 {
 		return nil
 	}
-	return withHint(fmt.Errorf("no ceremony is left to try: %w", errors.Join(dead...)),
-		"the keyslot the copies name holds another key: run custos status %s", c.env.device())
+	return fmt.Errorf("%w: %w", ErrNoCeremonyLeft, errors.Join(dead...))
 }
 
 // quorumError is the error for running out of cards (or time) before K
@@ -834,7 +833,7 @@ func (c *collector) quorumError(cause error) error {
 	if len(dead) > 0 {
 		err = fmt.Errorf("%w (given up: %s)", err, strings.Join(dead, "; "))
 	}
-	return withHint(err, "insert more custodians' cards, or run custos status %s to see who holds them", c.env.device())
+	return err
 }
 
 func serialOf(c Card) string { return strconv.FormatUint(uint64(c.Serial()), 10) }

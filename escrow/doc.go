@@ -11,12 +11,12 @@
 //	log, _ := store.Open("", nil)
 //	env := &escrow.Env{Volume: vol, Device: "/dev/sdb2", Cards: escrow.NewReaderSource(), Log: log, Prompt: p}
 //	res, err := escrow.Enroll(ctx, env, escrow.EnrollOptions{K: 3, N: 5, Custodians: names, AuthKey: key})
-//	if err != nil {
-//		fmt.Fprintf(os.Stderr, "custos: %v\n", err)
-//		if h := escrow.Hint(err); h != "" {
-//			fmt.Fprintf(os.Stderr, "hint: %s\n", h)
-//		}
-//		os.Exit(escrow.ExitCode(err))
+//	var ae *escrow.StepError
+//	switch {
+//	case errors.Is(err, escrow.ErrAlreadyEnrolled):
+//		// rotate instead
+//	case errors.As(err, &ae):
+//		// every share is written: run Enroll again to finish
 //	}
 //
 // # Prompts
@@ -86,11 +86,14 @@
 //
 // # Errors
 //
-// Errors are lowercase, wrap a sentinel from errors.go where one applies,
-// and may carry a hint for the operator (Hint). ExitCode maps an error to
-// the command's exit status: 0 done, 1 error, 2 usage, 3 quorum not
-// reached, 4 verification failed (log, commitments, copies, keyslot or a
-// card's attestation).
+// Errors are lowercase, wrap a sentinel from errors.go where one applies
+// (ErrUsage, ErrQuorum, ErrVerification and the ones wrapping it, ...), and
+// are typed where the caller needs their data: what a ceremony had done
+// when it failed (StepError, UndoError), the unfinished ceremony in the way
+// (UnfinishedError), the cards that failed a rollcall (FailedCardsError),
+// a fleet's failed volumes (FleetError). This package words no advice:
+// the command line maps each error to its exit status and to what the
+// operator should run next, with the device and set names it was given.
 //
 // # Caveats
 //

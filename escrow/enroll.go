@@ -112,13 +112,11 @@ func prepareEnroll(ctx context.Context, env *Env, opts EnrollOptions, sealer *se
 		return nil, nil, fmt.Errorf("enroll: %w", v.logErr)
 	}
 	if sealer != nil && v.h.Version != 2 {
-		return nil, nil, withHint(fmt.Errorf("enroll: %w: a luks%d header holds no token, and no card would carry the ceremony", ErrNeedsToken, v.h.Version),
-			"enroll it with its cards present: custos enroll -k K -n N %s", env.device())
+		return nil, nil, fmt.Errorf("enroll: %w: a luks%d header holds no token, and no card would carry the ceremony", ErrNeedsToken, v.h.Version)
 	}
 	cur := v.current()
 	enrolled := func() error {
-		return withHint(fmt.Errorf("enroll: %w: ceremony %s (%d of %d)", ErrAlreadyEnrolled, idText(cur.rec.ID), cur.rec.K, cur.rec.N),
-			"run custos rotate %s to replace it", env.device())
+		return fmt.Errorf("enroll: %w: ceremony %s (%d of %d)", ErrAlreadyEnrolled, idText(cur.rec.ID), cur.rec.K, cur.rec.N)
 	}
 	open := v.openLog()
 	if sealer != nil && cur != nil && open == nil && cur.rec.Set != nil && cur.rec.Set.Name == sealer.set.Name {
@@ -130,7 +128,7 @@ func prepareEnroll(ctx context.Context, env *Env, opts EnrollOptions, sealer *se
 		return nil, nil, enrolled()
 	}
 	if open != nil && open.Record.Replaces != ([16]byte{}) {
-		return nil, nil, withHint(fmt.Errorf("enroll: %w: rotation %s", ErrUnfinished, idText(open.Record.ID)), "run custos rotate %s to finish it", env.device())
+		return nil, nil, fmt.Errorf("enroll: %w", &UnfinishedError{Kind: "rotation", Ceremony: idText(open.Record.ID)})
 	}
 
 	auth, prompted := opts.AuthKey, false
@@ -148,7 +146,7 @@ func prepareEnroll(ctx context.Context, env *Env, opts EnrollOptions, sealer *se
 	authSlot, err := env.Volume.FindKeyslot(ctx, auth)
 	if err != nil {
 		release()
-		return nil, nil, withHint(fmt.Errorf("enroll: authorise: %w", err), "give a passphrase or key file that opens %s", env.device())
+		return nil, nil, fmt.Errorf("enroll: %w: %w", ErrAuthorise, err)
 	}
 
 	res := &EnrollResult{TokenID: -1}
@@ -257,11 +255,11 @@ func enroll(ctx context.Context, env *Env, v *view, opts EnrollOptions, auth []b
 		}
 		nv, ierr := look(ctx, env)
 		if ierr != nil {
-			err = undoFailed(env, err, ierr)
+			err = undoFailed("enroll", err, ierr)
 			return
 		}
 		if uerr := undo(ctx, env, nv, rec, authSlot, auth, key, "failed enrollment"); uerr != nil {
-			err = undoFailed(env, err, uerr)
+			err = undoFailed("enroll", err, uerr)
 		}
 	}()
 	if err := addRecoveryKeyslot(ctx, env, v, rec, auth, authSlot, key); err != nil {
@@ -363,7 +361,7 @@ func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *Enro
 		case errors.Is(err, luks.ErrTokenTooLarge):
 			env.say("warning: the ceremony does not fit in the luks2 header: no token; it lives in the log and on the cards")
 		case err != nil:
-			return withHint(fmt.Errorf("enroll: every share is written, but %w", err), "rerun custos enroll %s to finish", env.device())
+			return &StepError{Op: "enroll", Done: StepSharesWritten, Err: err}
 		default:
 			res.TokenID = id
 		}
@@ -375,7 +373,7 @@ func finishEnroll(ctx context.Context, env *Env, v *view, rec *Record, res *Enro
 	}
 	h, err := put(env, StatusActive, rec)
 	if err != nil {
-		return withHint(fmt.Errorf("enroll: every share is written, but %w", err), "rerun custos enroll %s to finish", env.device())
+		return &StepError{Op: "enroll", Done: StepSharesWritten, Err: err}
 	}
 	res.Anchor = h
 	if err := step(fpEnrollLogged); err != nil {
@@ -409,7 +407,6 @@ func undo(ctx context.Context, env *Env, v *view, rec *Record, keep int, auth, o
 	return nil
 }
 
-func undoFailed(env *Env, err, uerr error) error {
-	return withHint(fmt.Errorf("%w; undoing it failed too: %v", err, uerr),
-		"run custos status %s, then rerun custos enroll %s to undo it", env.device(), env.device())
+func undoFailed(op string, err, uerr error) error {
+	return &UndoError{Op: op, Err: err, UndoErr: uerr}
 }

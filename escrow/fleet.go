@@ -37,50 +37,6 @@ type FleetVolume struct {
 	AuthKey []byte
 }
 
-// FleetError is a fleet ceremony in which some volumes failed: each is
-// named with its error; the others were done. ExitCode gives the highest
-// exit status of the failures.
-type FleetError struct {
-	Op     string // "enroll", "recover", "rotate"
-	Total  int
-	Failed []VolumeError
-}
-
-// VolumeError is one volume's failure in a fleet ceremony.
-type VolumeError struct {
-	Device string
-	Err    error
-}
-
-func (e *FleetError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d of %d volumes failed", e.Op, len(e.Failed), e.Total)
-	for _, f := range e.Failed {
-		fmt.Fprintf(&b, "; %s: %v", f.Device, f.Err)
-	}
-	return b.String()
-}
-
-func (e *FleetError) Unwrap() []error {
-	out := make([]error, len(e.Failed))
-	for i, f := range e.Failed {
-		out[i] = f.Err
-	}
-	return out
-}
-
-// exitCode is the highest exit status among the failures.
-func (e *FleetError) exitCode() int {
-	code := ExitOK
-	for _, f := range e.Failed {
-		code = max(code, ExitCode(f.Err))
-	}
-	if code == ExitOK {
-		code = ExitError
-	}
-	return code
-}
-
 // fleetError is nil when nothing failed.
 func fleetError(op string, total int, failed []VolumeError) error {
 	if len(failed) == 0 {

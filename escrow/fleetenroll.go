@@ -450,10 +450,10 @@ func rollbackFresh(ctx context.Context, f *freshVolume) {
 	}
 	nv, ierr := look(ctx, env)
 	if ierr != nil {
-		f.vr.Err = undoFailed(env, err, ierr)
+		f.vr.Err = undoFailed("enroll", err, ierr)
 		return
 	}
 	if uerr := undo(ctx, env, nv, rec, f.prep.authSlot, f.prep.auth, f.key, "failed enrollment"); uerr != nil {
-		f.vr.Err = undoFailed(env, err, uerr)
+		f.vr.Err = undoFailed("enroll", err, uerr)
 	}
 }

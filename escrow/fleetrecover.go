@@ -2,7 +2,6 @@ package escrow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"custos.dev/custos/luks"
@@ -139,14 +138,13 @@ func RecoverMany(ctx context.Context, env *Env, opts RecoverManyOptions) (*Recov
 		if pv.env.Log != nil && pv.v.logErr == nil {
 			h, err := logRecovery(pv.env, u, rv.Result)
 			if err != nil {
-				rv.Err = withHint(fmt.Errorf("recover: keyslot %d added, but %w", rv.Result.NewKeyslot, err), "the volume opens with the new key; repair the log with custos log verify")
+				rv.Err = &StepError{Op: "recover", Done: StepKeyslotAdded, Keyslot: rv.Result.NewKeyslot, Err: err}
 				continue
 			}
 			rv.Result.Anchor = h
 		}
 		if len(u.anchors) > 0 {
-			rv.Err = withHint(fmt.Errorf("recover: keyslot %d added, but %w", rv.Result.NewKeyslot, errors.Join(u.anchors...)),
-				"the volume opens with the new key; the log is not the one the named copies were written against: run custos log verify and custos status %s", pv.env.device())
+			rv.Err = &StepError{Op: "recover", Done: StepKeyslotAdded, Keyslot: rv.Result.NewKeyslot, Err: anchorsError(u.anchors)}
 		}
 	}
 	recovered := 0

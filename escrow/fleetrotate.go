@@ -137,7 +137,7 @@ func RotateSet(ctx context.Context, env *Env, opts RotateSetOptions) (*RotateSet
 		if o := v.openLog(); o != nil {
 			switch {
 			case o.Record.Replaces == ([16]byte{}):
-				rv.Err = withHint(fmt.Errorf("rotate: %w: enrollment %s", ErrUnfinished, idText(o.Record.ID)), "run custos enroll --set %s %s to finish or undo it", opts.Set, sub.device())
+				rv.Err = fmt.Errorf("rotate: %w", &UnfinishedError{Kind: "enrollment", Ceremony: idText(o.Record.ID)})
 				continue
 			case v.logState(o.Record.Replaces) == nil:
 				rv.Err = fmt.Errorf("rotate: rotation %s replaces %s, which the log does not hold", idText(o.Record.ID), idText(o.Record.Replaces))
@@ -155,7 +155,7 @@ func RotateSet(ctx context.Context, env *Env, opts RotateSetOptions) (*RotateSet
 			c := v.current()
 			switch {
 			case c == nil:
-				rv.Err = withHint(fmt.Errorf("rotate: %w", ErrNoCeremony), "enroll it first: custos enroll --set %s %s", opts.Set, sub.device())
+				rv.Err = fmt.Errorf("rotate: %w", ErrNoCeremony)
 				continue
 			case onTarget(c.rec):
 				it.plan, rv.Already = "done", true

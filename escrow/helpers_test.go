@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -593,4 +594,34 @@ func (st *StatusReport) String() string {
 	}
 	return fmt.Sprintf("ceremony %s from %q confirmed %v keyslot in use %v live %d margin %d unfinished %+v problems %q notes %q",
 		id, st.Source, st.Confirmed, st.KeyslotInUse, st.Live, st.Margin, st.Unfinished, st.Problems, st.Notes)
+}
+
+// quorumFailed: err is a quorum not reached (exit 3 on the command line).
+func quorumFailed(err error) bool {
+	var qe *shares.QuorumError
+	return !errors.Is(err, ErrUsage) && (errors.Is(err, ErrQuorum) || errors.As(err, &qe))
+}
+
+// plainFailures: every volume of a fleet failed with a plain error (exit
+// 1 on the command line): no usage error, quorum or failed verification.
+func plainFailures(fe *FleetError) bool {
+	for _, f := range fe.Failed {
+		if f.Err == nil || errors.Is(f.Err, ErrUsage) || quorumFailed(f.Err) || failedCheck(f.Err) {
+			return false
+		}
+	}
+	return true
+}
+
+// isUnfinished: err is an unfinished ceremony of that kind.
+func isUnfinished(err error, kind string) bool {
+	var ue *UnfinishedError
+	return errors.As(err, &ue) && ue.Kind == kind
+}
+
+// isSetRule: err is a set version the log's rules refuse (an earlier
+// version is missing, ...).
+func isSetRule(err error) bool {
+	var se *store.SetRuleError
+	return errors.As(err, &se)
 }

@@ -56,7 +56,7 @@ func InitCard(ctx context.Context, env *Env, card Card, opts InitCardOptions) (*
 	// The log registers a card under its custodian's name: ask for it
 	// before the card is touched, not after it is initialised.
 	if env.Log != nil && opts.Custodian == "" {
-		return nil, withHint(fmt.Errorf("card init: %w: no custodian named", ErrUsage), "name the card's holder with --custodian NAME")
+		return nil, fmt.Errorf("card init: %w", ErrNoCustodian)
 	}
 	if opts.Custodian != "" {
 		if err := store.CheckText(opts.Custodian); err != nil {

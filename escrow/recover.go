@@ -268,13 +268,12 @@ func Recover(ctx context.Context, env *Env, opts RecoverOptions) (*RecoverResult
 		h, err := logRecovery(env, u, res)
 		if err != nil {
 			env.say("warning: the recovery is done but could not be logged: %v", err)
-			return res, withHint(fmt.Errorf("recover: keyslot %d added, but %w", slot, err), "the volume opens with the new key; repair the log with custos log verify")
+			return res, &StepError{Op: "recover", Done: StepKeyslotAdded, Keyslot: slot, Err: err}
 		}
 		res.Anchor = h
 	}
 	if len(u.anchors) > 0 {
-		return res, withHint(fmt.Errorf("recover: keyslot %d added, but %w", slot, errors.Join(u.anchors...)),
-			"the volume opens with the new key; the log is not the one the named copies were written against: run custos log verify and custos status %s", env.device())
+		return res, &StepError{Op: "recover", Done: StepKeyslotAdded, Keyslot: slot, Err: anchorsError(u.anchors)}
 	}
 	return res, nil
 }

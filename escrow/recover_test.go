@@ -114,7 +114,7 @@ func TestRecoverWrongPINNeverSpendsLastTry(t *testing.T) {
 	r.src.insert(r.cards[0])
 	r.p.answer("bad1", "bad2", "bad3")
 	rr, err := Recover(context.Background(), r.env, RecoverOptions{NewKey: []byte("x")})
-	if ExitCode(err) != ExitQuorum {
+	if !quorumFailed(err) {
 		t.Fatalf("want quorum error, got %v", err)
 	}
 	var pe *cards.PINError
@@ -138,7 +138,7 @@ func TestRecoverTamperedTokenShare(t *testing.T) {
 	res := r.enroll(2, 3)
 	r.editToken(res.Ceremony.ID, func(tok *store.Token) { tok.Record.Cards[1].Sealed[len(tok.Record.Cards[1].Sealed)-1] ^= 1 })
 	rr, err := r.recover("new passphrase", 1, 0)
-	if err == nil || ExitCode(err) != ExitVerification || !errors.Is(err, store.ErrAnchor) {
+	if err == nil || !failedCheck(err) || !errors.Is(err, store.ErrAnchor) {
 		// The token no longer agrees with the log's record at its
 		// anchor: the volume opens, and the token is named.
 		t.Fatalf("recover: %v\n%s", err, r.p.transcript())
@@ -187,7 +187,7 @@ func TestRecoverCeremonyDisagreement(t *testing.T) {
 	res := r.enroll(2, 3)
 	r.editToken(res.Ceremony.ID, func(tok *store.Token) { tok.Record.Digest[0] ^= 1 })
 	rr, err := r.recover("new passphrase", 0, 1)
-	if ExitCode(err) != ExitVerification || !strings.Contains(err.Error(), "token 0") {
+	if !failedCheck(err) || !strings.Contains(err.Error(), "token 0") {
 		t.Fatalf("recover: %v\n%s", err, r.p.transcript())
 	}
 	if rr.NewKeyslot < 0 || !strings.HasPrefix(rr.Source, "log+card ") {
@@ -198,7 +198,7 @@ func TestRecoverCeremonyDisagreement(t *testing.T) {
 		t.Fatalf("problems %q", rr.Problems)
 	}
 	st, err := Status(context.Background(), r.env)
-	if ExitCode(err) != ExitVerification || st.Confirmed {
+	if !failedCheck(err) || st.Confirmed {
 		t.Fatalf("status: %v %+v", err, st)
 	}
 }
@@ -231,7 +231,7 @@ func TestRecoverCommitmentMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("recover: %v\n%s", err, r.p.transcript())
 	}
-	if !errors.Is(rr.Cards[0].Err, shares.ErrCommitmentMismatch) || ExitCode(rr.Cards[0].Err) != ExitVerification {
+	if !errors.Is(rr.Cards[0].Err, shares.ErrCommitmentMismatch) || !failedCheck(rr.Cards[0].Err) {
 		t.Fatalf("forged share: %v", rr.Cards[0].Err)
 	}
 	if rr.Source != "cards" || !rr.Cards[1].OK() || !rr.Cards[2].OK() {
@@ -243,7 +243,7 @@ func TestRecoverQuorumNotReached(t *testing.T) {
 	r := newRig(t, 2, 3)
 	r.enroll(3, 3)
 	_, err := r.recover("x", 0, 1)
-	if !errors.Is(err, ErrQuorum) || ExitCode(err) != ExitQuorum || !strings.Contains(err.Error(), "2 of 3 good shares") || Hint(err) == "" {
+	if !errors.Is(err, ErrQuorum) || !quorumFailed(err) || !strings.Contains(err.Error(), "2 of 3 good shares") {
 		t.Fatalf("got %v", err)
 	}
 	if len(r.header().Keyslots) != 2 {
@@ -259,7 +259,7 @@ func TestRecoverKeyslotChanged(t *testing.T) {
 	res := r.enroll(2, 3)
 	r.vol.slots[res.Ceremony.Keyslot] = []byte("someone changed it")
 	_, err := r.recover("x", 0, 1)
-	if !errors.Is(err, ErrKeyslotMismatch) || ExitCode(err) != ExitVerification {
+	if !errors.Is(err, ErrKeyslotMismatch) || !failedCheck(err) {
 		t.Fatalf("got %v\n%s", err, r.p.transcript())
 	}
 	if len(r.header().Keyslots) != 2 {
@@ -291,7 +291,7 @@ func TestRecoverKeyOpensAnotherKeyslot(t *testing.T) {
 func TestRecoverNoCeremony(t *testing.T) {
 	r := newRig(t, 2, 3)
 	rr, err := r.recover("x", 0)
-	if ExitCode(err) != ExitQuorum || !strings.Contains(err.Error(), "no custodian card") {
+	if !quorumFailed(err) || !strings.Contains(err.Error(), "no custodian card") {
 		t.Fatalf("got %v", err)
 	}
 	if len(rr.Cards) != 1 || !errors.Is(rr.Cards[0].Err, ErrNotCustodian) {

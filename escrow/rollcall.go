@@ -67,10 +67,9 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 			}
 		}
 		if len(anchorErrs) > 0 {
-			return nil, withHint(fmt.Errorf("rollcall: %w: %w", ErrNoCeremony, errors.Join(anchorErrs...)),
-				"the log is not the one the named copies were written against: run custos log verify and custos status %s", env.device())
+			return nil, fmt.Errorf("rollcall: %w: %w", ErrNoCeremony, anchorsError(anchorErrs))
 		}
-		return nil, withHint(fmt.Errorf("rollcall: %w", ErrNoCeremony), "run custos enroll %s first", env.device())
+		return nil, fmt.Errorf("rollcall: %w", ErrNoCeremony)
 	}
 	rec := cur.rec
 	res := &RollcallResult{Ceremony: rec}
@@ -140,7 +139,7 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 		rc := store.Rollcall{Ceremony: idText(rec.ID), Serial: ref.Serial, Fingerprint: fingerprintText(ref.Key), OK: out.OK()}
 		if !out.OK() {
 			rc.Reason = safeText(describe(out.Err))
-			if ExitCode(out.Err) == ExitVerification {
+			if failedCheck(out.Err) {
 				failed++
 			}
 		}
@@ -193,11 +192,9 @@ func Rollcall(ctx context.Context, env *Env, opts RollcallOptions) (*RollcallRes
 	}
 	switch {
 	case failed > 0:
-		return res, withHint(fmt.Errorf("rollcall: %w: %d cards failed their check", ErrVerification, failed),
-			"rotate the key to a healthy card set: custos rotate %s", env.device())
+		return res, fmt.Errorf("rollcall: %w", &FailedCardsError{Failed: failed})
 	case len(anchorErrs) > 0:
-		return res, withHint(fmt.Errorf("rollcall: %w", errors.Join(anchorErrs...)),
-			"the log is not the one the named copies were written against: run custos log verify")
+		return res, fmt.Errorf("rollcall: %w", anchorsError(anchorErrs))
 	}
 	return res, nil
 }

@@ -113,7 +113,7 @@ func rotateVolume(ctx context.Context, env *Env, opts RotateOptions) (*RotateRes
 	if open := v.openLog(); open != nil {
 		o := open.Record
 		if o.Replaces == ([16]byte{}) {
-			return nil, withHint(fmt.Errorf("rotate: %w: enrollment %s", ErrUnfinished, idText(o.ID)), "run custos enroll %s to finish or undo it", env.device())
+			return nil, fmt.Errorf("rotate: %w", &UnfinishedError{Kind: "enrollment", Ceremony: idText(o.ID)})
 		}
 		old := v.logState(o.Replaces)
 		if old == nil {
@@ -158,8 +158,7 @@ func rotateVolume(ctx context.Context, env *Env, opts RotateOptions) (*RotateRes
 			return res, fmt.Errorf("rotate: %w", err)
 		}
 		if !kv.ok && !kv.free {
-			return res, withHint(fmt.Errorf("rotate: %w: the old recovery keyslot %d could not be killed afterwards: %s", ErrUnconfirmed, old.Keyslot, kv.why),
-				"authorise with k cards of the ceremony instead of a key file (custos rotate %s): their recovered key proves its keyslot", env.device())
+			return res, fmt.Errorf("rotate: %w: the old recovery keyslot %d could not be killed afterwards: %s", ErrUnconfirmed, old.Keyslot, kv.why)
 		}
 	}
 	if v.logState(old.ID) == nil {
@@ -191,7 +190,7 @@ func authorise(ctx context.Context, env *Env, v *view, key []byte, res *RotateRe
 	if key != nil {
 		slot, err := env.Volume.FindKeyslot(ctx, key)
 		if err != nil {
-			return nil, withHint(fmt.Errorf("authorise: %w", err), "give a passphrase or key file that opens %s", env.device())
+			return nil, fmt.Errorf("%w: %w", ErrAuthorise, err)
 		}
 		return &authority{key: key, slot: slot}, nil
 	}
@@ -221,15 +220,13 @@ func oldCeremony(env *Env, v *view, auth *authority) (*Record, error) {
 	}
 	cur := v.current()
 	if cur == nil {
-		return nil, withHint(ErrNoCeremony, "run custos enroll %s first", env.device())
+		return nil, ErrNoCeremony
 	}
 	if !cur.confirmed {
-		return nil, withHint(fmt.Errorf("%w: ceremony %s is not confirmed by two copies: %s", ErrUnconfirmed, idText(cur.rec.ID), cur.why),
-			"authorise with k cards of the ceremony instead of a key file (custos rotate %s): their recovered key proves its keyslot", env.device())
+		return nil, fmt.Errorf("%w: ceremony %s is not confirmed by two copies: %s", ErrUnconfirmed, idText(cur.rec.ID), cur.why)
 	}
 	if cur.rec.Keyslot == auth.slot {
-		return nil, withHint(fmt.Errorf("%w: the key given opens the recovery keyslot %d itself", ErrUsage, auth.slot),
-			"give a passphrase or key file of another keyslot, or authorise with k cards")
+		return nil, &RecoveryKeyGivenError{Keyslot: auth.slot}
 	}
 	return cur.rec, nil
 }
@@ -280,11 +277,11 @@ func rotate(ctx context.Context, env *Env, v *view, old *Record, k, n int, auth 
 		env.say("rotation failed: undoing it; the old ceremony stays in force")
 		nv, ierr := look(ctx, env)
 		if ierr != nil {
-			err = undoFailed(env, err, ierr)
+			err = undoFailed("rotate", err, ierr)
 			return
 		}
 		if uerr := undo(ctx, env, nv, rec, auth.slot, auth.key, key, "failed rotation"); uerr != nil {
-			err = withHint(fmt.Errorf("%w; undoing it failed too: %v", err, uerr), "run custos status %s, then rerun custos rotate %s", env.device(), env.device())
+			err = undoFailed("rotate", err, uerr)
 		}
 	}()
 	if err := addRecoveryKeyslot(ctx, env, v, rec, auth.key, auth.slot, key); err != nil {
@@ -349,7 +346,7 @@ type finishAuth struct {
 func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *finishAuth, opts RotateOptions, res *RotateResult) error {
 	res.Old, res.New = old, rec
 	fail := func(err error) error {
-		return withHint(fmt.Errorf("rotate: every new share is verified, but %w", err), "rerun custos rotate %s to finish", env.device())
+		return &StepError{Op: "rotate", Done: StepSharesVerified, Err: err}
 	}
 	if v.h.Version == 2 {
 		if t := v.tokenOf(rec.ID); t == nil || !t.tok.Record.Complete() || len(store.Compare(t.tok.Record, rec)) != 0 {
@@ -379,8 +376,7 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *
 		env.say("%s: left alone", kv.why)
 	} else if !kv.free {
 		if !kv.ok {
-			keptErr = withHint(fmt.Errorf("%w: keyslot %d, which the copies name as the old recovery keyslot of %s, is left in place: %s", ErrUnconfirmed, old.Keyslot, idText(old.ID), kv.why),
-				"if keyslot %d holds a key you added yourself, nothing is wrong; otherwise the old shares may still open the volume: kill it with cryptsetup luksKillSlot %s %d", old.Keyslot, env.device(), old.Keyslot)
+			keptErr = &KeptKeyslotError{Keyslot: old.Keyslot, Ceremony: idText(old.ID), Why: kv.why}
 			env.say("%v", keptErr)
 		} else {
 			if fa == nil {

@@ -85,8 +85,7 @@ func CreateSet(ctx context.Context, env *Env, opts SetCreateOptions) (*SetResult
 		return nil, fmt.Errorf("set create: %w", err)
 	}
 	if st, err := env.Log.Set(opts.Name); err == nil {
-		return nil, withHint(fmt.Errorf("set create: %w: %s (version %d)", ErrSetExists, opts.Name, st.Set.Version),
-			"change its cards with custos rotate --set %s --replace OLD=NEW, or choose another name", opts.Name)
+		return nil, fmt.Errorf("set create: %w: %s (version %d)", ErrSetExists, opts.Name, st.Set.Version)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("set create: %w", err)
 	}
@@ -103,8 +102,7 @@ func CreateSet(ctx context.Context, env *Env, opts SetCreateOptions) (*SetResult
 					missing = append(missing, c.Serial)
 				}
 			}
-			return res, withHint(fmt.Errorf("set create: %w (cards not proven: %s)", err, strings.Join(missing, ", ")),
-				"insert every card named with --card; nothing was logged")
+			return res, fmt.Errorf("set create: %w", &MissingCardsError{Serials: missing, Err: err})
 		}
 		serial := serialOf(card)
 		out := CardOutcome{Serial: serial, Reader: card.Reader()}
@@ -249,12 +247,11 @@ func setSlot(env *Env, serial string, want uint8, slots []cards.SlotInfo) (cards
 	}
 	switch len(slots) {
 	case 0:
-		return cards.SlotInfo{}, withHint(fmt.Errorf("card %s: %w: it holds no custody key", serial, ErrNoFreeSlot), "run custos card init on it first")
+		return cards.SlotInfo{}, fmt.Errorf("card %s: %w", serial, ErrNoCustodyKey)
 	case 1:
 		return slots[0], nil
 	}
-	return cards.SlotInfo{}, withHint(fmt.Errorf("%w: card %s holds %d custody keys", ErrUsage, serial, len(slots)),
-		"name the one to use: --card %s:SLOT", serial)
+	return cards.SlotInfo{}, &SlotsError{Serial: serial, Keys: len(slots)}
 }
 
 // challenge has the card prove, with the custodian's PIN, that it holds
@@ -317,8 +314,7 @@ func verifySet(env *Env, s *Set) error {
 		}
 		att, err := cards.VerifyAttestation(c.Attestation, env.Roots)
 		if err != nil {
-			return withHint(fmt.Errorf("set %s: card %s: %w: %w", s.Name, c.Serial, ErrUnattested, err),
-				"a set whose attestation does not verify is not taken in; if the card's maker's root is missing, give it with --attestation-roots")
+			return &SetAttestationError{Set: s.Name, Serial: c.Serial, Err: err}
 		}
 		var problem string
 		switch {
@@ -373,14 +369,12 @@ func ImportSet(ctx context.Context, env *Env, file []byte, fingerprint string) (
 	}
 	s, err := store.ParseSetFile(file)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("set import: the set file: %w", err), "give the file custos set export wrote, unchanged")
+		return nil, fmt.Errorf("set import: %w: %w", ErrSetFile, err)
 	}
 	body, _ := s.Encode()
 	got := sha256.Sum256(body)
 	if got != want {
-		return nil, withHint(fmt.Errorf("set import: %w: set %s version %d: the file's fingerprint is %s, not the %s given",
-			ErrVerification, s.Name, s.Version, FingerprintGroups(got), FingerprintGroups(want)),
-			"the file was changed, or it is another set: compare with the fingerprint the set's transcript printed")
+		return nil, fmt.Errorf("set import: %w", &FingerprintError{Set: s.Name, Version: s.Version, Got: got, Want: want})
 	}
 	if err := verifySet(env, s); err != nil {
 		return nil, fmt.Errorf("set import: %w", err)
@@ -402,7 +396,7 @@ func ImportSet(ctx context.Context, env *Env, file []byte, fingerprint string) (
 	})
 	var se *store.SetRuleError
 	if errors.As(err, &se) {
-		return nil, withHint(fmt.Errorf("set import: %w", err), "import the set's earlier versions first, in order")
+		return nil, fmt.Errorf("set import: %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("set import: %w", err)
@@ -442,7 +436,7 @@ func lookupSet(env *Env, name string, version int) (*store.SetState, error) {
 		if version != 0 {
 			what += " version " + strconv.Itoa(version)
 		}
-		return nil, withHint(fmt.Errorf("%w: %s", ErrNoSet, what), "create it with custos set create, or import its file with custos set import")
+		return nil, fmt.Errorf("%w: %s", ErrNoSet, what)
 	}
 	if err != nil {
 		return nil, err
@@ -592,8 +586,7 @@ func RollcallSet(ctx context.Context, env *Env, opts SetRollcallOptions) (*SetRo
 	}
 	res.Anchor = head
 	if failed > 0 {
-		return res, withHint(fmt.Errorf("rollcall: %w: %d cards of set %s failed their check", ErrVerification, failed, s.Name),
-			"replace each across the fleet: custos rotate --set %s --replace OLD=NEW DEVICE...", s.Name)
+		return res, fmt.Errorf("rollcall: %w", &FailedCardsError{Failed: failed, Set: s.Name})
 	}
 	return res, nil
 }

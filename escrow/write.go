@@ -229,10 +229,9 @@ func (ns *newShares) pickSlot(serial string, slots []cards.SlotInfo) (cards.Slot
 		}
 	}
 	if len(slots) == 0 {
-		return cards.SlotInfo{}, withHint(fmt.Errorf("card %s: %w: it holds no custody key", serial, ErrNoFreeSlot), "run custos card init on it first")
+		return cards.SlotInfo{}, fmt.Errorf("card %s: %w", serial, ErrNoCustodyKey)
 	}
-	return cards.SlotInfo{}, withHint(fmt.Errorf("card %s: %w: every custody slot holds a share of another volume", serial, ErrNoFreeSlot),
-		"run custos card init --slot on it to make another custody key")
+	return cards.SlotInfo{}, fmt.Errorf("card %s: %w", serial, ErrSlotsFull)
 }
 
 // custodianOf is the custodian the log's card registry names for a card,

@@ -50,14 +50,6 @@ var (
 	}
 )
 
-func classifyEscrow(err error) (int, string, bool) {
-	code, hint := escrow.ExitCode(err), escrow.Hint(err)
-	if code != exitError || hint != "" {
-		return code, hint, true
-	}
-	return 0, "", false
-}
-
 // escrowPrompter is the prompter as package escrow sees it; talk goes to
 // stderr.
 type escrowPrompter struct{ *prompter }
@@ -113,7 +105,7 @@ func (e *env) ceremonyEnv(c *cli.Context, device string, use logUse) (*escrow.En
 	if device != "" {
 		vol, err := luks.Open(device)
 		if err != nil {
-			return nil, nil, withHint(err, escrow.ExitCode(err), "give a LUKS volume: a block device or an image file")
+			return nil, nil, withHint(err, escrowCode(err), "give a LUKS volume: a block device or an image file")
 		}
 		env.Volume = vol
 	}

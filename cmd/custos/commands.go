@@ -266,6 +266,7 @@ func (e *env) app(stdin io.Reader) *cli.App {
 
 	app.Commands = e.fleetCommands(app.Commands, ds)
 	setUsageErrors(app.Commands)
+	withInvocation("", app.Commands)
 	app.OnUsageError = onUsageError
 	return app
 }
