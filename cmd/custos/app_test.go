@@ -2,13 +2,14 @@ package main
 
 import (
 	"bytes"
-	"custos.dev/custos/internal/realtest"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"custos.dev/custos/internal/realtest"
 
 	"github.com/urfave/cli/v2"
 

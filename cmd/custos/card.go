@@ -16,6 +16,74 @@ import (
 	"custos.dev/custos/store"
 )
 
+// custos card: list, inspect and initialise custody cards (card list,
+// card status, card init).
+
+// cardInitPrompts are the prompts card init asks, in order: their one
+// definition, from which --help, the man page and the README are made.
+var cardInitPrompts = []string{
+	"with --ask-current: the card's current PIN, then its current PUK",
+	"new PIN, then the new PIN again",
+	"new PUK, then the new PUK again",
+}
+
+// readerFlag is --reader.
+func readerFlag() cli.Flag {
+	return &cli.StringFlag{Name: "reader", Usage: "use the reader whose name contains `R` (default: the only card present)"}
+}
+
+func (e *env) cardCommand(ds docs) *cli.Command {
+	card := &cli.Command{
+		Name:  "card",
+		Usage: "list, inspect and initialise custody cards",
+		Subcommands: []*cli.Command{
+			ds.add(&cli.Command{
+				Name:   "list",
+				Usage:  "list the card readers and the cards in them",
+				Action: e.cardList,
+			}, doc{examples: []string{
+				"custos card list",
+				"custos --json card list",
+			}}),
+			ds.add(&cli.Command{
+				Name:   "status",
+				Usage:  "show a card: serial, PIN and PUK tries left, custody keys",
+				Flags:  []cli.Flag{readerFlag()},
+				Action: e.cardStatus,
+			}, doc{examples: []string{
+				"custos card status",
+				"custos card status --reader 'Virtual PCD 00 01'",
+			}}),
+			ds.add(&cli.Command{
+				Name:  "init",
+				Usage: "initialise a custody card: new PIN, PUK and management key, and a key generated on the card",
+				Description: "refuses a card still using the factory PIN, PUK or management key once initialised; " +
+					"the new management key is random and stored PIN-protected on the card; " +
+					"the key's attestation is checked against Yubico's PIV CA and any --attestation-roots",
+				Flags: []cli.Flag{
+					readerFlag(),
+					&cli.StringFlag{Name: "slot", Value: "82", Usage: "retired key-management `SLOT` (82-95) for the custody key"},
+					&cli.StringFlag{Name: "pin-policy", Value: "always", Usage: "when the card asks for the PIN: always or once"},
+					&cli.StringFlag{Name: "touch-policy", Value: "never", Usage: "when the card asks for a touch: never, always or cached"},
+					&cli.StringFlag{Name: "custodian", Usage: "the custodian `NAME` recorded with the card"},
+					&cli.StringFlag{Name: "attestation-roots", Usage: "PEM `FILE` of extra attestation roots", TakesFile: true},
+					&cli.BoolFlag{Name: "ask-current", Usage: "the card's PIN and PUK are no longer the factory ones: ask for them first"},
+				},
+				Action: e.cardInit,
+			}, doc{
+				examples: []string{
+					"custos card init --custodian alice",
+					"custos card init --reader 'Virtual PCD 00 00' --slot 83 --touch-policy cached",
+					`printf '%s\n' "$pin" "$pin" "$puk" "$puk" | custos card init --custodian bob`,
+				},
+				prompts: cardInitPrompts,
+			}),
+		},
+	}
+	card.Action = parentAction
+	return ds.add(card, doc{examples: []string{"custos card list", "custos card init --custodian alice"}})
+}
+
 func classifyCards(err error) (int, string, bool) {
 	{
 		var pe *cards.PINError
@@ -232,4 +300,74 @@ func (e *env) cardStatus(c *cli.Context) error {
 			hint: "the log is not the one this card's certificate was written against: run custos log verify"}
 	}
 	return nil
+}
+
+type initView struct {
+	Serial      string `json:"serial"`
+	Slot        string `json:"slot"`
+	Fingerprint string `json:"fingerprint"`
+	Custodian   string `json:"custodian,omitempty"`
+	Anchor      string `json:"anchor,omitempty"`
+}
+
+func (v initView) writeText(w io.Writer) error {
+	fmt.Fprintf(w, "card        %s\nslot        %s\nfingerprint %s\n", v.Serial, v.Slot, v.Fingerprint)
+	if v.Custodian != "" {
+		fmt.Fprintf(w, "custodian   %s\n", v.Custodian)
+	}
+	if v.Anchor != "" {
+		fmt.Fprintf(w, "log head    %s\n", v.Anchor)
+	}
+	return nil
+}
+
+func (e *env) cardInit(c *cli.Context) error {
+	if _, err := args(c, 0, 0, ""); err != nil {
+		return err
+	}
+	g := globalsOf(c)
+	slot, err := parseSlot(c, c.String("slot"))
+	if err != nil {
+		return err
+	}
+	if err := oneOf(c, "pin-policy", c.String("pin-policy"), "always", "once"); err != nil {
+		return err
+	}
+	if err := oneOf(c, "touch-policy", c.String("touch-policy"), "never", "always", "cached"); err != nil {
+		return err
+	}
+	roots, err := attestationRoots(g.roots)
+	if err != nil {
+		return err
+	}
+	env, done, err := e.ceremonyEnv(c, "", logWrite)
+	if err != nil {
+		return err
+	}
+	defer done()
+	reader, err := pickReader(c.Context, c.String("reader"))
+	if err != nil {
+		return err
+	}
+	card, err := cards.Open(reader)
+	if err != nil {
+		return err
+	}
+	defer card.Close()
+	res, err := escrow.InitCard(c.Context, env, card, escrow.InitCardOptions{
+		Custodian:   c.String("custodian"),
+		Slot:        slot,
+		PINPolicy:   c.String("pin-policy"),
+		TouchPolicy: c.String("touch-policy"),
+		Roots:       roots,
+		AskCurrent:  c.Bool("ask-current"),
+	})
+	if err != nil {
+		return err
+	}
+	v := initView{Serial: res.Serial, Slot: fmt.Sprintf("%x", res.Slot), Fingerprint: res.Fingerprint.String(), Custodian: res.Custodian}
+	if res.Anchor != (store.Head{}) {
+		v.Anchor = res.Anchor.String()
+	}
+	return e.render(g.json, v)
 }

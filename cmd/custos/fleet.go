@@ -17,74 +17,11 @@ import (
 	"custos.dev/custos/store"
 )
 
-// The fleet on the command line: the set command group (set.go) and the
+// What the fleet commands share: the set command group (set.go) and the
 // fleet forms of enroll, recover, rotate, rollcall and status
 // (enroll_set.go, recover_many.go, rotate_set.go, rollcall_set.go,
-// status_set.go). fleetCommands adds their flags, arguments, examples and
-// prompts to the commands commands.go defines, and the set group beside
-// them; each action turns to its fleet form when --set is given (recover:
-// when several devices are).
-
-// The prompts of the fleet's ceremonies, in order.
-var (
-	setCreatePrompts = []string{
-		"for each card, in the order inserted: its PIN, to open a challenge sealed to its key (a card not named with --card is set aside before its PIN is asked)",
-	}
-	enrollSetPrompts = []string{
-		"with --set, without --key-file: the passphrase of an existing keyslot, once for every volume (no card, no PIN)",
-	}
-	recoverManyPrompts = []string{
-		"with several devices: for each card, in the order inserted: its PIN, once for all the volumes",
-		"with several devices, without --new-key-file: the new passphrase, then the new passphrase again, once for all the volumes",
-	}
-	rotateSetPrompts = []string{
-		"with --set: the new card's PIN, to open a challenge sealed to its key (unless an earlier run logged the set's new version)",
-		"with --set: for each card of the pass, in the order inserted: its PIN, once for all the volumes, until each volume has k good shares",
-	}
-	rollcallSetPrompts = []string{
-		"with --set: for each card of the set, in the order inserted: its PIN, to open a challenge sealed to its key",
-	}
-)
-
-// fleetCommands adds the fleet to the command tree and returns it.
-func (e *env) fleetCommands(cmds []*cli.Command, ds docs) []*cli.Command {
-	find := func(name string) *cli.Command {
-		for _, c := range cmds {
-			if c.Name == name {
-				return c
-			}
-		}
-		panic("custos: no command " + name)
-	}
-	setFlag := func(usage string) cli.Flag {
-		return &cli.StringFlag{Name: "set", Usage: usage}
-	}
-	extend := func(c *cli.Command, args string, flags []cli.Flag, examples, prompts []string) {
-		c.ArgsUsage = args
-		c.Flags = append(c.Flags, flags...)
-		d := ds[c]
-		d.examples = append(append([]string(nil), d.examples...), examples...)
-		d.prompts = append(append([]string(nil), d.prompts...), prompts...)
-		ds.add(c, d)
-	}
-	extend(find("enroll"), "DEVICE...", []cli.Flag{setFlag("enroll the devices to custodian set `NAME`, with no card present (-k defaults to the set's; --key-file may name a directory holding one key file per device, named after it)")},
-		[]string{
-			"custos enroll --set dc1 --key-file /root/keys/ /dev/sda2 /dev/sdb2 /dev/sdc2",
-			"custos --json enroll --set dc1 -k 2 --key-file operator.key vol*.img",
-		}, enrollSetPrompts)
-	extend(find("recover"), "DEVICE...", nil,
-		[]string{"custos recover --new-key-file /root/new.key /dev/sda2 /dev/sdb2 /dev/sdc2   # one pass of the cards for all three"},
-		recoverManyPrompts)
-	extend(find("rotate"), "DEVICE...", []cli.Flag{
-		setFlag("rotate the devices enrolled to custodian set `NAME` to its new version (with --replace)"),
-		&cli.StringFlag{Name: "replace", Usage: "with --set: card `OLD=NEW` (serials; NEW:SLOT to name the new card's custody slot) takes OLD's place in the set"},
-	}, []string{"custos rotate --set dc1 --replace 5000=5005 --custodian frank /dev/sda2 /dev/sdb2"}, rotateSetPrompts)
-	extend(find("rollcall"), "DEVICE | --set NAME", []cli.Flag{setFlag("have each card of custodian set `NAME` prove it still answers to its key, touching no volume")},
-		[]string{"custos rollcall --set dc1"}, rollcallSetPrompts)
-	extend(find("status"), "DEVICE | --set NAME", []cli.Flag{setFlag("show custodian set `NAME`, its cards' last rollcalls and every volume enrolled to it with its margin (from the log)")},
-		[]string{"custos status --set dc1"}, nil)
-	return append(cmds, e.setCommand(ds))
-}
+// status_set.go), to which each command's action turns when --set is given
+// (recover: when several devices are).
 
 // openVolumes opens each device named; one that cannot be opened carries
 // its error, for the fleet ceremony to report with the others.

@@ -9,8 +9,36 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// The man page and the completion scripts are generated from the command
-// definitions in commands.go, so they never disagree with --help.
+// The man page, the completion scripts and the README's tables are
+// generated from the command definitions (each command's file: its flags,
+// examples and prompts), so they never disagree with --help.
+
+// genCommands are completion and the hidden gen-man and gen-readme.
+func (e *env) genCommands(ds docs) []*cli.Command {
+	return []*cli.Command{
+		ds.add(&cli.Command{
+			Name:      "completion",
+			Usage:     "print a shell completion script",
+			ArgsUsage: "bash|zsh",
+			Action:    e.completion,
+		}, doc{examples: []string{
+			"custos completion bash >/etc/bash_completion.d/custos",
+			"custos completion zsh >\"${fpath[1]}/_custos\"",
+		}}),
+		{
+			Name:   "gen-man",
+			Usage:  "print the man page",
+			Hidden: true,
+			Action: func(c *cli.Context) error { return e.genMan(c, ds) },
+		},
+		{
+			Name:   "gen-readme",
+			Usage:  "print the README's generated tables (prompts, exit codes)",
+			Hidden: true,
+			Action: func(c *cli.Context) error { return e.genReadme(c, ds) },
+		},
+	}
+}
 
 // genMan prints custos(1) in roff. The sections urfave/cli does not make
 // itself (EXIT CODES, EXAMPLES, PROMPTS) are written as markdown into the

@@ -14,6 +14,50 @@ import (
 	"custos.dev/custos/store"
 )
 
+// custos log: check, show, copy and print the ceremony log (log verify,
+// log show, log copy in logcopy.go, log transcript). It asks for nothing.
+
+func (e *env) logCommand(ds docs) *cli.Command {
+	logCmd := &cli.Command{
+		Name:  "log",
+		Usage: "check, show and print the ceremony log",
+		Subcommands: []*cli.Command{
+			ds.add(&cli.Command{
+				Name:  "verify",
+				Usage: "recompute the log's hash chain, check it against anchors, and verify again every card attestation it holds (against Yubico's roots and --attestation-roots)",
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "anchor", Usage: "a head `HASH` recorded elsewhere (\"SEQ:HEX\", from a transcript, token or card); repeat for several"},
+				},
+				Action: e.logVerify,
+			}, doc{examples: []string{
+				"custos log verify",
+				"custos log verify --anchor 12:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+				"custos --attestation-roots vcard-ca.pem log verify",
+			}}),
+			ds.add(&cli.Command{
+				Name:      "show",
+				Usage:     "show the log's events, or one ceremony's",
+				ArgsUsage: "[CEREMONY]",
+				Action:    e.logShow,
+			}, doc{examples: []string{
+				"custos log show",
+				"custos --json log show 3f1c2a",
+			}}),
+			e.logCopyCommand(ds),
+			ds.add(&cli.Command{
+				Name:      "transcript",
+				Usage:     "print a ceremony's transcript, fit to print and sign",
+				ArgsUsage: "CEREMONY",
+				Action:    e.logTranscript,
+			}, doc{examples: []string{
+				"custos log transcript 3f1c2a | lpr",
+			}}),
+		},
+	}
+	logCmd.Action = parentAction
+	return ds.add(logCmd, doc{examples: []string{"custos log verify", "custos log show"}})
+}
+
 func classifyStore(err error) (int, string, bool) {
 	{
 		switch {

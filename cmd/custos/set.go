@@ -16,6 +16,12 @@ import (
 )
 
 // setCommand is the custos set group: create, export, import, list, show.
+// setCreatePrompts are the prompts set create asks, in order: their one
+// definition, from which --help, the man page and the README are made.
+var setCreatePrompts = []string{
+	"for each card, in the order inserted: its PIN, to open a challenge sealed to its key (a card not named with --card is set aside before its PIN is asked)",
+}
+
 func (e *env) setCommand(ds docs) *cli.Command {
 	version := &cli.IntFlag{Name: "version", Usage: "the set's `V`ersion (default: the newest)"}
 	cmd := &cli.Command{
