@@ -81,8 +81,9 @@ type Unfinished struct {
 	Kind     string // "enroll" or "rotate"
 	// Step describes how far it got.
 	Step string
-	// Command is the command that finishes or undoes it.
-	Command string
+	// Set is the custodian set it enrolls the volume to, "" for none: a
+	// rerun of the fleet ceremony, with the set, finishes or undoes it.
+	Set string
 }
 
 // Status reports the volume's ceremonies as each copy tells them, the
@@ -183,7 +184,7 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 		}
 	}
 	if o := v.openLog(); o != nil {
-		rep.Unfinished = unfinished(env, v, o.Record)
+		rep.Unfinished = unfinished(v, o.Record)
 	}
 	if len(errs) > 0 {
 		return rep, fmt.Errorf("status: %w", errors.Join(errs...))
@@ -228,8 +229,9 @@ func cardStatuses(env *Env, v *view, rec *Record, problems *[]string) ([]CardSta
 	return out, live
 }
 
-// unfinished describes an open ceremony and the command that deals with it.
-func unfinished(env *Env, v *view, o *Record) *Unfinished {
+// unfinished describes an open ceremony: its kind, how far it got and
+// whether a rerun finishes or undoes it.
+func unfinished(v *view, o *Record) *Unfinished {
 	u := &Unfinished{Ceremony: idText(o.ID), Kind: "enroll"}
 	if o.Replaces != ([16]byte{}) {
 		u.Kind = "rotate"
@@ -266,6 +268,8 @@ func unfinished(env *Env, v *view, o *Record) *Unfinished {
 		steps = append(steps, "a rerun undoes it and starts again")
 	}
 	u.Step = strings.Join(steps, ", ")
-	u.Command = fmt.Sprintf("custos %s %s", u.Kind, env.device())
+	if o.Set != nil {
+		u.Set = o.Set.Name
+	}
 	return u
 }

@@ -159,3 +159,21 @@ func TestHints(t *testing.T) {
 		}
 	}
 }
+
+// status names the command that finishes or undoes an unfinished ceremony
+// (package escrow's crash tests check the kind and the set it reports).
+func TestFinishCommand(t *testing.T) {
+	for _, c := range []struct {
+		u    escrow.Unfinished
+		want string
+	}{
+		{escrow.Unfinished{Kind: "enroll"}, "custos enroll /dev/test"},
+		{escrow.Unfinished{Kind: "rotate"}, "custos rotate /dev/test"},
+		{escrow.Unfinished{Kind: "enroll", Set: "dc1"}, "custos enroll --set dc1 /dev/test"},
+		{escrow.Unfinished{Kind: "enroll", Set: "dc\x1b[2J"}, "custos enroll --set dc?[2J /dev/test"},
+	} {
+		if got := finishCommand(&c.u, "/dev/test"); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.u, got, c.want)
+		}
+	}
+}

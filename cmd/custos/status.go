@@ -174,10 +174,21 @@ func (e *env) status(c *cli.Context) error {
 		v.Cards = append(v.Cards, sv)
 	}
 	if u := rep.Unfinished; u != nil {
-		v.Unfinished = &unfinishedView{Ceremony: u.Ceremony, Kind: u.Kind, Step: u.Step, Command: u.Command}
+		v.Unfinished = &unfinishedView{Ceremony: u.Ceremony, Kind: u.Kind, Step: u.Step, Command: finishCommand(u, rep.Device)}
 	}
 	if rerr := e.render(globalsOf(c).json, v); rerr != nil {
 		return rerr
 	}
 	return err
+}
+
+// finishCommand is the command that finishes or undoes an unfinished
+// ceremony on device: the same command again (a fleet enrollment with its
+// set).
+func finishCommand(u *escrow.Unfinished, device string) string {
+	if u.Kind == "enroll" && u.Set != "" {
+		// The set's name comes from a copy: filtered like every such text.
+		return fmt.Sprintf("custos enroll --set %s %s", escrow.SafeText(u.Set), device)
+	}
+	return fmt.Sprintf("custos %s %s", u.Kind, device)
 }
