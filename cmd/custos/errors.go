@@ -241,20 +241,27 @@ func escrowCode(err error) int {
 	return exitError
 }
 
+// ceremonyCommand is the command line that runs (again) a ceremony of op,
+// "enroll" or "rotate", on device: a fleet enrollment with its set, a
+// plain one with the -k and -n it needs (a rerun that finishes an
+// interrupted enrollment keeps the ceremony's own).
+func ceremonyCommand(op, set, device string) string {
+	switch {
+	case op == "enroll" && set != "":
+		return fmt.Sprintf("custos enroll --set %s %s", set, device)
+	case op == "enroll":
+		return "custos enroll -k K -n N " + device
+	}
+	return fmt.Sprintf("custos %s %s", op, device)
+}
+
 // escrowHint is what the operator should do next after a ceremony's
 // error, or "". The rules go from the errors that wrap others (a failed
 // undo, a step done) to the sentinels they may wrap, so the outermost
 // condition speaks.
 func escrowHint(err error, in invocation) string {
 	dev := in.dev()
-	// rerun is the command that finishes or undoes a ceremony of op on
-	// the device: a fleet enrollment is rerun with its set.
-	rerun := func(op string) string {
-		if op == "enroll" && in.set != "" {
-			return fmt.Sprintf("custos enroll --set %s %s", in.set, dev)
-		}
-		return fmt.Sprintf("custos %s %s", op, dev)
-	}
+	rerun := func(op string) string { return ceremonyCommand(op, in.set, dev) }
 	var (
 		undo   *escrow.UndoError
 		step   *escrow.StepError
@@ -314,7 +321,7 @@ func escrowHint(err error, in invocation) string {
 		if in.set != "" {
 			return "enroll it first: " + rerun("enroll")
 		}
-		return fmt.Sprintf("run custos enroll %s first", dev)
+		return fmt.Sprintf("run %s first", rerun("enroll"))
 	case errors.Is(err, escrow.ErrUnconfirmed) && in.command == "rotate" && in.keyFile:
 		return fmt.Sprintf("authorise with k cards of the ceremony instead of a key file (custos rotate %s): their recovered key proves its keyslot", dev)
 	case errors.As(err, &rkey):

@@ -186,9 +186,6 @@ func (e *env) status(c *cli.Context) error {
 // ceremony on device: the same command again (a fleet enrollment with its
 // set).
 func finishCommand(u *escrow.Unfinished, device string) string {
-	if u.Kind == "enroll" && u.Set != "" {
-		// The set's name comes from a copy: filtered like every such text.
-		return fmt.Sprintf("custos enroll --set %s %s", escrow.SafeText(u.Set), device)
-	}
-	return fmt.Sprintf("custos %s %s", u.Kind, device)
+	// The set's name comes from a copy: filtered like every such text.
+	return ceremonyCommand(u.Kind, escrow.SafeText(u.Set), device)
 }
