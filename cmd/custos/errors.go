@@ -81,9 +81,8 @@ func withHint(err error, code int, hint string) error {
 type classifier func(err error, in invocation) (code int, hint string, ok bool)
 
 // classifiers, in order: escrow first (its errors wrap the others', and
-// its hints say more), then cards, then store.
-// (A function, not a variable: classifyEscrow classifies a fleet's volumes
-// through them.)
+// its hints say more), then cards, then store, then etcd. A function, not a
+// variable, since classifyEscrow classifies a fleet's volumes through them.
 func classifiers() []classifier {
 	return []classifier{
 		classifyEscrow,
