@@ -56,13 +56,27 @@ func etcdClient(t testing.TB, eps []string) *clientv3.Client {
 	return cli
 }
 
+// deleteEtcdPrefix removes the keys under prefix 10,000 at a time: one
+// delete of a 100,000-event log outlasted etcd's request timeout on a
+// busy machine.
 func deleteEtcdPrefix(t testing.TB, eps []string, prefix string) {
 	cli := etcdClient(t, eps)
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := cli.Delete(ctx, prefix+"/", clientv3.WithPrefix()); err != nil {
-		t.Errorf("cleanup: delete %s: %v", prefix, err)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(10_000))
+		if err == nil && len(resp.Kvs) > 0 {
+			last := resp.Kvs[len(resp.Kvs)-1].Key
+			_, err = cli.Delete(ctx, string(resp.Kvs[0].Key), clientv3.WithRange(string(last)+"\x00"))
+		}
+		cancel()
+		if err != nil {
+			t.Errorf("cleanup: delete %s: %v", prefix, err)
+			return
+		}
+		if len(resp.Kvs) == 0 {
+			return
+		}
 	}
 }
 
@@ -251,9 +265,17 @@ func TestParseEtcd(t *testing.T) {
 
 // Copy moves a log of 100,000 events from a file to etcd and back: the
 // same events byte for byte, every anchor good on each copy, the indexes
-// rebuilt and verified; a destination that exists is refused.
+// rebuilt and verified; a destination that exists is refused. Under -race
+// the log holds 12,000 events (still three of the copy's transactions on
+// a file, and some hundred on etcd); scripts/test runs it once more
+// without -race, at 100,000.
 func TestCopyBothWays(t *testing.T) {
 	realtest.Etcd(t)
+	total := 100_000
+	if raceDetector {
+		total = 12_000
+	}
+	round := total / 10
 	dir := t.TempDir()
 	src, err := open(filepath.Join(dir, "src.db"), nil, testClock())
 	if err != nil {
@@ -264,7 +286,7 @@ func TestCopyBothWays(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		rec := sampleCeremony(fmt.Sprintf("copy-%d", i), fmt.Sprintf("vol-%d", i), 2, 3)
 		anchors = append(anchors, fillCeremony(t, src, rec))
-		n := 9_991 // a round is 10,000 events; log.created is the first
+		n := round - 9 // a ceremony's 9 events and the rest; log.created is the first
 		if i == 0 {
 			n--
 		}
@@ -273,7 +295,7 @@ func TestCopyBothWays(t *testing.T) {
 		}
 	}
 	head, _ := src.Head()
-	if head.Seq != 100_000 {
+	if head.Seq != uint64(total) {
 		t.Fatalf("source has %d events", head.Seq)
 	}
 	anchors = append(anchors, head)
@@ -321,7 +343,7 @@ func TestCopyBothWays(t *testing.T) {
 	}
 	defer l.Close()
 	check("file", l)
-	t.Logf("100,000 events: to etcd %v, back to a file %v", toEtcd.Round(time.Millisecond), toFile.Round(time.Millisecond))
+	t.Logf("%d events: to etcd %v, back to a file %v", total, toEtcd.Round(time.Millisecond), toFile.Round(time.Millisecond))
 	// Existing destinations are refused and left alone.
 	if _, err := Copy(src, back, nil); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("copy onto an existing file: %v, want fs.ErrExist", err)
