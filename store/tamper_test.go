@@ -40,6 +40,13 @@ func inRolledBack(t *testing.T, l *Log, fn func(btx *bolt.Tx)) {
 	}
 }
 
+// TestTamperFlipEveryByte flips each stored byte of three events (a
+// record, the active record, a step) and checks that Verify names the
+// event. Each byte is flipped once, the flips taking turns: all its bits,
+// the low bit, the bit that changes a letter's case (a hex digit's, a
+// key's), so that every field of three bytes or more meets all three.
+// Three flips of every byte, 10,740 verifications, made this test over
+// two minutes of the store's run under -race.
 func TestTamperFlipEveryByte(t *testing.T) {
 	boltOnly(t)
 	l, _ := tamperLog(t)
@@ -51,27 +58,26 @@ func TestTamperFlipEveryByte(t *testing.T) {
 		})
 		flips := 0
 		for i := range orig {
-			for _, mask := range []byte{0xff, 0x01, 0x20} {
-				inRolledBack(t, l, func(btx *bolt.Tx) {
-					v := append([]byte{}, orig...)
-					v[i] ^= mask
-					if err := btx.Bucket(bucketEvents).Put(seqKey(target), v); err != nil {
-						t.Fatal(err)
+			mask := []byte{0xff, 0x01, 0x20}[i%3]
+			inRolledBack(t, l, func(btx *bolt.Tx) {
+				v := append([]byte{}, orig...)
+				v[i] ^= mask
+				if err := btx.Bucket(bucketEvents).Put(seqKey(target), v); err != nil {
+					t.Fatal(err)
+				}
+				_, err := verifyTx(btx, nil)
+				if got := chainErrorSeq(t, err, ErrBrokenChain); got != target {
+					t.Fatalf("event %d byte %d ^%#x: Verify names event %d: %v", target, i, mask, got, err)
+				}
+				if target == 14 {
+					if _, err := checkTail(boltKV{btx}); err == nil {
+						t.Fatalf("byte %d ^%#x of the last event: tail check passed", i, mask)
+					} else if got := chainErrorSeq(t, err, ErrBrokenChain); got != 14 {
+						t.Fatalf("byte %d ^%#x: tail check names event %d", i, mask, got)
 					}
-					_, err := verifyTx(btx, nil)
-					if got := chainErrorSeq(t, err, ErrBrokenChain); got != target {
-						t.Fatalf("event %d byte %d ^%#x: Verify names event %d: %v", target, i, mask, got, err)
-					}
-					if target == 14 {
-						if _, err := checkTail(boltKV{btx}); err == nil {
-							t.Fatalf("byte %d ^%#x of the last event: tail check passed", i, mask)
-						} else if got := chainErrorSeq(t, err, ErrBrokenChain); got != 14 {
-							t.Fatalf("byte %d ^%#x: tail check names event %d", i, mask, got)
-						}
-					}
-					flips++
-				})
-			}
+				}
+				flips++
+			})
 		}
 		t.Logf("event %d: %d flips of %d stored bytes, each named", target, flips, len(orig))
 	}
