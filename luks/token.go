@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -191,7 +192,7 @@ func tooLarge(h *Header, tok []byte) bool {
 	return h.jsonSize > 0 && h.jsonUsed+len(tok) > h.jsonSize
 }
 
-var createdTokenRE = regexp.MustCompile(`(?m)^Token ([0-9]+) created\.$`)
+var createdTokenRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^Token ([0-9]+) created\.$`) })
 
 // ImportToken writes tok as a new LUKS2 token and returns its ID and the
 // header after. tok must be a JSON object whose "type" is TokenType and
@@ -229,7 +230,7 @@ func (v *Volume) ImportToken(ctx context.Context, h *Header, tok []byte, keyslot
 	if err != nil {
 		return -1, nil, fmt.Errorf("import token: %w", tokenError(h, tok, err))
 	}
-	m := createdTokenRE.FindSubmatch(out)
+	m := createdTokenRE().FindSubmatch(out)
 	if m == nil {
 		return -1, nil, errors.New("import token: cryptsetup did not say which token it created")
 	}
