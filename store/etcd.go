@@ -87,7 +87,7 @@ func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.E
 // etcdBackend keeps the log under a key prefix of an etcd cluster: bucket
 // B's key K is PREFIX/B/K, byte for byte.
 type etcdBackend struct {
-	cli       *etcdGateway
+	cli       *etcdConn
 	endpoints []string
 	prefix    string
 	timeout   time.Duration
@@ -582,7 +582,7 @@ func dialEtcd(dsn string, opts *Options, now func() time.Time) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli := newEtcdGateway(endpoints, tc, 10*time.Second)
+	cli := newEtcdConn(endpoints, tc, 10*time.Second)
 	b := &etcdBackend{cli: cli, endpoints: endpoints, prefix: prefix, timeout: timeout, tls: tc}
 	name := EtcdScheme + strings.Join(endpoints, ",") + "/" + prefix
 	return &Log{be: b, path: name, now: now}, nil

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// etcdGateway speaks etcd's v3 API (rpc.proto of go.etcd.io/etcd/api,
+// etcdConn speaks etcd's v3 API (rpc.proto of go.etcd.io/etcd/api,
 // package etcdserverpb) to a cluster: the four unary calls the log makes
 // (KV.Range, KV.Txn, KV.DeleteRange, Maintenance.Status), as gRPC over
 // HTTP/2 through net/http (cleartext HTTP/2 with prior knowledge, or
@@ -38,15 +38,16 @@ import (
 // next member only when its request was never written (a refused
 // connection, a failed handshake): once written it may have committed, and
 // the caller decides (update reads the head back), as clientv3 does.
-type etcdGateway struct {
+type etcdConn struct {
 	endpoints []string // HOST:PORT
 	scheme    string   // "http://" or "https://"
 	hc        *http.Client
 	tr        *http.Transport
 	cur       atomic.Int32 // the member asked first
+	chosen    atomic.Bool  // cur answered the last request (else pick asks them all)
 }
 
-func newEtcdGateway(endpoints []string, tc *tls.Config, keepAlive time.Duration) *etcdGateway {
+func newEtcdConn(endpoints []string, tc *tls.Config, keepAlive time.Duration) *etcdConn {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: keepAlive}
 	p := new(http.Protocols)
 	scheme := "http://"
@@ -70,10 +71,10 @@ func newEtcdGateway(endpoints []string, tc *tls.Config, keepAlive time.Duration)
 			SendPingTimeout:               keepAlive,
 		},
 	}
-	return &etcdGateway{endpoints: endpoints, scheme: scheme, hc: &http.Client{Transport: tr}, tr: tr}
+	return &etcdConn{endpoints: endpoints, scheme: scheme, hc: &http.Client{Transport: tr}, tr: tr}
 }
 
-func (c *etcdGateway) close() error {
+func (c *etcdConn) close() error {
 	c.tr.CloseIdleConnections()
 	return nil
 }
@@ -132,9 +133,13 @@ const maxReply = 64 << 20
 
 // post makes one unary gRPC call to one member (gRPC over HTTP/2: a
 // length-prefixed message, the status in the trailers) and returns the
-// reply's message. wrote says whether the request reached the connection.
-func (c *etcdGateway) post(ctx context.Context, ep, method string, msg []byte) (reply []byte, wrote bool, err error) {
-	trace := &httptrace.ClientTrace{WroteHeaders: func() { wrote = true }}
+// reply's message. wrote says whether the request may have reached the
+// member: false only when no connection was made and nothing was written.
+func (c *etcdConn) post(ctx context.Context, ep, method string, msg []byte) (reply []byte, wrote bool, err error) {
+	// The trace's callback runs in the connection's goroutine, which may
+	// still be writing when Do has given up.
+	var written atomic.Bool
+	trace := &httptrace.ClientTrace{WroteHeaders: func() { written.Store(true) }}
 	body := make([]byte, 5, 5+len(msg))
 	binary.BigEndian.PutUint32(body[1:], uint32(len(msg)))
 	body = append(body, msg...)
@@ -145,6 +150,8 @@ func (c *etcdGateway) post(ctx context.Context, ep, method string, msg []byte) (
 	req.Header.Set("Content-Type", "application/grpc")
 	req.Header.Set("Te", "trailers")
 	fail := func(err error) ([]byte, bool, error) {
+		var op *net.OpError
+		wrote := written.Load() || !errors.As(err, &op) || op.Op != "dial"
 		if ctx.Err() != nil {
 			return nil, wrote, ctx.Err()
 		}
@@ -195,13 +202,18 @@ func (c *etcdGateway) post(ctx context.Context, ep, method string, msg []byte) (
 // call sends msg to the members in turn, from the one that answered
 // last. retry says whether a request that was written may go again to
 // another member (a read: yes; a transaction: no).
-func (c *etcdGateway) call(ctx context.Context, method string, msg []byte, retry bool) ([]byte, error) {
+func (c *etcdConn) call(ctx context.Context, method string, msg []byte, retry bool) ([]byte, error) {
 	n := int32(len(c.endpoints))
 	for attempt := 0; ; attempt++ {
+		c.pick(ctx)
 		i := c.cur.Load()
 		reply, wrote, err := c.post(ctx, c.endpoints[i%n], method, msg)
 		if err == nil {
+			c.chosen.Store(true)
 			return reply, nil
+		}
+		if etcdUnavailable(err) {
+			c.chosen.Store(false)
 		}
 		if ctx.Err() != nil || !etcdUnavailable(err) || wrote && !retry {
 			return nil, err
@@ -216,6 +228,43 @@ func (c *etcdGateway) call(ctx context.Context, method string, msg []byte, retry
 				return nil, err
 			case <-t.C:
 			}
+		}
+	}
+}
+
+// pick chooses the member to ask, when none has answered yet or the last
+// one failed: every member is asked its status at once, and the first to
+// answer is asked from then on. gRPC's balancer (clientv3's) sends only
+// to members whose connection is ready; HTTP/2 through net/http writes
+// the request before the member has said a word, so a member that accepts
+// connections but serves nothing yet (one restarting, catching up with
+// the others) would hold the request until the timeout. When no member
+// answers, cur stays as it was and the request says why.
+func (c *etcdConn) pick(ctx context.Context) {
+	if c.chosen.Load() || len(c.endpoints) == 1 {
+		return
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answered := make(chan int, len(c.endpoints))
+	for i, ep := range c.endpoints {
+		go func() {
+			if _, err := c.status(pctx, ep); err != nil {
+				i = -1
+			}
+			answered <- i
+		}()
+	}
+	for range c.endpoints {
+		select {
+		case i := <-answered:
+			if i >= 0 {
+				c.cur.Store(int32(i))
+				c.chosen.Store(true)
+				return
+			}
+		case <-ctx.Done():
+			return
 		}
 	}
 }
@@ -292,7 +341,7 @@ func etcdPrefixEnd(prefix string) []byte {
 	return []byte{0}
 }
 
-func (c *etcdGateway) rangeKeys(ctx context.Context, r *etcdRangeRequest) (*etcdRangeResponse, error) {
+func (c *etcdConn) rangeKeys(ctx context.Context, r *etcdRangeRequest) (*etcdRangeResponse, error) {
 	reply, err := c.call(ctx, "/etcdserverpb.KV/Range", r.marshal(nil), true)
 	if err != nil {
 		return nil, err
@@ -306,7 +355,7 @@ func (c *etcdGateway) rangeKeys(ctx context.Context, r *etcdRangeRequest) (*etcd
 
 // txn runs ops if every condition holds. A transaction of reads alone
 // may go again to another member.
-func (c *etcdGateway) txn(ctx context.Context, cond []etcdCompare, ops []etcdOp, readOnly bool) (*etcdTxnResponse, error) {
+func (c *etcdConn) txn(ctx context.Context, cond []etcdCompare, ops []etcdOp, readOnly bool) (*etcdTxnResponse, error) {
 	var msg []byte
 	for _, cmp := range cond {
 		msg = pbMessage(msg, 1, cmp.marshal)
@@ -325,7 +374,7 @@ func (c *etcdGateway) txn(ctx context.Context, cond []etcdCompare, ops []etcdOp,
 	return out, nil
 }
 
-func (c *etcdGateway) deletePrefix(ctx context.Context, prefix string) error {
+func (c *etcdConn) deletePrefix(ctx context.Context, prefix string) error {
 	d := etcdDeleteRequest{Key: []byte(prefix), RangeEnd: etcdPrefixEnd(prefix)}
 	_, err := c.call(ctx, "/etcdserverpb.KV/DeleteRange", d.marshal(nil), true)
 	return err
@@ -333,7 +382,7 @@ func (c *etcdGateway) deletePrefix(ctx context.Context, prefix string) error {
 
 // status asks one member for its view of the cluster: the leader it
 // knows (0: none).
-func (c *etcdGateway) status(ctx context.Context, ep string) (leader uint64, err error) {
+func (c *etcdConn) status(ctx context.Context, ep string) (leader uint64, err error) {
 	reply, _, err := c.post(ctx, ep, "/etcdserverpb.Maintenance/Status", nil)
 	if err != nil {
 		return 0, err
