@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"custos.dev/custos/internal/pcsc"
 	"github.com/ebfe/scard"
 )
 
@@ -189,8 +190,8 @@ func (t *transport) bad(format string, args ...any) error {
 // never answers holds up only its own.
 type link struct {
 	reader string
-	ctx    *scard.Context
-	card   *scard.Card
+	ctx    *pcsc.Context
+	card   *pcsc.Card
 	// abandoned is set when a call outlived its deadline: the goroutine
 	// still in that call releases the link when pcscd returns.
 	abandoned   bool
@@ -201,7 +202,7 @@ type link struct {
 // connect establishes a context and connects to the card in reader, within
 // deadline.
 func connect(reader string, mode scard.ShareMode, deadline time.Time) (*link, error) {
-	ctx, err := scard.EstablishContext()
+	ctx, err := pcsc.EstablishContext()
 	if err != nil {
 		return nil, err
 	}

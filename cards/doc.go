@@ -1,9 +1,10 @@
 // Package cards is the only part of custos that talks to smartcards: PIV
 // cards (YubiKey 5, or any card with the same PIV applet) in PC/SC readers.
 // It sends its own command APDUs (apdu.go, piv.go: each command cites NIST
-// SP 800-73-4 Part 2 or Yubico's PIV extensions) through
-// github.com/ebfe/scard, watches readers through the same library, and
-// uses github.com/go-piv/piv-go/v2/piv only to verify attestations.
+// SP 800-73-4 Part 2 or Yubico's PIV extensions) and watches readers
+// through custos's own binding of pcsc-lite (internal/pcsc; its errors and
+// reader states are github.com/ebfe/scard's types), and uses
+// github.com/go-piv/piv-go/v2/piv only to verify attestations.
 //
 // # Readers
 //

@@ -266,7 +266,7 @@ func (dh *diskHeader) header() (*Header, error) {
 		return nil, fmt.Errorf("%w: %v", errNotVerified, err)
 	}
 	h := &Header{Version: 2, UUID: dh.uuid}
-	if err := parseMetadata(text, h); err != nil {
+	if err := parseMetadataCompact(text, h, len(text)); err != nil { // compact: checkWritten
 		return nil, fmt.Errorf("%w: %v", errNotVerified, err)
 	}
 	return h, nil
@@ -277,11 +277,15 @@ func (dh *diskHeader) header() (*Header, error) {
 // member name or a number other than a plain int64 (the form checkToken
 // asks of a token, for the same reason).
 func checkWritten(text []byte) error {
-	if len(text) == 0 || text[0] != '{' || !utf8.Valid(text) || !json.Valid(text) {
+	if len(text) == 0 || text[0] != '{' || !utf8.Valid(text) {
 		return errors.New("not a json object in utf-8")
 	}
+	// json.Compact checks the whole text as json.Valid does.
 	var compact bytes.Buffer
-	if err := json.Compact(&compact, text); err != nil || !bytes.Equal(compact.Bytes(), text) {
+	if err := json.Compact(&compact, text); err != nil {
+		return errors.New("not a json object in utf-8")
+	}
+	if !bytes.Equal(compact.Bytes(), text) {
 		return errors.New("not compact")
 	}
 	if bytes.IndexByte(text, '\\') >= 0 {

@@ -293,6 +293,12 @@ type tokenHead struct {
 // luksDump --dump-json-metadata, into h. Like parseDump it treats its input
 // as untrusted.
 func parseMetadata(out []byte, h *Header) error {
+	return parseMetadataCompact(out, h, -1)
+}
+
+// parseMetadataCompact is parseMetadata of a text whose compact form is
+// compactLen bytes long, when the caller knows (-1: it does not).
+func parseMetadataCompact(out []byte, h *Header, compactLen int) error {
 	if len(out) > maxDump {
 		return errors.New("parse luks2 metadata: output too long")
 	}
@@ -312,9 +318,13 @@ func parseMetadata(out []byte, h *Header) error {
 		}
 		h.jsonSize = n
 	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, out); err == nil {
-		h.jsonUsed = compact.Len()
+	if compactLen >= 0 {
+		h.jsonUsed = compactLen
+	} else {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, out); err == nil {
+			h.jsonUsed = compact.Len()
+		}
 	}
 	for k, ks := range md.Keyslots {
 		id, err := parseID(k, LUKS2Keyslots)

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -243,7 +244,7 @@ func pbkdfArgs(p *PBKDF, version int) ([]string, error) {
 		return nil, fmt.Errorf("unknown pbkdf %q", clip(p.Type))
 	}
 	if p.Hash != "" && version == 2 {
-		if !hashName.MatchString(p.Hash) {
+		if !hashName().MatchString(p.Hash) {
 			return nil, fmt.Errorf("bad pbkdf hash name %q", clip(p.Hash))
 		}
 		args = append(args, "--hash="+p.Hash)
@@ -267,7 +268,7 @@ func pbkdfArgs(p *PBKDF, version int) ([]string, error) {
 	return args, nil
 }
 
-var hashName = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
+var hashName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9_-]{1,32}$`) })
 
 // checkKey refuses keys cryptsetup would not take as a key file.
 func checkKey(name string, k []byte) error {
@@ -287,9 +288,11 @@ func checkSlot(h *Header, slot int) error {
 	return nil
 }
 
+// cryptsetup's --verbose lines naming a keyslot, compiled when first
+// used: a command that runs no cryptsetup does not pay for them at start.
 var (
-	createdRE  = regexp.MustCompile(`(?m)^Key slot ([0-9]+) created\.$`)
-	unlockedRE = regexp.MustCompile(`(?m)^Key slot ([0-9]+) unlocked\.$`)
+	createdRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^Key slot ([0-9]+) created\.$`) })
+	unlockedRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^Key slot ([0-9]+) unlocked\.$`) })
 )
 
 // AddKeyslot adds newKey in a new keyslot, authorised by auth (a key that
@@ -404,7 +407,7 @@ func (v *Volume) AddKeyslot(ctx context.Context, h *Header, auth, newKey []byte,
 	if err != nil {
 		return none, nil, fmt.Errorf("add keyslot: %w", err)
 	}
-	m := createdRE.FindSubmatch(out)
+	m := createdRE().FindSubmatch(out)
 	if m == nil {
 		return none, nil, fmt.Errorf("add keyslot: cryptsetup did not say which keyslot it created")
 	}
@@ -464,7 +467,7 @@ func (v *Volume) FindKeyslot(ctx context.Context, key []byte) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("find keyslot: %w", err)
 	}
-	m := unlockedRE.FindSubmatch(out)
+	m := unlockedRE().FindSubmatch(out)
 	if m == nil {
 		return -1, errors.New("find keyslot: cryptsetup did not say which keyslot opened")
 	}

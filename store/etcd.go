@@ -16,12 +16,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // EtcdScheme starts a log name that names an etcd cluster.
@@ -93,7 +87,7 @@ func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.E
 // etcdBackend keeps the log under a key prefix of an etcd cluster: bucket
 // B's key K is PREFIX/B/K, byte for byte.
 type etcdBackend struct {
-	cli       *clientv3.Client
+	cli       *etcdConn
 	endpoints []string
 	prefix    string
 	timeout   time.Duration
@@ -139,7 +133,7 @@ func (b *etcdBackend) wrap(err error) error {
 	if errors.As(err, &ue) || errors.Is(err, errConflict) || errors.Is(err, ErrInvalid) {
 		return err
 	}
-	if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+	if !etcdUnavailable(err) {
 		return fmt.Errorf("ceremony log etcd://%s: %w", strings.Join(b.endpoints, ","), err)
 	}
 	return &UnavailableError{Endpoints: b.endpoints, Waited: b.timeout, Problem: b.diagnose(), Err: err}
@@ -179,7 +173,7 @@ func (b *etcdBackend) diagnose() string {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), probe)
 			defer cancel()
-			st, err := b.cli.Status(ctx, ep)
+			leader, err := b.cli.status(ctx, ep)
 			if err != nil && b.tls == nil && speaksOnlyTLS(ep) {
 				mu.Lock()
 				speaksTLS = append(speaksTLS, ep)
@@ -190,7 +184,7 @@ func (b *etcdBackend) diagnose() string {
 			defer mu.Unlock()
 			if err == nil {
 				answering++
-				if st.Leader == 0 {
+				if leader == 0 {
 					leaderless++
 				}
 			}
@@ -234,7 +228,7 @@ func tlsRefusedAfterHandshake(conn *tls.Conn) error {
 	return err
 }
 
-// speaksOnlyTLS reports whether a member that did not answer plain gRPC
+// speaksOnlyTLS reports whether a member that did not answer plain HTTP
 // completes a TLS handshake. The handshake verifies nothing and nothing is
 // sent over it: it only tells the operator which flags are missing.
 func speaksOnlyTLS(ep string) bool {
@@ -252,7 +246,7 @@ func isNetDown(err error) bool {
 	return errors.As(err, &ne) && ne.Op == "dial"
 }
 
-func (b *etcdBackend) close() error { return b.cli.Close() }
+func (b *etcdBackend) close() error { return b.cli.close() }
 
 func (b *etcdBackend) check(kvRead) error { return nil }
 
@@ -284,7 +278,7 @@ func (b *etcdBackend) update(fn func(kvWrite) error) error {
 	if len(kv.writes) == 0 {
 		return nil
 	}
-	err := kv.commit(clientv3.Compare(clientv3.ModRevision(headKey), "=", kv.headMod))
+	err := kv.commit(modRevisionIs(headKey, kv.headMod))
 	if err == nil && b.chain != nil {
 		if h, ok := decodeHead(kv.writes[headKey]); ok && kv.committed > 0 {
 			*b.chain = etcdChain{ok: true, rev: kv.committed, headVal: kv.writes[headKey], head: h}
@@ -295,7 +289,7 @@ func (b *etcdBackend) update(fn func(kvWrite) error) error {
 		// The commit's outcome is unknown (a member went away with it):
 		// it happened if the head is now the one it wrote.
 		ctx, cancel := b.ctx()
-		resp, gerr := b.cli.Get(ctx, headKey)
+		resp, gerr := b.cli.rangeKeys(ctx, &etcdRangeRequest{Key: []byte(headKey)})
 		cancel()
 		if gerr == nil && len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, kv.writes[headKey]) {
 			return nil
@@ -331,11 +325,11 @@ func (kv *etcdKV) chainedHead() (Head, bool) {
 func (kv *etcdKV) pin() error {
 	ctx, cancel := kv.b.ctx()
 	defer cancel()
-	resp, err := kv.b.cli.Get(ctx, kv.b.key(bucketMeta, keyHead))
+	resp, err := kv.b.cli.rangeKeys(ctx, &etcdRangeRequest{Key: []byte(kv.b.key(bucketMeta, keyHead))})
 	if err != nil {
 		return kv.b.wrap(err)
 	}
-	kv.rev = resp.Header.Revision
+	kv.rev = resp.Revision
 	if len(resp.Kvs) == 1 {
 		kv.headMod = resp.Kvs[0].ModRevision
 		if kv.writes != nil {
@@ -357,7 +351,7 @@ func (kv *etcdKV) get(bucket, key []byte) ([]byte, error) {
 	}
 	ctx, cancel := kv.b.ctx()
 	defer cancel()
-	resp, err := kv.b.cli.Get(ctx, k, clientv3.WithRev(kv.rev))
+	resp, err := kv.b.cli.rangeKeys(ctx, &etcdRangeRequest{Key: []byte(k), Revision: kv.rev})
 	if err != nil {
 		return nil, kv.b.wrap(err)
 	}
@@ -404,11 +398,11 @@ func (kv *etcdKV) scanDir(bucket, from, to []byte, desc bool, fn func(k, v []byt
 	limit := int64(16)
 	for start < end {
 		ctx, cancel := kv.b.ctx()
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(kv.rev), clientv3.WithLimit(limit)}
+		r := &etcdRangeRequest{Key: []byte(start), RangeEnd: []byte(end), Revision: kv.rev, Limit: limit}
 		if desc {
-			opts = append(opts, clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+			r.Descend = true
 		}
-		resp, err := kv.b.cli.Get(ctx, start, opts...)
+		resp, err := kv.b.cli.rangeKeys(ctx, r)
 		cancel()
 		if err != nil {
 			return kv.b.wrap(err)
@@ -458,28 +452,29 @@ func (kv *etcdKV) del(bucket, key []byte) error {
 var errTooManyOps = errors.New("too many keys in one transaction")
 
 // commit writes every pending write in one transaction under cond.
-func (kv *etcdKV) commit(cond ...clientv3.Cmp) error {
+func (kv *etcdKV) commit(cond ...etcdCompare) error {
 	keys := make([]string, 0, len(kv.writes))
 	for k := range kv.writes {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	ops := make([]clientv3.Op, 0, len(keys))
+	ops := make([]etcdOp, 0, len(keys))
 	for _, k := range keys {
 		if v := kv.writes[k]; v == nil {
-			ops = append(ops, clientv3.OpDelete(k))
+			ops = append(ops, etcdOp{Delete: &etcdDeleteRequest{Key: []byte(k)}})
 		} else {
-			ops = append(ops, clientv3.OpPut(k, string(v)))
+			ops = append(ops, etcdOp{Put: &etcdPutRequest{Key: []byte(k), Value: v}})
 		}
 	}
 	ctx, cancel := kv.b.ctx()
 	defer cancel()
-	resp, err := kv.b.cli.Txn(ctx).If(cond...).Then(ops...).Commit()
+	resp, err := kv.b.cli.txn(ctx, cond, ops, false)
 	if err != nil {
-		if rpctypes.ErrorDesc(err) == rpctypes.ErrorDesc(rpctypes.ErrGRPCTooManyOps) {
+		var se *etcdServerError
+		if errors.As(err, &se) && se.Message == tooManyOpsMessage {
 			return fmt.Errorf("%w: %w: etcd refused a transaction of %d keys (raise the cluster's --max-txn-ops, or write fewer events in one Update)", ErrInvalid, errTooManyOps, len(ops))
 		}
-		if status.Code(err) == codes.InvalidArgument {
+		if errors.As(err, &se) && (se.Code == grpcInvalidArgument || se.Code == grpcResourceExhausted) {
 			return fmt.Errorf("%w: etcd refused a transaction of %d keys: %v (raise the cluster's --max-txn-ops or --max-request-bytes, or write fewer events in one Update)", ErrInvalid, len(ops), err)
 		}
 		return kv.b.wrap(err)
@@ -487,7 +482,7 @@ func (kv *etcdKV) commit(cond ...clientv3.Cmp) error {
 	if !resp.Succeeded {
 		return errConflict
 	}
-	kv.committed = resp.Header.Revision
+	kv.committed = resp.Revision
 	return nil
 }
 
@@ -552,7 +547,7 @@ func openEtcdEmpty(dsn string, opts *Options) (*Log, error) {
 		kv.writes[b.key(bucketMeta, keyMarker)] = []byte(etcdMarker)
 		kv.writes[b.key(bucketMeta, keySchema)] = encodeVersion(schemaVersion)
 		kv.writes[b.key(bucketMeta, keyHead)] = encodeHead(Head{})
-		err = kv.commit(clientv3.Compare(clientv3.CreateRevision(b.prefix+"/"), "=", 0).WithPrefix())
+		err = kv.commit(prefixEmpty(b.prefix + "/"))
 	}
 	if errors.Is(err, errConflict) {
 		err = fmt.Errorf("%w: the prefix %q/ is not empty", fs.ErrExist, b.prefix)
@@ -568,8 +563,7 @@ func openEtcdEmpty(dsn string, opts *Options) (*Log, error) {
 func (b *etcdBackend) deletePrefix() error {
 	ctx, cancel := b.ctx()
 	defer cancel()
-	_, err := b.cli.Delete(ctx, b.prefix+"/", clientv3.WithPrefix())
-	return err
+	return b.cli.deletePrefix(ctx, b.prefix+"/")
 }
 
 // pending is how many keys the transaction would write.
@@ -588,19 +582,7 @@ func dialEtcd(dsn string, opts *Options, now func() time.Time) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
-		DialTimeout:          timeout,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: timeout,
-		TLS:                  tc,
-		Logger:               zap.NewNop(),
-		MaxCallSendMsgSize:   8 << 20,
-		MaxCallRecvMsgSize:   64 << 20,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open ceremony log %s: %w", dsn, err)
-	}
+	cli := newEtcdConn(endpoints, tc, 10*time.Second)
 	b := &etcdBackend{cli: cli, endpoints: endpoints, prefix: prefix, timeout: timeout, tls: tc}
 	name := EtcdScheme + strings.Join(endpoints, ",") + "/" + prefix
 	return &Log{be: b, path: name, now: now}, nil
@@ -610,16 +592,19 @@ func (l *Log) etcdCheckOrCreate(noCreate bool) error {
 	b := l.be.(*etcdBackend)
 	for attempt := 0; attempt < 3; attempt++ {
 		ctx, cancel := b.ctx()
-		resp, err := b.cli.Txn(ctx).Then(
-			clientv3.OpGet(b.key(bucketMeta, keyMarker)),
-			clientv3.OpGet(b.key(bucketMeta, keySchema)),
-			clientv3.OpGet(b.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		).Commit()
+		resp, err := b.cli.txn(ctx, nil, []etcdOp{
+			{Range: &etcdRangeRequest{Key: []byte(b.key(bucketMeta, keyMarker))}},
+			{Range: &etcdRangeRequest{Key: []byte(b.key(bucketMeta, keySchema))}},
+			{Range: &etcdRangeRequest{Key: []byte(b.prefix + "/"), RangeEnd: etcdPrefixEnd(b.prefix + "/"), CountOnly: true}},
+		}, true)
 		cancel()
+		if err == nil && (len(resp.Responses) != 3 || resp.Responses[0].Range == nil || resp.Responses[1].Range == nil || resp.Responses[2].Range == nil) {
+			err = &etcdTransportError{Endpoint: strings.Join(b.endpoints, ","), Err: fmt.Errorf("a transaction of three reads answered with %d", len(resp.Responses))}
+		}
 		if err != nil {
 			return fmt.Errorf("open ceremony log %s: %w", l.path, b.wrap(err))
 		}
-		marker, schema, count := resp.Responses[0].GetResponseRange(), resp.Responses[1].GetResponseRange(), resp.Responses[2].GetResponseRange().Count
+		marker, schema, count := resp.Responses[0].Range, resp.Responses[1].Range, resp.Responses[2].Range.Count
 		switch {
 		case len(marker.Kvs) == 1 && string(marker.Kvs[0].Value) == etcdMarker:
 			if len(schema.Kvs) != 1 || len(schema.Kvs[0].Value) != 4 {
@@ -660,14 +645,14 @@ func (l *Log) etcdCreate() error {
 	if _, err := t.append(Event{Actor: "custos", Type: TypeCreated, Body: mustJSON(map[string]uint32{"schema": schemaVersion})}); err != nil {
 		return fmt.Errorf("create ceremony log %s: %w", l.path, err)
 	}
-	return kv.commit(clientv3.Compare(clientv3.CreateRevision(b.prefix+"/"), "=", 0).WithPrefix())
+	return kv.commit(prefixEmpty(b.prefix + "/"))
 }
 
 // etcdPrefixKeys is for tests: the keys under the log's prefix.
 func (b *etcdBackend) rawKeys() ([]string, error) {
 	ctx, cancel := b.ctx()
 	defer cancel()
-	resp, err := b.cli.Get(ctx, b.prefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := b.cli.rangeKeys(ctx, &etcdRangeRequest{Key: []byte(b.prefix + "/"), RangeEnd: etcdPrefixEnd(b.prefix + "/"), KeysOnly: true})
 	if err != nil {
 		return nil, err
 	}

@@ -1,10 +1,11 @@
 // Package pcsc is custos's own binding of the PC/SC calls that wait for
 // readers and cards (pcsc-lite's winscard API: SCardEstablishContext,
 // SCardListReaders, SCardGetStatusChange, SCardCancel), safe to call from
-// several goroutines at once. Connecting to a card and exchanging APDUs
-// stay with github.com/ebfe/scard and piv-go; errors are scard.Error values
-// and reader states scard.ReaderState, so that callers test them as they
-// would scard's.
+// several goroutines at once, and of those that connect to a card and
+// exchange APDUs with it (SCardConnect, SCardBeginTransaction,
+// SCardTransmit, SCardDisconnect). Errors are scard.Error values and
+// reader states scard.ReaderState, so that callers test them as they
+// would github.com/ebfe/scard's.
 //
 // ebfe/scard's own GetStatusChange pins each reader name's C string in a
 // package-level map without a lock: two goroutines calling it at once (a
@@ -38,6 +39,7 @@ import "C"
 
 import (
 	"bytes"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -158,4 +160,79 @@ func dwTimeout(timeout time.Duration) C.DWORD {
 		return infinite - 1
 	}
 	return C.DWORD(ms)
+}
+
+// Card is a connection to the card in one reader (SCardConnect), used by
+// one goroutine at a time.
+type Card struct {
+	h     C.SCARDHANDLE
+	proto C.DWORD
+}
+
+// Connect connects to the card in reader with the share mode and the
+// protocols given (SCardConnect, PC/SC Specification part 5, section
+// 3.1.4).
+func (c *Context) Connect(reader string, mode scard.ShareMode, protocols scard.Protocol) (*Card, error) {
+	name := C.CString(reader)
+	defer C.free(unsafe.Pointer(name))
+	var h C.SCARDHANDLE
+	var active C.DWORD
+	if r := C.SCardConnect(c.h, name, C.DWORD(mode), C.DWORD(protocols), &h, &active); r != C.SCARD_S_SUCCESS {
+		return nil, scard.Error(r)
+	}
+	return &Card{h: h, proto: active}, nil
+}
+
+// BeginTransaction takes the card for this connection alone until the
+// connection ends (SCardBeginTransaction).
+func (k *Card) BeginTransaction() error {
+	if r := C.SCardBeginTransaction(k.h); r != C.SCARD_S_SUCCESS {
+		return scard.Error(r)
+	}
+	return nil
+}
+
+// Disconnect ends the connection, leaving, resetting or unpowering the
+// card as d says (SCardDisconnect).
+func (k *Card) Disconnect(d scard.Disposition) error {
+	if r := C.SCardDisconnect(k.h, C.DWORD(d)); r != C.SCARD_S_SUCCESS {
+		return scard.Error(r)
+	}
+	return nil
+}
+
+// maxResponse is the largest answer pcsc-lite passes on
+// (MAX_BUFFER_SIZE_EXTENDED): an extended APDU's 65,536 bytes, its status
+// word and the protocol's bytes.
+const maxResponse = C.MAX_BUFFER_SIZE_EXTENDED
+
+// responses holds the buffers SCardTransmit writes answers into, reused
+// from one exchange to the next. scard's Transmit allocated a new one of
+// 64 KiB for every APDU and returned a slice of it, so that each exchange
+// took fresh pages from the system (a recovery's 17 exchanges, 1.1 MB:
+// two thirds of all it allocated) and left its answer, an ECDH secret
+// among them, in memory never cleared.
+var responses = sync.Pool{New: func() any { return new([maxResponse]byte) }}
+
+// Transmit sends one APDU and returns the card's answer, status word
+// included (SCardTransmit, PC/SC Specification part 5, section 3.1.5).
+// The answer is a copy; the buffer it was received into is cleared.
+func (k *Card) Transmit(cmd []byte) ([]byte, error) {
+	if len(cmd) == 0 {
+		return nil, scard.ErrInvalidParameter
+	}
+	buf := responses.Get().(*[maxResponse]byte)
+	defer responses.Put(buf)
+	send := C.SCARD_IO_REQUEST{dwProtocol: k.proto, cbPciLength: C.DWORD(unsafe.Sizeof(C.SCARD_IO_REQUEST{}))}
+	var recv C.SCARD_IO_REQUEST
+	n := C.DWORD(len(buf))
+	r := C.SCardTransmit(k.h, &send, (*C.BYTE)(unsafe.Pointer(&cmd[0])), C.DWORD(len(cmd)), &recv, (*C.BYTE)(unsafe.Pointer(&buf[0])), &n)
+	if r != C.SCARD_S_SUCCESS {
+		clear(buf[:min(int(n), len(buf))])
+		return nil, scard.Error(r)
+	}
+	m := min(int(n), len(buf))
+	out := append([]byte(nil), buf[:m]...)
+	clear(buf[:m])
+	return out, nil
 }
