@@ -211,9 +211,34 @@ func TestEtcdMemberKilledDuringEnrollment(t *testing.T) {
 	if err != nil || st.Status != StatusActive {
 		t.Fatalf("the enrollment did not complete: %+v, %v", st, err)
 	}
+	waitDead(t, pid)
 	restartMember(t, script)
 	waitHealthy(t, dsn)
 	t.Cleanup(func() { checkConsistent(t, l) })
+}
+
+// waitDead waits until the process pid has exited (gone, or a zombie that
+// holds no socket any more). The member is not the test's child, so it
+// cannot be waited for; restarted before SIGKILL had taken it, the new
+// member found its ports still bound ("address already in use") and the
+// cluster stayed at two members for the tests after.
+func waitDead(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		// The state follows the command name in parentheses.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member (pid %d) still alive 10 s after SIGKILL", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func restartMember(t *testing.T, script string) {
