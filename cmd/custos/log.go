@@ -168,17 +168,27 @@ func (e *env) logVerify(c *cli.Context) error {
 	// chain's verification (two read transactions of the same log: the
 	// pass over the attestation events used the core the chain's
 	// verification left idle), and reported only if the chain holds.
+	// A log whose chain does not hold was never read by the attestation
+	// pass before: whatever it makes of one, even a panic, is dropped.
 	type attested struct {
-		rep *escrow.AttestationsReport
-		err error
+		rep      *escrow.AttestationsReport
+		err      error
+		panicked any
 	}
 	attestations := make(chan attested, 1)
 	go func() {
-		ar, aerr := escrow.VerifyAttestations(&escrow.Env{Log: l, Roots: roots})
-		attestations <- attested{ar, aerr}
+		var at attested
+		defer func() {
+			at.panicked = recover()
+			attestations <- at
+		}()
+		at.rep, at.err = escrow.VerifyAttestations(&escrow.Env{Log: l, Roots: roots})
 	}()
 	rep, verr := l.Verify(anchors...)
 	at := <-attestations
+	if verr == nil && at.panicked != nil {
+		panic(at.panicked)
+	}
 	r := verifyResult{OK: verr == nil, Path: l.Path(), Events: rep.Events, Anchors: rep.Anchors}
 	if rep.Head != (store.Head{}) {
 		r.Head = rep.Head.String()
