@@ -22,18 +22,9 @@ func SealChecked(s *Share, recipient *ecdh.PublicKey) (*SealedShare, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
 	}
-	if err := s.check(); err != nil {
-		return nil, fmt.Errorf("seal share: %w", err)
-	}
-	if err := checkValue(s.Value); err != nil {
-		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
-	}
-	if recipient.Curve() != ecdh.P256() {
-		return nil, fmt.Errorf("seal share %d: recipient key is not P-256", s.Index)
-	}
-	fp, err := FingerprintOf(recipient)
+	fp, err := sealable(s, recipient)
 	if err != nil {
-		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
+		return nil, err
 	}
 	// One key agreement serves both sides: e·R is the z the recipient
 	// computes as r·E.

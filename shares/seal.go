@@ -66,20 +66,30 @@ func Seal(s *Share, recipient *ecdh.PublicKey) (*SealedShare, error) {
 	return seal(s, recipient, eph)
 }
 
-// seal is Seal with the ephemeral key given, for the format vectors.
-func seal(s *Share, recipient *ecdh.PublicKey, eph *ecdh.PrivateKey) (*SealedShare, error) {
+// sealable checks a share and its recipient before either seal sends a
+// byte of it anywhere, and returns the recipient's fingerprint.
+func sealable(s *Share, recipient *ecdh.PublicKey) (Fingerprint, error) {
 	if err := s.check(); err != nil {
-		return nil, fmt.Errorf("seal share: %w", err)
+		return Fingerprint{}, fmt.Errorf("seal share: %w", err)
 	}
 	if err := checkValue(s.Value); err != nil {
-		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
+		return Fingerprint{}, fmt.Errorf("seal share %d: %w", s.Index, err)
 	}
 	if recipient.Curve() != ecdh.P256() {
-		return nil, fmt.Errorf("seal share %d: recipient key is not P-256", s.Index)
+		return Fingerprint{}, fmt.Errorf("seal share %d: recipient key is not P-256", s.Index)
 	}
 	fp, err := FingerprintOf(recipient)
 	if err != nil {
-		return nil, fmt.Errorf("seal share %d: %w", s.Index, err)
+		return Fingerprint{}, fmt.Errorf("seal share %d: %w", s.Index, err)
+	}
+	return fp, nil
+}
+
+// seal is Seal with the ephemeral key given, for the format vectors.
+func seal(s *Share, recipient *ecdh.PublicKey, eph *ecdh.PrivateKey) (*SealedShare, error) {
+	fp, err := sealable(s, recipient)
+	if err != nil {
+		return nil, err
 	}
 	shared, err := eph.ECDH(recipient)
 	if err != nil {
