@@ -22,8 +22,7 @@ var (
 	// ErrForeignShare: the share belongs to another ceremony or volume, or
 	// claims another threshold or count.
 	ErrForeignShare = errors.New("share belongs to another ceremony")
-	// ErrDuplicateShare: a second share with an index (or x coordinate)
-	// already seen.
+	// ErrDuplicateShare: a second share with an index already seen.
 	ErrDuplicateShare = errors.New("duplicate share")
 	// ErrForgedShare: a share with x = 0, which would make Shamir's
 	// interpolation return the forger's chosen value.

@@ -159,7 +159,6 @@ func (c *Ceremony) Combine(shares []*Share) ([]byte, []Rejection, error) {
 	var rejected []Rejection
 	var good []int // positions in shares
 	seenIndex := map[int]bool{}
-	seenX := map[byte]bool{}
 	for pos, s := range shares {
 		idx := 0
 		if s != nil {
@@ -169,12 +168,18 @@ func (c *Ceremony) Combine(shares []*Share) ([]byte, []Rejection, error) {
 			rejected = append(rejected, Rejection{Position: pos, Index: idx, Err: err})
 			continue
 		}
-		x := s.Value[len(s.Value)-1]
-		if seenIndex[s.Index] || seenX[x] {
+		// Two shares that pass their commitments under one index are the
+		// same share. Two under different indexes may still share an x
+		// coordinate when one of them (and its commitment) is forged; both
+		// stay candidates, a subset holding both cannot combine, and the
+		// one off the polynomial is set aside below. Rejecting the later
+		// one here would let a forger knock out an honest share by copying
+		// its x.
+		if seenIndex[s.Index] {
 			rejected = append(rejected, Rejection{Position: pos, Index: idx, Err: ErrDuplicateShare})
 			continue
 		}
-		seenIndex[s.Index], seenX[x] = true, true
+		seenIndex[s.Index] = true
 		good = append(good, pos)
 	}
 	if len(good) < c.K {
