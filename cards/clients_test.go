@@ -62,7 +62,8 @@ func privatePCSCD(t *testing.T) string {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, unshare, "--mount", "--propagation", "private", "--",
 		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), privateChildEnv+"=1")
+	// The child runs its own pcscd: not the pool member this process uses.
+	cmd.Env = append(realtest.WithoutReaders(os.Environ()), privateChildEnv+"=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("child, with its own pcscd:\n%s", out)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -20,7 +19,7 @@ import (
 // message or an APDU). Closing the returned connection pulls the card.
 func insertNotPIV(t *testing.T, port int) net.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	conn, err := net.Dial("tcp", vcard.Addr(port))
 	if err != nil {
 		t.Fatalf("connect to vpcd: %v", err)
 	}

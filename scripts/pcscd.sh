@@ -3,10 +3,31 @@
 # start_pcscd starts pcscd (with the vpcd driver Debian's vsmartcard-vpcd
 # installs) when none is running, remembers its PID, and registers a trap
 # that stops only that process at exit, on failure too.
+#
+# start_reader_pool N starts N more pcscds for tests, each in a mount
+# namespace of its own (its /run/pcscd a directory of this run, where its
+# socket is seen from outside) with two vpcd readers of its own on ports
+# CUSTOS_READER_POOL_PORT (35973) + 10*i and the one after it, and exports
+# CUSTOS_READER_POOL (SOCKET:PORT,...; internal/realtest binds each test
+# process to one member no other process uses). Stopped by PID at exit.
 
 CUSTOS_PCSCD_PID=""
 
+CUSTOS_READER_POOL_PIDS=""
+CUSTOS_READER_POOL_DIR=""
+
 stop_pcscd() {
+  local pid
+  for pid in $CUSTOS_READER_POOL_PIDS; do kill "$pid" 2>/dev/null || true; done
+  for pid in $CUSTOS_READER_POOL_PIDS; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if [ -n "$CUSTOS_READER_POOL_PIDS" ]; then
+    echo "pcscd: stopped the reader pool (pids$CUSTOS_READER_POOL_PIDS)" >&2
+  fi
+  if [ -n "$CUSTOS_READER_POOL_DIR" ]; then rm -rf "$CUSTOS_READER_POOL_DIR"; fi
+  CUSTOS_READER_POOL_PIDS="" CUSTOS_READER_POOL_DIR=""
   if [ -n "$CUSTOS_PCSCD_PID" ] && kill -0 "$CUSTOS_PCSCD_PID" 2>/dev/null; then
     kill "$CUSTOS_PCSCD_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$CUSTOS_PCSCD_PID" 2>/dev/null || break; sleep 0.1; done
@@ -57,4 +78,43 @@ start_pcscd() {
     return 1
   fi
   echo "pcscd: started (pid $CUSTOS_PCSCD_PID), vpcd readers on 127.0.0.1:35963 and :35964" >&2
+}
+
+start_reader_pool() {
+  local n=$1 base=${CUSTOS_READER_POOL_PORT:-35973} i dir port pool="" pid
+  CUSTOS_READER_POOL_DIR=$(mktemp -d /tmp/custos-readers.XXXXXX)
+  trap stop_pcscd EXIT
+  for i in $(seq "$n"); do
+    dir="$CUSTOS_READER_POOL_DIR/$i"
+    port=$((base + 10 * (i - 1)))
+    mkdir -p "$dir"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "pcscd: error: port $port of the reader pool is taken (a pool of another run?)" >&2
+      echo "pcscd: hint: set CUSTOS_READER_POOL_PORT to another base port" >&2
+      return 1
+    fi
+    printf 'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x%X\nLIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID 0x%X\n' \
+      "$port" "$port" >"$dir/reader.conf"
+    # unshare execs sh, which execs pcscd: $! is pcscd's PID.
+    unshare --mount --propagation private -- sh -c \
+      'mount --bind "$1" /run/pcscd && exec pcscd --foreground --config "$1/reader.conf"' sh "$dir" \
+      >"$dir/pcscd.log" 2>&1 &
+    CUSTOS_READER_POOL_PIDS+=" $!"
+    pool+="${pool:+,}$dir/pcscd.comm:$port"
+  done
+  for i in $(seq "$n"); do
+    dir="$CUSTOS_READER_POOL_DIR/$i"
+    port=$((base + 10 * (i - 1)))
+    for _ in $(seq 100); do
+      [ -S "$dir/pcscd.comm" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+      sleep 0.1
+    done
+    if ! [ -S "$dir/pcscd.comm" ] || ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "pcscd: error: pcscd $i of the reader pool did not start; its log:" >&2
+      cat "$dir/pcscd.log" >&2
+      return 1
+    fi
+  done
+  export CUSTOS_READER_POOL="$pool"
+  echo "pcscd: a reader pool of $n (pids$CUSTOS_READER_POOL_PIDS), vpcd readers from 127.0.0.1:$base" >&2
 }

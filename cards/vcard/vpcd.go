@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +36,24 @@ const (
 // insertTimeout bounds Insert's and Remove's wait for pcscd when the
 // context has no deadline.
 const insertTimeout = 15 * time.Second
+
+// BaseEnv, when set to a port number, moves the two readers: the card side
+// of Port0 connects to that port instead and Port1's to the one after it,
+// for a process bound to a pcscd of its own whose vpcd readers listen
+// there (internal/realtest's reader pool; the reader names stay those of
+// Port0 and Port1).
+const BaseEnv = "CUSTOS_VPCD_BASE"
+
+// Addr is the TCP address on which the card side of the vpcd reader port
+// connects: 127.0.0.1:port, moved by BaseEnv for Port0 and Port1.
+func Addr(port int) string {
+	if port == Port0 || port == Port1 {
+		if base, err := strconv.Atoi(os.Getenv(BaseEnv)); err == nil && base > 0 && base < 65535 {
+			port = base + port - Port0
+		}
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
 
 // ReaderName is the PC/SC name pcscd gives the vpcd reader on port.
 func ReaderName(port int) string {
@@ -90,7 +110,7 @@ func (c *Card) InsertInto(ctx context.Context, port int, reader string) (*Insert
 		defer cancel()
 	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	conn, err := d.DialContext(ctx, "tcp", Addr(port))
 	if err != nil {
 		return fail(fmt.Errorf("%w: %v", ErrNoReader, err))
 	}

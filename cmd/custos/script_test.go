@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -105,7 +104,7 @@ func TestScripts(t *testing.T) {
 }
 
 type scriptState struct {
-	locked *os.File
+	locked bool
 	ca     *vcard.CA
 	cards  map[string]*vcard.Card
 }
@@ -115,6 +114,13 @@ func setupScript(env *testscript.Env) error {
 	// The etcd cluster of scripts/etcd.sh, and a prefix of it no other
 	// script or run uses (left to the cluster, which goes at the end).
 	env.Setenv(realtest.EtcdEnv, os.Getenv(realtest.EtcdEnv))
+	// The readers this test process is bound to (a pool member of
+	// scripts/test, or the machine's): custos in a script talks to their
+	// pcscd, and the script's cards go into them.
+	for _, kv := range realtest.Bound().Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		env.Setenv(k, v)
+	}
 	env.Setenv("ETCD_PREFIX", fmt.Sprintf("custos-script/%d-%d", os.Getpid(), time.Now().UnixNano()))
 	env.Setenv("ETCDCTL_API", "3")
 	return nil
@@ -157,17 +163,13 @@ func realCondition(cond string) (bool, error) {
 // script's T is not; this is the same flock on the same file).
 func lockReaders(ts *testscript.TestScript) {
 	st := state(ts)
-	if st.locked != nil {
+	if st.locked {
 		return
 	}
-	f, err := os.OpenFile(realtest.ReadersLock, os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := realtest.Bound().Lock()
 	ts.Check(err)
-	ts.Check(syscall.Flock(int(f.Fd()), syscall.LOCK_EX))
-	st.locked = f
-	ts.Defer(func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	})
+	st.locked = true
+	ts.Defer(unlock)
 }
 
 // cmdVcard is the script command vcard:

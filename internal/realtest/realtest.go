@@ -4,13 +4,22 @@
 // Run by hand, such a test skips with a message that names the part. Under
 // scripts/test, which sets CUSTOS_REQUIRE_REAL=1, it fails instead: CI must
 // never pass by skipping the real stack.
+//
+// # Readers
+//
+// A test that puts virtual cards into vpcd readers takes LockReaders first.
+// By hand that is the pair of readers of the machine's pcscd, one test at a
+// time machine-wide. Under scripts/test, a pool of private pcscds, each with
+// a pair of its own (CUSTOS_READER_POOL), lets test processes run side by
+// side: each process is bound, at its first LockReaders, to a pool member
+// no other process has claimed, and the processes it starts inherit it
+// (Bound, Readers.Env).
 package realtest
 
 import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -40,37 +49,33 @@ func Binary(t testing.TB, name string) string {
 // PCSCDSocket is where pcsc-lite's daemon listens on Debian.
 const PCSCDSocket = "/run/pcscd/pcscd.comm"
 
-// PCSCD ends the test through Missing unless a pcscd is listening.
+// PCSCD ends the test through Missing unless the pcscd of the readers this
+// process uses (Bound) is listening.
 func PCSCD(t testing.TB) {
 	t.Helper()
-	if fi, err := os.Stat(PCSCDSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
-		Missing(t, "pcscd is not running (no socket at %s)", PCSCDSocket)
+	sock := Bound().Socket
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		Missing(t, "pcscd is not running (no socket at %s)", sock)
 	}
 }
 
 // ReadersLock is the file whose flock serialises every test, in any package
-// or process, that puts a card into the two vpcd readers.
+// or process, that puts a card into the two vpcd readers of the machine's
+// pcscd (scripts take it with flock(1) too).
 const ReadersLock = "/tmp/custos-vpcd-readers.lock"
 
-// LockReaders takes the machine-wide lock on the vpcd readers (ports 35963
-// and 35964) for the rest of the test: go test runs packages in parallel,
-// and two tests inserting cards into the same reader would see each other's
-// cards. It also ends the test through PCSCD when no pcscd runs.
+// LockReaders takes the lock on the vpcd readers this process uses (Bound)
+// for the rest of the test: go test runs packages in parallel, and two
+// tests inserting cards into the same reader would see each other's cards.
+// It also ends the test through PCSCD when that pcscd is not running.
 func LockReaders(t testing.TB) {
 	t.Helper()
 	PCSCD(t)
-	f, err := os.OpenFile(ReadersLock, os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := Bound().Lock()
 	if err != nil {
-		t.Fatalf("open readers lock: %v", err)
+		t.Fatal(err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("lock readers: %v", err)
-	}
-	t.Cleanup(func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	})
+	t.Cleanup(unlock)
 }
 
 // EtcdEnv names the etcd cluster the tests use: its client endpoints,
