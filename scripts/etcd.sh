@@ -6,7 +6,9 @@
 # endpoints, comma-separated) and CUSTOS_ETCD_PIDS for the tests, and
 # registers a trap that stops exactly those processes, by PID, at exit
 # (on failure too). CUSTOS_ETCD_PORT moves the ports (default 23791: the
-# clients on 23791-23793, the peers on 23801-23803).
+# clients on 23791-23793, the peers on 23801-23803). Called again with
+# another CUSTOS_ETCD_PORT, it starts a second cluster and exports that
+# one's variables; the trap stops both.
 #
 # The members keep their data in /dev/shm when it is there
 # (CUSTOS_ETCD_TMP moves it): a member killed with -9 keeps all it
@@ -16,15 +18,19 @@
 # minutes of scripts/test. Measure etcd's own speed with CUSTOS_ETCD_TMP=/tmp.
 
 CUSTOS_ETCD_DIR=""
+CUSTOS_ETCD_DIRS=""
 CUSTOS_ETCD_STARTED=""
+CUSTOS_ETCD_TRAPPED=""
 
+# stop_etcd stops every cluster start_etcd started (a member a test
+# restarted included: its PID file is read again).
 stop_etcd() {
-  local pid f
-  if [ -n "$CUSTOS_ETCD_DIR" ]; then
-    for f in "$CUSTOS_ETCD_DIR"/m*.pid; do
+  local pid f d
+  for d in $CUSTOS_ETCD_DIRS; do
+    for f in "$d"/m*.pid; do
       [ -f "$f" ] && CUSTOS_ETCD_STARTED+=" $(cat "$f")"
     done
-  fi
+  done
   for pid in $CUSTOS_ETCD_STARTED; do
     kill "$pid" 2>/dev/null || true
   done
@@ -34,8 +40,8 @@ stop_etcd() {
   done
   [ -n "$CUSTOS_ETCD_STARTED" ] && echo "etcd: stopped (pids $CUSTOS_ETCD_STARTED)" >&2
   CUSTOS_ETCD_STARTED=""
-  [ -n "$CUSTOS_ETCD_DIR" ] && rm -rf "$CUSTOS_ETCD_DIR"
-  CUSTOS_ETCD_DIR=""
+  for d in $CUSTOS_ETCD_DIRS; do rm -rf "$d"; done
+  CUSTOS_ETCD_DIR="" CUSTOS_ETCD_DIRS=""
 }
 
 start_etcd() {
@@ -44,21 +50,25 @@ start_etcd() {
     echo "etcd: hint: run scripts/setup as root (Debian's etcd-server)" >&2
     return 1
   fi
-  local base=${CUSTOS_ETCD_PORT:-23791} i cluster="" endpoints=""
+  local base=${CUSTOS_ETCD_PORT:-23791} i cluster="" endpoints="" these=""
   local tmp=${CUSTOS_ETCD_TMP:-}
   if [ -z "$tmp" ]; then
     tmp=/tmp
     [ -d /dev/shm ] && [ -w /dev/shm ] && tmp=/dev/shm
   fi
   CUSTOS_ETCD_DIR=$(mktemp -d "$tmp/custos-etcd.XXXXXX")
+  CUSTOS_ETCD_DIRS+=" $CUSTOS_ETCD_DIR"
   for i in 0 1 2; do
     cluster+="${cluster:+,}m$i=http://127.0.0.1:$((base + 10 + i))"
     endpoints+="${endpoints:+,}127.0.0.1:$((base + i))"
   done
   # Chained onto any EXIT trap already set (start_pcscd's).
-  local prev
-  prev=$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")
-  trap "stop_etcd; ${prev:-:}" EXIT
+  if [ -z "$CUSTOS_ETCD_TRAPPED" ]; then
+    local prev
+    prev=$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")
+    trap "stop_etcd; ${prev:-:}" EXIT
+    CUSTOS_ETCD_TRAPPED=1
+  fi
   for i in 0 1 2; do
     cat >"$CUSTOS_ETCD_DIR/m$i.sh" <<EOS
 #!/bin/sh
@@ -75,6 +85,7 @@ exec etcd --name m$i --data-dir "$CUSTOS_ETCD_DIR/m$i" \\
 EOS
     sh "$CUSTOS_ETCD_DIR/m$i.sh" &
     CUSTOS_ETCD_STARTED+="${CUSTOS_ETCD_STARTED:+ }$!"
+    these+="${these:+ }$!"
   done
   local ok=""
   for _ in $(seq 100); do
@@ -88,5 +99,5 @@ EOS
   fi
   export CUSTOS_ETCD="$endpoints"
   export CUSTOS_ETCD_DIR
-  echo "etcd: started 3 members (pids $CUSTOS_ETCD_STARTED) on $endpoints" >&2
+  echo "etcd: started 3 members (pids $these) on $endpoints" >&2
 }
