@@ -7,7 +7,9 @@
 # start_reader_pool N starts N more pcscds for tests, each in a mount
 # namespace of its own (its /run/pcscd a directory of this run, where its
 # socket is seen from outside) with two vpcd readers of its own on ports
-# CUSTOS_READER_POOL_PORT (35973) + 10*i and the one after it, and exports
+# CUSTOS_READER_POOL_PORT (31973) + 10*i and the one after it (below
+# Linux's ephemeral ports, 32768 and up, which an outgoing connection of
+# any test may hold), and exports
 # CUSTOS_READER_POOL (SOCKET:PORT,...; internal/realtest binds each test
 # process to one member no other process uses). Stopped by PID at exit.
 
@@ -81,7 +83,7 @@ start_pcscd() {
 }
 
 start_reader_pool() {
-  local n=$1 base=${CUSTOS_READER_POOL_PORT:-35973} i dir port pool="" pid
+  local n=$1 base=${CUSTOS_READER_POOL_PORT:-31973} i dir port pool="" pid
   CUSTOS_READER_POOL_DIR=$(mktemp -d /tmp/custos-readers.XXXXXX)
   trap stop_pcscd EXIT
   for i in $(seq "$n"); do
