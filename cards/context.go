@@ -43,13 +43,14 @@ func putSpare(c *pcsc.Context) {
 }
 
 // deadContext reports whether err, the first call's on a spare context,
-// says the context is gone (pcscd restarted since it was established, or
-// it was released): the call is then made again on a new context, so
-// that it fails or succeeds as it would have on one. Any other error is
-// what a new context would have met too.
+// may say the context is gone (pcscd restarted since it was established,
+// or it was released: pcsc-lite then answers invalid handle, or no
+// service or a communication error on its socket): the call is then made
+// again on a new context, so that it fails or succeeds as it would have on
+// one. Any other error is what a new context would have met too.
 func deadContext(err error) bool {
 	return errors.Is(err, scard.ErrInvalidHandle) || errors.Is(err, scard.ErrNoService) ||
-		errors.Is(err, scard.ErrServiceStopped)
+		errors.Is(err, scard.ErrServiceStopped) || errors.Is(err, scard.ErrCommError)
 }
 
 // listContext returns a context and the readers pcscd lists on it (none
