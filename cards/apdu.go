@@ -199,15 +199,27 @@ type link struct {
 	released    atomic.Bool // for tests: the link was let go
 }
 
-// connect establishes a context and connects to the card in reader, within
-// deadline.
+// connect connects to the card in reader, within deadline, on a context
+// of the link's own: the spare one a wait left (spare), else a new one.
 func connect(reader string, mode scard.ShareMode, deadline time.Time) (*link, error) {
+	if ctx := takeSpare(); ctx != nil {
+		l, err := connectOn(ctx, reader, mode, deadline)
+		if err == nil || !deadContext(err) {
+			return l, err
+		}
+	}
 	ctx, err := pcsc.EstablishContext()
 	if err != nil {
 		return nil, err
 	}
+	return connectOn(ctx, reader, mode, deadline)
+}
+
+// connectOn connects to the card in reader on ctx, within deadline. On an
+// error ctx is released (by the call left running, after a timeout).
+func connectOn(ctx *pcsc.Context, reader string, mode scard.ShareMode, deadline time.Time) (*link, error) {
 	l := &link{reader: reader, ctx: ctx}
-	err = l.within(deadline, func() error {
+	err := l.within(deadline, func() error {
 		card, err := ctx.Connect(reader, mode, scard.ProtocolT1|scard.ProtocolT0)
 		l.card = card
 		return err
@@ -288,7 +300,11 @@ func (l *link) close(reset bool) error {
 			err = l.card.Disconnect(disp)
 		}
 		if l.ctx != nil {
-			l.ctx.Release()
+			if err == nil {
+				putSpare(l.ctx) // for the next wait or link
+			} else {
+				l.ctx.Release()
+			}
 		}
 		l.released.Store(true)
 	})

@@ -247,4 +247,11 @@
 // pcsc-lite's count of the reader's insertions and removals, so a card
 // swapped out and back in is new even when nobody watched the reader
 // meanwhile.
+//
+// Each wait and each Card has a PC/SC context of its own while it runs. A
+// wait that found what it waited for, and a Card closed without error,
+// leave their context to the next wait or Card instead of releasing it,
+// so that a ceremony establishes one context rather than two a card; a
+// context left over that pcscd no longer knows (it restarted meanwhile)
+// is dropped for a new one at its first call.
 package cards

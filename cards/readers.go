@@ -203,28 +203,35 @@ func watch(ctx context.Context, done func([]scard.ReaderState) bool) error {
 // errReadersChanged ends one watch when readers come or go.
 var errReadersChanged = errors.New("readers changed")
 
-func watchOnce(ctx context.Context, done func([]scard.ReaderState) bool) error {
-	sc, err := pcsc.EstablishContext()
+func watchOnce(ctx context.Context, done func([]scard.ReaderState) bool) (err error) {
+	sc, names, err := listContext()
 	if err != nil {
 		return mapError("", err)
 	}
-	defer sc.Release()
 	stop := context.AfterFunc(ctx, func() { sc.Cancel() })
-	defer stop()
-	for {
-		names, err := sc.ListReaders()
-		if err != nil && !errors.Is(err, scard.ErrNoReadersAvailable) {
-			return mapError("", err)
+	defer func() {
+		// A wait that found what it waited for leaves its context to the
+		// connection or wait that follows (spare), unless a cancel may
+		// have reached it.
+		if stop() && err == nil {
+			putSpare(sc)
+			return
 		}
+		sc.Release()
+	}()
+	for {
 		states := []scard.ReaderState{{Reader: pnpReader, CurrentState: scard.StateUnaware}}
 		for _, n := range names {
 			states = append(states, scard.ReaderState{Reader: n, CurrentState: scard.StateUnaware})
 		}
 		err = waitChanges(ctx, sc, states, done)
-		if errors.Is(err, errReadersChanged) {
-			continue
+		if !errors.Is(err, errReadersChanged) {
+			return err
 		}
-		return err
+		names, err = sc.ListReaders()
+		if err != nil && !errors.Is(err, scard.ErrNoReadersAvailable) {
+			return mapError("", err)
+		}
 	}
 }
 

@@ -152,18 +152,24 @@ func (e *shortHeaderError) Error() string {
 	return fmt.Sprintf("luks header needs %d bytes", e.need)
 }
 
+// diskFirstRead is what readDiskHeader reads first: both copies of a
+// LUKS2 header of the default (and smallest) size, so that one read
+// serves the common case. Right after cryptsetup wrote the header (with
+// O_DIRECT, past the page cache) each read goes to the disk.
+const diskFirstRead = 2 * luks2MinHdrSize
+
 // readDiskHeader reads and parses the primary binary header of path: the
-// first 4 KiB, then the whole LUKS2 header area if the binary header asks
-// for more; for a LUKS2 header whose checksum holds, also the secondary
-// copy (to tell whether it is the primary's twin) and the size of the
-// file or device.
+// first 32 KiB, then the whole LUKS2 header area if the binary header
+// asks for more; for a LUKS2 header whose checksum holds, also the
+// secondary copy (to tell whether it is the primary's twin; within the
+// first read for a 16 KiB header) and the size of the file or device.
 func readDiskHeader(path string) (*diskHeader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b := make([]byte, diskBinLen)
+	b := make([]byte, diskFirstRead)
 	for {
 		n, err := f.ReadAt(b, 0)
 		if err != nil && err != io.EOF {
@@ -182,9 +188,13 @@ func readDiskHeader(path string) (*diskHeader, error) {
 			return dh, err
 		}
 		size := int64(len(dh.area))
-		second := make([]byte, size)
-		if n, err := f.ReadAt(second, size); err == nil || err == io.EOF && int64(n) == size {
-			dh.twin = isTwin(dh.area, second)
+		if int64(n) >= 2*size {
+			dh.twin = isTwin(dh.area, b[size:2*size])
+		} else {
+			second := make([]byte, size)
+			if n, err := f.ReadAt(second, size); err == nil || err == io.EOF && int64(n) == size {
+				dh.twin = isTwin(dh.area, second)
+			}
 		}
 		if end, err := f.Seek(0, io.SeekEnd); err == nil {
 			dh.devSize = end

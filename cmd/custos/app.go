@@ -130,8 +130,16 @@ func (d doc) sections() string {
 		}
 	}
 	b.WriteString("\nEXIT CODES:\n" + exitCodeText + "\n")
-	return strings.NewReplacer("{{", `{{"{{"}}`, "}}", `{{"}}"}}`).Replace(b.String())
+	s := b.String()
+	if !strings.Contains(s, "{{") && !strings.Contains(s, "}}") {
+		return s // nothing to escape, the common case
+	}
+	return templateBraces.Replace(s)
 }
+
+// templateBraces escapes text/template's delimiters in literal text. It is
+// built once: newApp runs at every start, with a doc for every command.
+var templateBraces = strings.NewReplacer("{{", `{{"{{"}}`, "}}", `{{"}}"}}`)
 
 // docs keeps each command's doc for the man page and the prompt table.
 type docs map[*cli.Command]doc

@@ -78,19 +78,31 @@ func (c *Context) Cancel() error {
 	return nil
 }
 
+// listBuffer is the room ListReaders offers pcsc-lite at first: enough
+// for a dozen readers' names, so that one call (one round trip to pcscd)
+// lists them; a longer list is asked for again at its size.
+var listBuffer = 1024
+
 // ListReaders names the readers pcscd knows (SCardListReaders). None is
 // scard.ErrNoReadersAvailable.
 func (c *Context) ListReaders() ([]string, error) {
-	var n C.DWORD
-	if r := C.SCardListReaders(c.h, nil, nil, &n); r != C.SCARD_S_SUCCESS {
-		return nil, scard.Error(r)
+	buf := make([]byte, listBuffer)
+	n := C.DWORD(len(buf))
+	for {
+		r := C.SCardListReaders(c.h, nil, (*C.char)(unsafe.Pointer(&buf[0])), &n)
+		if r == C.SCARD_E_INSUFFICIENT_BUFFER && int(n) > len(buf) {
+			// A longer list (or readers plugged in meanwhile): pcsc-lite
+			// has said its size.
+			buf = make([]byte, n)
+			continue
+		}
+		if r != C.SCARD_S_SUCCESS {
+			return nil, scard.Error(r)
+		}
+		break
 	}
 	if n == 0 {
 		return nil, scard.ErrNoReadersAvailable
-	}
-	buf := make([]byte, n)
-	if r := C.SCardListReaders(c.h, nil, (*C.char)(unsafe.Pointer(&buf[0])), &n); r != C.SCARD_S_SUCCESS {
-		return nil, scard.Error(r)
 	}
 	// A multi-string: names ended by NUL, the list by an empty name.
 	var names []string

@@ -136,3 +136,30 @@ func TestUnknownReader(t *testing.T) {
 		t.Fatalf("GetStatusChange on an unknown reader = %v, want scard.ErrUnknownReader", err)
 	}
 }
+
+// TestListReadersLongList: a list longer than the room ListReaders offers
+// at first (pcsc-lite's SCARD_E_INSUFFICIENT_BUFFER, with the size it
+// needs) is asked for again at its size: the same names as with room to
+// spare, however little room there was.
+func TestListReadersLongList(t *testing.T) {
+	realtest.PCSCD(t)
+	c := establish(t)
+	want, err := c.ListReaders()
+	if errors.Is(err, scard.ErrNoReadersAvailable) {
+		realtest.Missing(t, "no pc/sc reader (vpcd) configured in pcscd")
+	}
+	if err != nil {
+		t.Fatalf("ListReaders: %v", err)
+	}
+	for _, room := range []int{1, 2, len(want[0]), len(want[0]) + 1} {
+		restore := pcsc.SetListBuffer(room)
+		got, err := c.ListReaders()
+		restore()
+		if err != nil {
+			t.Fatalf("ListReaders with %d bytes of room: %v", room, err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("ListReaders with %d bytes of room = %q, want %q", room, got, want)
+		}
+	}
+}
