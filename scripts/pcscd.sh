@@ -7,7 +7,7 @@
 # start_reader_pool N starts N more pcscds for tests, each in a mount
 # namespace of its own (its /run/pcscd a directory of this run, where its
 # socket is seen from outside) with two vpcd readers of its own on ports
-# CUSTOS_READER_POOL_PORT (31973) + 10*i and the one after it (below
+# CUSTOS_READER_POOL_PORT (31973) + 10*(i-1) and the one after (below
 # Linux's ephemeral ports, 32768 and up, which an outgoing connection of
 # any test may hold), and exports
 # CUSTOS_READER_POOL (SOCKET:PORT,...; internal/realtest binds each test
