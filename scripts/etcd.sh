@@ -8,7 +8,8 @@
 # (on failure too). CUSTOS_ETCD_PORT moves the ports (default 23791: the
 # clients on 23791-23793, the peers on 23801-23803). Called again with
 # another CUSTOS_ETCD_PORT, it starts a second cluster and exports that
-# one's variables; the trap stops both.
+# one's variables; the trap stops both. CUSTOS_ETCD_MEMBERS sets the number
+# of members (default 3).
 #
 # The members keep their data in /dev/shm when it is there
 # (CUSTOS_ETCD_TMP moves it): a member killed with -9 keeps all it
@@ -50,7 +51,7 @@ start_etcd() {
     echo "etcd: hint: run scripts/setup as root (Debian's etcd-server)" >&2
     return 1
   fi
-  local base=${CUSTOS_ETCD_PORT:-23791} i cluster="" endpoints="" these=""
+  local base=${CUSTOS_ETCD_PORT:-23791} members=${CUSTOS_ETCD_MEMBERS:-3} i cluster="" endpoints="" these=""
   local tmp=${CUSTOS_ETCD_TMP:-}
   if [ -z "$tmp" ]; then
     tmp=/tmp
@@ -58,7 +59,7 @@ start_etcd() {
   fi
   CUSTOS_ETCD_DIR=$(mktemp -d "$tmp/custos-etcd.XXXXXX")
   CUSTOS_ETCD_DIRS+=" $CUSTOS_ETCD_DIR"
-  for i in 0 1 2; do
+  for i in $(seq 0 $((members - 1))); do
     cluster+="${cluster:+,}m$i=http://127.0.0.1:$((base + 10 + i))"
     endpoints+="${endpoints:+,}127.0.0.1:$((base + i))"
   done
@@ -69,7 +70,7 @@ start_etcd() {
     trap "stop_etcd; ${prev:-:}" EXIT
     CUSTOS_ETCD_TRAPPED=1
   fi
-  for i in 0 1 2; do
+  for i in $(seq 0 $((members - 1))); do
     cat >"$CUSTOS_ETCD_DIR/m$i.sh" <<EOS
 #!/bin/sh
 # member m$i of the custos test cluster; restarts it with its data
@@ -99,5 +100,5 @@ EOS
   fi
   export CUSTOS_ETCD="$endpoints"
   export CUSTOS_ETCD_DIR
-  echo "etcd: started 3 members (pids $these) on $endpoints" >&2
+  echo "etcd: started $members member(s) (pids $these) on $endpoints" >&2
 }

@@ -11,7 +11,8 @@
 # Linux's ephemeral ports, 32768 and up, which an outgoing connection of
 # any test may hold), and exports
 # CUSTOS_READER_POOL (SOCKET:PORT,...; internal/realtest binds each test
-# process to one member no other process uses). Stopped by PID at exit.
+# process to one member no other process uses) without waiting for them:
+# wait_reader_pool does. Stopped by PID at exit.
 
 CUSTOS_PCSCD_PID=""
 
@@ -104,6 +105,14 @@ start_reader_pool() {
     CUSTOS_READER_POOL_PIDS+=" $!"
     pool+="${pool:+,}$dir/pcscd.comm:$port"
   done
+  export CUSTOS_READER_POOL="$pool" CUSTOS_READER_POOL_BASE="$base" CUSTOS_READER_POOL_SIZE="$n"
+}
+
+# wait_reader_pool returns once every pcscd of the pool listens, on its
+# socket and on its vpcd ports (start_reader_pool does not wait: the
+# pcscds start while other steps run).
+wait_reader_pool() {
+  local n=$CUSTOS_READER_POOL_SIZE base=$CUSTOS_READER_POOL_BASE i dir port
   for i in $(seq "$n"); do
     dir="$CUSTOS_READER_POOL_DIR/$i"
     port=$((base + 10 * (i - 1)))
@@ -117,6 +126,5 @@ start_reader_pool() {
       return 1
     fi
   done
-  export CUSTOS_READER_POOL="$pool"
   echo "pcscd: a reader pool of $n (pids$CUSTOS_READER_POOL_PIDS), vpcd readers from 127.0.0.1:$base" >&2
 }
