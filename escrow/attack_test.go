@@ -152,7 +152,7 @@ func TestAttackLogMovesTheCeremony(t *testing.T) {
 			// The log takes the retirement on its own (forged) record, and
 			// the rotation says the log is suspect.
 			if v.logState(v.rec.ID).Status != StatusRetired || v.logState(res.New.ID).Status != StatusActive ||
-				!strings.Contains(strings.Join(res.Problems, "\n"), "the log is suspect") {
+				!res.LogSuspect || !strings.Contains(strings.Join(res.Problems, "\n"), "the log is suspect") {
 				t.Fatalf("log after the rotation; problems %q", res.Problems)
 			}
 			v.safe()

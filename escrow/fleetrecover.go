@@ -147,17 +147,10 @@ func RecoverMany(ctx context.Context, env *Env, opts RecoverManyOptions) (*Recov
 			rv.Err = &StepError{Op: "recover", Done: StepKeyslotAdded, Keyslot: rv.Result.NewKeyslot, Err: anchorsError(u.anchors)}
 		}
 	}
-	recovered := 0
 	for _, rv := range res.Volumes {
 		if rv.Err != nil {
 			failed = append(failed, VolumeError{Device: rv.Device, Err: rv.Err})
 		}
-		if rv.OK() {
-			recovered++
-		}
-	}
-	if recovered > 0 {
-		env.say("%d volumes open with the new key; their recovery keys were combined on this machine: rotate them (custos rotate --set NAME --replace OLD=NEW DEVICE..., or custos rotate DEVICE)", recovered)
 	}
 	return res, fleetError("recover", len(opts.Volumes), failed)
 }

@@ -99,7 +99,7 @@ func SetStatus(ctx context.Context, env *Env, name string) (*SetReport, error) {
 		}
 		vs.Margin = vs.Live - vs.K
 		if c.Status == StatusOpen {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("volume %s: ceremony %s is unfinished: custos status on the volume names the command that finishes it", vs.UUID, vs.Ceremony))
+			rep.Notes = append(rep.Notes, fmt.Sprintf("volume %s: ceremony %s is unfinished", vs.UUID, vs.Ceremony))
 		} else if vs.Margin < 0 {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("volume %s: only %d live shares for a quorum of %d", vs.UUID, vs.Live, vs.K))
 		}
@@ -153,17 +153,16 @@ func mergeSetRollcalls(env *Env, rec *Record, last map[string]store.Rollcall, wh
 }
 
 // setNotes says, for a volume's ceremony enrolled to a set, which set and
-// version, and whether the set has moved on since.
-func setNotes(env *Env, rec *Record, notes *[]string) {
+// version, and whether the set has moved on since (SetMovedTo).
+func setNotes(env *Env, rec *Record, rep *StatusReport) {
 	if rec.Set == nil {
 		return
 	}
-	*notes = append(*notes, fmt.Sprintf("enrolled to custodian set %s version %d (fingerprint %s)", rec.Set.Name, rec.Set.Version, FingerprintGroups(rec.Set.Fingerprint)))
+	rep.Notes = append(rep.Notes, fmt.Sprintf("enrolled to custodian set %s version %d (fingerprint %s)", rec.Set.Name, rec.Set.Version, FingerprintGroups(rec.Set.Fingerprint)))
 	if env.Log == nil {
 		return
 	}
 	if st, err := env.Log.Set(rec.Set.Name); err == nil && st.Set.Version > rec.Set.Version {
-		*notes = append(*notes, fmt.Sprintf("set %s is at version %d: rerun the fleet rotation that made it with this volume (custos rotate --set %s --replace OLD=NEW %s)",
-			rec.Set.Name, st.Set.Version, rec.Set.Name, env.device()))
+		rep.SetMovedTo = st.Set.Version
 	}
 }

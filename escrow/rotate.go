@@ -50,6 +50,10 @@ type RotateResult struct {
 	Cards []CardOutcome
 	// Problems are disagreements between copies noticed on the way.
 	Problems []string
+	// LogSuspect says the log's record of the retired ceremony differs from
+	// the one its recovered key proved (named in Problems): the log, not
+	// the volume, is what to check next.
+	LogSuspect bool
 }
 
 // authority is a key that opens a keyslot, for adding and killing
@@ -432,9 +436,10 @@ func finishRotate(ctx context.Context, env *Env, v *view, old, rec *Record, fa *
 		return fail(fmt.Errorf("log the rotation: %w", err))
 	}
 	if len(differs) > 0 {
-		msg := fmt.Sprintf("the log's record of the retired ceremony %s differs from the one its recovered key proved (%v): the log is suspect; run custos log verify",
+		msg := fmt.Sprintf("the log's record of the retired ceremony %s differs from the one its recovered key proved (%v): the log is suspect",
 			idText(old.ID), differs)
 		res.Problems = append(res.Problems, msg)
+		res.LogSuspect = true
 		env.say("warning: %s", msg)
 	}
 	res.Anchor = head

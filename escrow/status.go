@@ -42,9 +42,17 @@ type StatusReport struct {
 	// anchor, a missing token or keyslot, and so on. Empty when all is
 	// well.
 	Problems []string
-	// Notes are weaknesses and advice that are not problems: a version 1
-	// format still in use, cards accepted without attestation.
+	// Notes are weaknesses that are not problems: cards accepted without
+	// attestation, a luks1 header without a token.
 	Notes []string
+	// Outdated names the copies still in the version 1 format, which a
+	// rollcall rewrites in the current one.
+	Outdated []string
+	// SetMovedTo is the version the log gives the ceremony's custodian set
+	// when the set has moved on since the ceremony was enrolled to it (a
+	// fleet rotation left this volume out); 0 when it has not, or the
+	// ceremony has no set.
+	SetMovedTo int
 }
 
 // CardStatus is one card of a ceremony with its last rollcall.
@@ -120,7 +128,7 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 				errs = append(errs, fmt.Errorf("%s: %w", t.name(), t.anchorErr))
 			}
 			if t.tok.Record.Version < 2 {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("%s is in the version 1 format: run custos rollcall %s to upgrade it", t.name(), env.device()))
+				rep.Outdated = append(rep.Outdated, t.name())
 			}
 		}
 		rep.Copies = append(rep.Copies, cs)
@@ -174,7 +182,7 @@ func Status(ctx context.Context, env *Env) (*StatusReport, error) {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s, share %d: attestation: %s", who(a.Serial, rec.Cards[i].Custodian), a.Index, a.Problem))
 			}
 		}
-		setNotes(env, rec, &rep.Notes)
+		setNotes(env, rec, rep)
 		if !rep.KeyslotInUse {
 			rep.Live = 0
 		}

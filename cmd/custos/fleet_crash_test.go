@@ -246,6 +246,11 @@ func (c *fleetCase) recoverAll(deck []uint32) {
 	if len(out.Volumes) != len(fleetImages) {
 		t.Fatalf("recover: %s", res.stdout)
 	}
+	// The keys were combined on this machine: the operator is told to
+	// rotate the volumes, on stderr.
+	if want := fmt.Sprintf("%d volumes open with the new key", len(fleetImages)); !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "rotate them") {
+		t.Fatalf("recover: no advice to rotate on stderr:\n%s", res.stderr)
+	}
 	for _, img := range c.images() {
 		c.opens(img, key)
 	}

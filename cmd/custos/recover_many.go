@@ -139,6 +139,15 @@ func (e *env) recoverMany(c *cli.Context) error {
 		}
 		v.Volumes = append(v.Volumes, vv)
 	}
+	recovered := 0
+	for _, vv := range v.Volumes {
+		if vv.OK {
+			recovered++
+		}
+	}
+	if recovered > 0 {
+		e.say("%d volumes open with the new key; their recovery keys were combined on this machine: rotate them (custos rotate --set NAME --replace OLD=NEW DEVICE..., or custos rotate DEVICE)", recovered)
+	}
 	if rerr := e.render(globalsOf(c).json, v); rerr != nil {
 		return rerr
 	}

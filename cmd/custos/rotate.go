@@ -124,6 +124,9 @@ func (e *env) rotate(c *cli.Context) error {
 	for _, r := range res.ToWipe {
 		v.ToWipe = append(v.ToWipe, viewRef(r))
 	}
+	if res.LogSuspect {
+		e.say("custos: hint: run custos log verify: the log's record of the retired ceremony is not the one its key proved")
+	}
 	if rerr := e.render(globalsOf(c).json, v); rerr != nil {
 		return rerr
 	}

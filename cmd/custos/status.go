@@ -160,6 +160,7 @@ func (e *env) status(c *cli.Context) error {
 	if v.Ceremony != nil {
 		v.Ceremony.Status = rep.Status
 	}
+	v.Notes = append(v.Notes, statusAdvice(rep)...)
 	for _, c := range rep.Copies {
 		v.Copies = append(v.Copies, copyView{Copy: c.Copy, Ceremony: c.Ceremony, Version: c.Version, Status: c.Status,
 			Anchor: anchorString(c.Anchor), Problem: escrow.SafeText(c.Problem)})
@@ -188,4 +189,21 @@ func (e *env) status(c *cli.Context) error {
 func finishCommand(u *escrow.Unfinished, device string) string {
 	// The set's name comes from a copy: filtered like every such text.
 	return ceremonyCommand(u.Kind, escrow.SafeText(u.Set), device)
+}
+
+// statusAdvice is what a status report calls for, as notes: the command
+// that upgrades copies in the version 1 format, and the fleet rotation a
+// volume was left out of.
+func statusAdvice(rep *escrow.StatusReport) []string {
+	var notes []string
+	for _, name := range rep.Outdated {
+		notes = append(notes, fmt.Sprintf("%s is in the version 1 format: run custos rollcall %s to upgrade it", name, rep.Device))
+	}
+	if rec := rep.Ceremony; rep.SetMovedTo > 0 && rec != nil && rec.Set != nil {
+		// The set's name comes from a copy: filtered like every such text.
+		set := escrow.SafeText(rec.Set.Name)
+		notes = append(notes, fmt.Sprintf("set %s is at version %d: rerun the fleet rotation that made it with this volume (custos rotate --set %s --replace OLD=NEW %s)",
+			set, rep.SetMovedTo, set, rep.Device))
+	}
+	return notes
 }

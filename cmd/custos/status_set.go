@@ -98,9 +98,14 @@ func (e *env) statusSet(c *cli.Context) error {
 		}
 		v.Cards = append(v.Cards, sv)
 	}
+	unfinished := false
 	for _, vs := range rep.Volumes {
 		v.Volumes = append(v.Volumes, setVolumeView{UUID: vs.UUID, Ceremony: vs.Ceremony, Status: vs.Status, SetVersion: vs.SetVersion,
 			K: vs.K, N: vs.N, Live: vs.Live, Margin: vs.Margin})
+		unfinished = unfinished || vs.Status == escrow.StatusOpen
+	}
+	if unfinished {
+		e.say("custos: hint: custos status on a volume whose ceremony is unfinished names the command that finishes it")
 	}
 	return e.render(globalsOf(c).json, v)
 }
