@@ -411,6 +411,30 @@ func pbBytes(b []byte, field int, v []byte) []byte {
 	return append(b, v...)
 }
 
+// pbOptBytes, pbOptVarint and pbOptBool append a proto3 field that is not
+// in a oneof: its default (empty, 0, false) is left out, as the generated
+// code leaves it out.
+func pbOptBytes(b []byte, field int, v []byte) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	return pbBytes(b, field, v)
+}
+
+func pbOptVarint(b []byte, field int, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	return pbVarint(b, field, v)
+}
+
+func pbOptBool(b []byte, field int, v bool) []byte {
+	if !v {
+		return b
+	}
+	return pbVarint(b, field, 1)
+}
+
 // pbMessage appends a message field written by m.
 func pbMessage(b []byte, field int, m func([]byte) []byte) []byte {
 	return pbBytes(b, field, m(nil))
@@ -466,48 +490,25 @@ func pbFields(msg []byte, fn func(field int, v uint64, b []byte) error) error {
 }
 
 func (r *etcdRangeRequest) marshal(b []byte) []byte {
-	if len(r.Key) > 0 {
-		b = pbBytes(b, 1, r.Key)
-	}
-	if len(r.RangeEnd) > 0 {
-		b = pbBytes(b, 2, r.RangeEnd)
-	}
-	if r.Limit != 0 {
-		b = pbVarint(b, 3, uint64(r.Limit))
-	}
-	if r.Revision != 0 {
-		b = pbVarint(b, 4, uint64(r.Revision))
-	}
+	b = pbOptBytes(b, 1, r.Key)
+	b = pbOptBytes(b, 2, r.RangeEnd)
+	b = pbOptVarint(b, 3, uint64(r.Limit))
+	b = pbOptVarint(b, 4, uint64(r.Revision))
 	if r.Descend {
 		b = pbVarint(b, 5, 2) // sort_order DESCEND; sort_target KEY is 0
 	}
-	if r.KeysOnly {
-		b = pbVarint(b, 8, 1)
-	}
-	if r.CountOnly {
-		b = pbVarint(b, 9, 1)
-	}
-	return b
+	b = pbOptBool(b, 8, r.KeysOnly)
+	return pbOptBool(b, 9, r.CountOnly)
 }
 
 func (p *etcdPutRequest) marshal(b []byte) []byte {
-	if len(p.Key) > 0 {
-		b = pbBytes(b, 1, p.Key)
-	}
-	if len(p.Value) > 0 {
-		b = pbBytes(b, 2, p.Value)
-	}
-	return b
+	b = pbOptBytes(b, 1, p.Key)
+	return pbOptBytes(b, 2, p.Value)
 }
 
 func (d *etcdDeleteRequest) marshal(b []byte) []byte {
-	if len(d.Key) > 0 {
-		b = pbBytes(b, 1, d.Key)
-	}
-	if len(d.RangeEnd) > 0 {
-		b = pbBytes(b, 2, d.RangeEnd)
-	}
-	return b
+	b = pbOptBytes(b, 1, d.Key)
+	return pbOptBytes(b, 2, d.RangeEnd)
 }
 
 func (op etcdOp) marshal(b []byte) []byte {
@@ -528,13 +529,10 @@ func (c etcdCompare) marshal(b []byte) []byte {
 		target, field = 2, 6 // mod_revision
 	}
 	b = pbVarint(b, 2, target)
-	b = pbBytes(b, 3, c.Key)
+	b = pbOptBytes(b, 3, c.Key)
 	// The revision is a member of a oneof: written even when 0.
 	b = pbVarint(b, field, uint64(c.Rev))
-	if len(c.RangeEnd) > 0 {
-		b = pbBytes(b, 64, c.RangeEnd)
-	}
-	return b
+	return pbOptBytes(b, 64, c.RangeEnd)
 }
 
 // headerRevision reads ResponseHeader.revision into rev when the header
