@@ -123,8 +123,18 @@ func (b boltKV) put(bucket, key, val []byte) error {
 	if bk == nil {
 		return fmt.Errorf("%w: missing bucket %s", ErrNotLog, bucket)
 	}
+	if bytes.Equal(bucket, bucketEvents) {
+		// The events' keys only grow: pages filled as far as
+		// appending allows, not to bbolt's default of half, which
+		// leaves every page of the bucket half empty for good.
+		bk.FillPercent = appendFillPercent
+	}
 	return bk.Put(key, val)
 }
+
+// appendFillPercent is how full bbolt fills the pages of a bucket whose
+// keys only grow (etcd's backend uses the same for its revisions).
+const appendFillPercent = 0.9
 
 func (b boltKV) del(bucket, key []byte) error {
 	bk := b.btx.Bucket(bucket)
