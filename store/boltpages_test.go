@@ -324,6 +324,7 @@ func TestEventsOfType(t *testing.T) {
 // default of half: on a log of 1,000,000 events the file was 737 MB of
 // leaves half empty, and log verify reads all of them.
 func TestEventPagesFilled(t *testing.T) {
+	boltOnly(t)
 	l, err := open(filepath.Join(t.TempDir(), "custos.db"), nil, testClock())
 	if err != nil {
 		t.Fatal(err)
