@@ -258,13 +258,21 @@ func (l *link) within(deadline time.Time, f func() error) error {
 		return err
 	case <-timer.C:
 		l.abandoned = true
+		abandoned.Add(1)
 		go func() {
+			defer abandoned.Done()
 			<-done
 			l.release()
 		}()
 		return &TimeoutError{Reader: l.reader}
 	}
 }
+
+// abandoned counts the links given up at a deadline whose call has not yet
+// ended and released them. Such a link's release resets the card, and
+// pcscd resets whichever card its reader holds by then: the tests that
+// leave a card hanging wait on this before they put a card back.
+var abandoned sync.WaitGroup
 
 // transmit is one exchange over the link. The answer comes back through a
 // channel: a call given up at the deadline must not write into the caller's
