@@ -306,34 +306,6 @@ func TestLogMissingIsNotCreated(t *testing.T) {
 	}
 }
 
-func TestManPage(t *testing.T) {
-	stdout, stderr, code := runCLI(t, "", "gen-man")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	for _, want := range []string{".TH custos 1", ".SH NAME", ".SH EXIT CODES", ".SH EXAMPLES", ".SH PROMPTS",
-		"quorum not reached", "custos card init --custodian alice", "custos log transcript", "--key-file", "custos card status --reader"} {
-		if !strings.Contains(stdout, want) {
-			t.Errorf("man page lacks %q", want)
-		}
-	}
-	if strings.Contains(stdout, "gen-man") || strings.Contains(stdout, "gen\\-man") {
-		t.Errorf("man page lists the hidden gen-man command")
-	}
-	if man, err := exec.LookPath("man"); err == nil {
-		f := filepath.Join(t.TempDir(), "custos.1")
-		os.WriteFile(f, []byte(stdout), 0o644)
-		cmd := exec.Command(man, "-l", f)
-		cmd.Env = append(os.Environ(), "MANPAGER=cat", "PAGER=cat", "MANWIDTH=100")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Logf("man -l: %v (not fatal: man may be a stub)\n%s", err, out)
-		} else if !bytes.Contains(out, []byte("EXIT CODES")) {
-			t.Errorf("man renders no EXIT CODES:\n%s", out)
-		}
-	}
-}
-
 // complete runs the generated bash completion for the words typed so far
 // (the last one being completed) and returns the candidates.
 func complete(t *testing.T, script string, words ...string) []string {

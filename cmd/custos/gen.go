@@ -40,60 +40,12 @@ func (e *env) genCommands(ds docs) []*cli.Command {
 	}
 }
 
-// genMan prints custos(1) in roff. The sections urfave/cli does not make
-// itself (EXIT CODES, EXAMPLES, PROMPTS) are written as markdown into the
-// description, which its man renderer turns into sections.
+// genMan prints custos(1) in roff (manPage).
 func (e *env) genMan(c *cli.Context, ds docs) error {
 	if _, err := args(c, 0, 0, ""); err != nil {
 		return err
 	}
-	app := c.App
-	var b strings.Builder
-	b.WriteString("custos puts a LUKS volume's recovery key in the hands of a quorum: ")
-	b.WriteString("k-of-n Shamir shares, each sealed to a P-256 key on a custodian's PIV smartcard. ")
-	b.WriteString("Data goes to standard output, messages to standard error. ")
-	b.WriteString("Secrets (PINs, passphrases) are read from the terminal without echo or, when standard input is not a terminal, ")
-	b.WriteString("one line of standard input per prompt in the order listed under PROMPTS; never from arguments or the environment.\n\n")
-	b.WriteString("# EXIT CODES\n\n")
-	for _, l := range strings.Split(exitCodeText, "\n") {
-		l = strings.TrimSpace(l)
-		code, text, _ := strings.Cut(l, "  ")
-		fmt.Fprintf(&b, "**%s**\n: %s\n\n", code, strings.TrimSpace(text))
-	}
-	b.WriteString("# EXAMPLES\n\n")
-	walk(app.Commands, func(name string, cmd *cli.Command) {
-		d, ok := ds[cmd]
-		if !ok || cmd.Hidden || len(cmd.Subcommands) > 0 {
-			return
-		}
-		fmt.Fprintf(&b, "**%s**\n\n", name)
-		for _, ex := range d.examples {
-			fmt.Fprintf(&b, "    %s\n", ex)
-		}
-		b.WriteString("\n")
-	})
-	b.WriteString("# PROMPTS\n\n")
-	walk(app.Commands, func(name string, cmd *cli.Command) {
-		d, ok := ds[cmd]
-		if !ok || len(d.prompts) == 0 {
-			return
-		}
-		fmt.Fprintf(&b, "**%s**\n\n", name)
-		for i, p := range d.prompts {
-			fmt.Fprintf(&b, "%d. %s\n", i+1, p)
-		}
-		b.WriteString("\n")
-	})
-	// Render a copy of the tree without the help command: urfave/cli's
-	// help command is a shared value that can end up listing itself.
-	page := *app
-	page.Description = b.String()
-	page.Commands = visible(app.Commands)
-	man, err := page.ToManWithSection(1)
-	if err != nil {
-		return fmt.Errorf("man page: %w", err)
-	}
-	_, err = fmt.Fprint(e.stdout, man)
+	_, err := io.WriteString(e.stdout, manPage(c.App, ds))
 	return err
 }
 

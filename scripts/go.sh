@@ -1,0 +1,12 @@
+# scripts/go.sh — sourced by every script that builds or tests custos: the
+# build settings all of them share, so that what scripts/test checks is
+# what scripts/bench measures and scripts/rehearse runs.
+#
+# -tags=urfave_cli_no_docs leaves urfave/cli's markdown man page renderer
+# (go-md2man and blackfriday) out of the binary. custos writes its man page
+# itself (cmd/custos/man.go); blackfriday's package initialisation cost
+# every custos command about 1.5 ms of processor time at start, a tenth
+# of a whole recovery's (issue 12). A build without the tag works the same,
+# only slower to start. cmd/custos's TestBuildLeavesOutMarkdown reads the
+# tags from this line.
+export GOFLAGS="-tags=urfave_cli_no_docs${GOFLAGS:+ $GOFLAGS}"
