@@ -1,15 +1,18 @@
 package luks
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // checkUnderstood is the last condition diskHeader.header puts on a
@@ -261,22 +264,116 @@ func strict(raw []byte, v any) error {
 	if len(raw) == 0 || raw[0] != '{' {
 		return errors.New("not an object")
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &members); err != nil {
-		return err
+	names, ok := memberNames(raw)
+	if !ok {
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &members); err != nil {
+			return err
+		}
+		names = slices.Sorted(maps.Keys(members))
 	}
 	t := reflect.TypeOf(v).Elem()
-	names := map[string]bool{}
-	for i := 0; i < t.NumField(); i++ {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-		names[name] = true
-	}
-	for name := range members {
-		if !names[name] {
+	for _, name := range names {
+		known := false
+		for i := 0; i < t.NumField() && !known; i++ {
+			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			known = tag == name
+		}
+		if !known {
 			return fmt.Errorf("member %q is not one cryptsetup writes here", clip(name))
 		}
 	}
 	return json.Unmarshal(raw, v)
+}
+
+// memberNames lists the member names of the JSON object raw, in order,
+// when raw is in the form checkWritten asks of a header's text: compact,
+// in UTF-8, with no backslash in a string. ok is false for anything else, which
+// strict then decodes into a map instead (a second pass over the text,
+// which this saves a header read: the text was checked by checkWritten).
+// On text that is not JSON at all it may list names or not; strict's
+// json.Unmarshal then refuses the text either way.
+func memberNames(raw []byte) (names []string, ok bool) {
+	if len(raw) < 2 || raw[0] != '{' {
+		return nil, false
+	}
+	if raw[1] == '}' {
+		return nil, len(raw) == 2
+	}
+	for i := 1; ; {
+		name, next, ok := scanString(raw, i)
+		if !ok || next >= len(raw) || raw[next] != ':' || !utf8.Valid(name) {
+			// encoding/json reads a name not in UTF-8 with U+FFFD
+			// in place of its bad bytes.
+			return nil, false
+		}
+		names = append(names, string(name))
+		if i, ok = skipValue(raw, next+1); !ok {
+			return nil, false
+		}
+		switch raw[i] {
+		case ',':
+			i++
+		case '}':
+			return names, i+1 == len(raw)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// scanString reads the string that starts at raw[i] (its opening quote):
+// its bytes, and the index just past its closing quote. ok is false when
+// there is no string there or it holds a backslash.
+func scanString(raw []byte, i int) (s []byte, next int, ok bool) {
+	if i >= len(raw) || raw[i] != '"' {
+		return nil, 0, false
+	}
+	end := bytes.IndexByte(raw[i+1:], '"')
+	if end < 0 {
+		return nil, 0, false
+	}
+	s = raw[i+1 : i+1+end]
+	if bytes.IndexByte(s, '\\') >= 0 {
+		return nil, 0, false
+	}
+	return s, i + end + 2, true
+}
+
+// skipValue skips the member value that starts at raw[i] and returns the
+// index of the ',' or '}' that ends it. ok is false at whitespace, a
+// backslash or the text's end.
+func skipValue(raw []byte, i int) (end int, ok bool) {
+	depth := 0
+	for i < len(raw) {
+		switch raw[i] {
+		case '"':
+			if _, i, ok = scanString(raw, i); !ok {
+				return 0, false
+			}
+			continue
+		case '{', '[':
+			depth++
+		case ']':
+			if depth == 0 {
+				return 0, false
+			}
+			depth--
+		case '}':
+			if depth == 0 {
+				return i, true
+			}
+			depth--
+		case ',':
+			if depth == 0 {
+				return i, true
+			}
+		case ' ', '\t', '\n', '\r':
+			return 0, false
+		}
+		i++
+	}
+	return 0, false
 }
 
 // decimal reads a number cryptsetup writes as a string: decimal digits,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -271,6 +272,7 @@ func FuzzHeaderJSON(f *testing.F) {
 		if len(js) >= len(area)-diskBinLen {
 			return
 		}
+		checkMemberNames(t, js)
 		a := bytes.Clone(area)
 		copy(a[diskBinLen:], make([]byte, len(a)-diskBinLen))
 		copy(a[diskBinLen:], js)
@@ -299,6 +301,73 @@ func FuzzHeaderJSON(f *testing.F) {
 			t.Fatalf("read %+v, dump gives %+v", h, want)
 		}
 	})
+}
+
+// checkMemberNames: the member names strict reads without decoding raw
+// are, in order, those encoding/json reads from it.
+func checkMemberNames(t *testing.T, raw []byte) {
+	t.Helper()
+	names, ok := memberNames(raw)
+	if !ok || !json.Valid(raw) {
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	var want []string
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("memberNames read %q from %q, not an object", names, raw)
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, tok.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(names, want) {
+		t.Fatalf("memberNames(%q) = %q, encoding/json reads %q", raw, names, want)
+	}
+}
+
+func TestMemberNames(t *testing.T) {
+	for _, c := range []struct {
+		raw   string
+		names []string // nil: not read (strict decodes a map instead)
+	}{
+		{`{}`, []string{}},
+		{`{"a":1}`, []string{"a"}},
+		{`{"a":{"b":[1,{"c":","}],"d":"}"},"e":"{[,:\"","f":[],"g":null}`, nil}, // a backslash
+		{`{"a":{"b":[1,{"c":","}],"d":"}"},"e":"{[,:","f":[],"g":null}`, []string{"a", "e", "f", "g"}},
+		{`{"a":"x","A":"y"}`, []string{"a", "A"}},
+		{`{ "a":1}`, nil},
+		{`{"a":1}x`, nil},
+		{`{"a":1`, nil},
+		{`{"a":[1}`, nil},
+		{`{"a\u0062":1}`, nil},
+		{`[1]`, nil},
+		{"{\"\x8d\":{}}", nil}, // not UTF-8: encoding/json reads U+FFFD (found by FuzzHeaderJSON)
+	} {
+		names, ok := memberNames([]byte(c.raw))
+		if ok != (c.names != nil) || ok && !slices.Equal(names, c.names) && !(len(names) == 0 && len(c.names) == 0) {
+			t.Errorf("memberNames(%s) = %q, %v; want %q", c.raw, names, ok, c.names)
+		}
+		checkMemberNames(t, []byte(c.raw))
+	}
+	// strict names an unknown member whichever way it read the names.
+	var v struct {
+		Type string `json:"type"`
+	}
+	for _, raw := range []string{`{"type":"x","Type":"y"}`, `{"type":"x", "Type":"y"}`} {
+		if err := strict([]byte(raw), &v); err == nil || !strings.Contains(err.Error(), `member "Type"`) {
+			t.Errorf("strict(%s) = %v, want member \"Type\" refused", raw, err)
+		}
+	}
+	if err := strict([]byte(`{"type":"x"}`), &v); err != nil || v.Type != "x" {
+		t.Errorf("strict: %v, %+v", err, v)
+	}
 }
 
 // TestHeaderNativeAgreesWithCryptsetup: headers whose copies are
