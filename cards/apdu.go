@@ -2,6 +2,7 @@ package cards
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -261,8 +262,11 @@ func (l *link) within(deadline time.Time, f func() error) error {
 		abandoned.Add(1)
 		go func() {
 			defer abandoned.Done()
-			<-done
-			l.release()
+			err := <-done
+			if testHookBeforeRelease != nil {
+				testHookBeforeRelease()
+			}
+			l.release(err)
 		}()
 		return &TimeoutError{Reader: l.reader}
 	}
@@ -273,6 +277,10 @@ func (l *link) within(deadline time.Time, f func() error) error {
 // pcscd resets whichever card its reader holds by then: the tests that
 // leave a card hanging wait on this before they put a card back.
 var abandoned sync.WaitGroup
+
+// testHookBeforeRelease, when set by a test, runs in a given-up call's
+// goroutine once the call has ended, before the link is released.
+var testHookBeforeRelease func()
 
 // transmit is one exchange over the link. The answer comes back through a
 // channel: a call given up at the deadline must not write into the caller's
@@ -319,16 +327,37 @@ func (l *link) close(reset bool) error {
 	return err
 }
 
-// release is close after an abandoned call: the card is reset, so that a
-// PIN verified before it is not left usable.
-func (l *link) release() {
+// release is close after an abandoned call, whose error is callErr: the
+// card is reset, so that a PIN verified before it is not left usable,
+// unless the card has left the reader. pcscd resets whatever card the
+// reader holds when the disconnect reaches it, not the one this link
+// connected to: a call left hanging ends when its card is pulled, and by
+// then the next custodian's card may be in the same reader, its own
+// session under way. Such a card is left alone: the card of this link
+// is gone and took its session with it.
+func (l *link) release(callErr error) {
 	l.releaseOnce.Do(func() {
 		if l.card != nil {
-			l.card.Disconnect(scard.ResetCard)
+			l.card.Disconnect(releaseDisposition(callErr, l.card.Status))
 		}
 		if l.ctx != nil {
 			l.ctx.Release()
 		}
 		l.released.Store(true)
 	})
+}
+
+// releaseDisposition is how release ends a link: ResetCard, unless the
+// call's error or pcscd (status, SCardStatus on the link's handle) says
+// that the card the link connected to has left its reader or was reset
+// since, when resetting could only reach another card.
+func releaseDisposition(callErr error, status func() error) scard.Disposition {
+	gone := func(err error) bool {
+		return errors.Is(err, scard.ErrRemovedCard) || errors.Is(err, scard.ErrResetCard) ||
+			errors.Is(err, scard.ErrNoSmartcard)
+	}
+	if gone(callErr) || gone(status()) {
+		return scard.LeaveCard
+	}
+	return scard.ResetCard
 }

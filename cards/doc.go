@@ -197,7 +197,10 @@
 // or keeps asking for more time (T=1 waiting-time extensions on a CCID
 // reader) waits until the card is removed. So on a timeout custos returns,
 // and leaves one goroutine in the PC/SC call; when the card is removed the
-// call returns, the goroutine resets and releases the connection, and ends.
+// call returns, the goroutine releases the connection, and ends. It
+// resets the card only when pcscd says (SCardStatus) that the card it
+// connected to is still in the reader: pcscd resets whatever card the
+// reader holds, and by then the next custodian's card may be in it.
 // Meanwhile the reader is blocked for every program, the card's context
 // holds libpcsclite's lock for that context only (each Card has its own),
 // and other readers work.

@@ -2,6 +2,7 @@ package cards
 
 import (
 	"errors"
+	"github.com/ebfe/scard"
 	"runtime"
 	"strings"
 	"testing"
@@ -86,6 +87,10 @@ func TestHostileCards(t *testing.T) {
 				// after the new card, which vpcd then hands to the
 				// reset without pcscd seeing it arrive, nor, later,
 				// leave (seen: the removal at the end not reported).
+				// release now asks pcscd first whether its card is
+				// still there (TestAbandonedLinkSparesNextCard); the
+				// wait keeps this test clear of the instant between
+				// that answer and the reset.
 				if err := in.Remove(); err != nil {
 					t.Fatal(err)
 				}
@@ -139,5 +144,76 @@ func waitAbandoned(t *testing.T) {
 	case <-released:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a link given up at its deadline was not released 5 s after its card left")
+	}
+}
+
+// TestAbandonedLinkSparesNextCard: a call left hanging on a silent card
+// ends when the card is pulled, and its link is then released. When the
+// next custodian's card is in the same reader by then, the release must
+// leave it alone: pcscd resets whatever card the reader holds, not the
+// one the link connected to, and a reset that reached pcscd while vpcd
+// handed it the new card was seen to leave pcscd believing the reader
+// empty (the card's removal later never reported).
+func TestAbandonedLinkSparesNextCard(t *testing.T) {
+	lock(t)
+	vc, in, c, cu := custodyCard(t, 4000311, vcard.Port0)
+	c.Close()
+	proceed := make(chan struct{})
+	testHookBeforeRelease = func() { <-proceed }
+	t.Cleanup(func() { testHookBeforeRelease = nil })
+
+	c, err := OpenTimeout(in.Reader(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.SetHostile(vcard.Silent)
+	if _, err := c.ReadShare(cu.Slot); !errors.Is(err, ErrCardTimeout) {
+		t.Fatalf("ReadShare on a silent card = %v, want %v", err, ErrCardTimeout)
+	}
+	c.Close()
+	// The card is pulled: the hanging call ends, and its link's release
+	// waits on the hook until the next card is in.
+	if err := in.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	vc.SetHostile(vcard.Honest)
+	in = insert(t, vc, vcard.Port0)
+	before := vc.Counts().Resets
+	close(proceed)
+	waitAbandoned(t)
+	if n := vc.Counts().Resets - before; n != 0 {
+		t.Errorf("the old link's release reset the card put in after it (%d resets)", n)
+	}
+	next := openCard(t, in.Reader())
+	if err := next.VerifyPIN(testPIN); err != nil {
+		t.Errorf("VerifyPIN on the next card: %v", err)
+	}
+	if _, err := next.Custody(); err != nil {
+		t.Errorf("the next card: %v", err)
+	}
+}
+
+// TestReleaseDisposition: a link given up at its deadline is released
+// with a reset only while pcscd says its card is still the one it
+// connected to.
+func TestReleaseDisposition(t *testing.T) {
+	present := func() error { return nil }
+	for _, c := range []struct {
+		name    string
+		callErr error
+		status  func() error
+		want    scard.Disposition
+	}{
+		{"call ended, card still there", nil, present, scard.ResetCard},
+		{"call failed, card still there", scard.ErrCommDataLost, present, scard.ResetCard},
+		{"call ended by the card's removal", scard.ErrRemovedCard, func() error { t.Error("status asked"); return nil }, scard.LeaveCard},
+		{"another card in since", scard.ErrCommDataLost, func() error { return scard.ErrRemovedCard }, scard.LeaveCard},
+		{"card reset since", nil, func() error { return scard.ErrResetCard }, scard.LeaveCard},
+		{"reader empty", nil, func() error { return scard.ErrNoSmartcard }, scard.LeaveCard},
+		{"pcscd cannot say", nil, func() error { return scard.ErrNoService }, scard.ResetCard},
+	} {
+		if got := releaseDisposition(c.callErr, c.status); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -50,6 +50,10 @@ type Counts struct {
 	// Touches is the number of touches confirmed (keys with a touch
 	// policy of always, or cached once the cache expired).
 	Touches uint64
+	// Resets is the number of resets the reader asked of the card (a
+	// client's SCardDisconnect or SCardReconnect with SCARD_RESET_CARD),
+	// power on and off not counted.
+	Resets uint64
 }
 
 // Card is one virtual card. Its methods are safe for concurrent use.
@@ -265,9 +269,12 @@ func (c *Card) PutKey(slot, pinPolicy, touchPolicy byte, imported bool) (*ecdsa.
 	return &priv.PublicKey, nil
 }
 
-func (c *Card) powerCycle() {
+func (c *Card) powerCycle(reset bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if reset {
+		c.counts.Resets++
+	}
 	c.app.powerCycle()
 }
 

@@ -198,7 +198,7 @@ func (in *Inserted) serve() {
 		case len(msg) == 1:
 			switch msg[0] {
 			case vpcdPowerOff, vpcdPowerOn, vpcdReset:
-				in.card.powerCycle()
+				in.card.powerCycle(msg[0] == vpcdReset)
 				continue
 			case vpcdGetATR:
 				out = ATR

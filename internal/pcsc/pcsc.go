@@ -204,6 +204,23 @@ func (k *Card) BeginTransaction() error {
 	return nil
 }
 
+// Status asks pcscd whether the card this connection was made to is
+// still in its reader and not reset since (SCardStatus, PC/SC
+// Specification part 5, section 3.1.5): nil if so, else the error pcscd
+// gives, scard.ErrRemovedCard for a card taken out (another card put in
+// since included) or scard.ErrResetCard.
+func (k *Card) Status() error {
+	var reader [C.MAX_READERNAME]C.char
+	readerLen := C.DWORD(len(reader))
+	var state, proto C.DWORD
+	var atr [C.MAX_ATR_SIZE]C.BYTE
+	atrLen := C.DWORD(len(atr))
+	if r := C.SCardStatus(k.h, &reader[0], &readerLen, &state, &proto, &atr[0], &atrLen); r != C.SCARD_S_SUCCESS {
+		return scard.Error(r)
+	}
+	return nil
+}
+
 // Disconnect ends the connection, leaving, resetting or unpowering the
 // card as d says (SCardDisconnect).
 func (k *Card) Disconnect(d scard.Disposition) error {
