@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -116,7 +117,6 @@ GLOBAL OPTIONS:{{template "visibleFlagTemplate" .}}
 `
 
 // sections renders a doc as the EXAMPLES, PROMPTS and EXIT CODES sections.
-// Text goes into a text/template literally, so braces are escaped.
 func (d doc) sections() string {
 	var b strings.Builder
 	b.WriteString("\nEXAMPLES:\n")
@@ -130,16 +130,34 @@ func (d doc) sections() string {
 		}
 	}
 	b.WriteString("\nEXIT CODES:\n" + exitCodeText + "\n")
-	s := b.String()
-	if !strings.Contains(s, "{{") && !strings.Contains(s, "}}") {
-		return s // nothing to escape, the common case
-	}
-	return templateBraces.Replace(s)
+	return b.String()
 }
 
-// templateBraces escapes text/template's delimiters in literal text. It is
-// built once: newApp runs at every start, with a doc for every command.
-var templateBraces = strings.NewReplacer("{{", `{{"{{"}}`, "}}", `{{"}}"}}`)
+// helpDocs holds the doc of every command and app built, for the help
+// templates' custosSections: the sections are rendered when help is
+// shown, rather than into every command's template at every start
+// (newApp runs at each command, with a doc for every command: ~95 KB
+// built for nothing, most of the app's construction).
+var helpDocs sync.Map // *cli.Command or *cli.App -> doc
+
+// sectionsTemplate ends each help template: the sections of the command
+// or app being shown.
+const sectionsTemplate = "{{custosSections .}}"
+
+func init() {
+	cli.HelpPrinter = func(w io.Writer, templ string, data any) {
+		cli.HelpPrinterCustom(w, templ, data, map[string]any{"custosSections": helpSections})
+	}
+}
+
+// helpSections is the sections of the command or app that help shows
+// (data of urfave/cli's help templates), or nothing for one without a doc.
+func helpSections(data any) string {
+	if d, ok := helpDocs.Load(data); ok {
+		return d.(doc).sections()
+	}
+	return ""
+}
 
 // docs keeps each command's doc for the man page and the prompt table.
 type docs map[*cli.Command]doc
@@ -147,10 +165,11 @@ type docs map[*cli.Command]doc
 // add attaches d to cmd's help and remembers it.
 func (ds docs) add(cmd *cli.Command, d doc) *cli.Command {
 	if len(cmd.Subcommands) > 0 {
-		cmd.CustomHelpTemplate = parentTemplate + d.sections()
+		cmd.CustomHelpTemplate = parentTemplate + sectionsTemplate
 	} else {
-		cmd.CustomHelpTemplate = leafTemplate + d.sections()
+		cmd.CustomHelpTemplate = leafTemplate + sectionsTemplate
 	}
+	helpDocs.Store(cmd, d)
 	ds[cmd] = d
 	return cmd
 }

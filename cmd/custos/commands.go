@@ -78,12 +78,13 @@ func (e *env) app(stdin io.Reader) *cli.App {
 	app.Commands = append(app.Commands, e.genCommands(ds)...)
 	app.Commands = append(app.Commands, e.setCommand(ds))
 
-	app.CustomAppHelpTemplate = appTemplate + doc{examples: []string{
+	app.CustomAppHelpTemplate = appTemplate + sectionsTemplate
+	helpDocs.Store(app, doc{examples: []string{
 		"custos card init --custodian alice",
 		"custos enroll -k 3 -n 5 --custodian alice ... /dev/sda2",
 		"custos recover /dev/sda2",
 		"custos log verify",
-	}}.sections()
+	}})
 
 	setUsageErrors(app.Commands)
 	withInvocation("", app.Commands)
