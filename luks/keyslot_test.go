@@ -8,7 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -514,4 +517,25 @@ func TestAuthSlotOldCryptsetup(t *testing.T) {
 	if runs := c.take(t); !slices.Equal(runs, []string{"luksAddKey", "open", "luksAddKey"}) {
 		t.Fatalf("runs = %q", runs)
 	}
+}
+
+// TestOutputWithoutMemoryFile: where the kernel offers no memory file for
+// cryptsetup's output, it comes through pipes, and reads the same: the
+// keyslot cryptsetup reports created (stdout), and the reason of a
+// refusal (stderr).
+func TestOutputWithoutMemoryFile(t *testing.T) {
+	v := format(t, 2, keyA, 1000)
+	refused := 0
+	memfdCreate = func(string, int) (int, error) { refused++; return -1, syscall.ENOSYS }
+	t.Cleanup(func() { memfdCreate = unix.MemfdCreate })
+	slot, err := addKey(t, v, keyA, keyB, AddOptions{PBKDF: cheap})
+	if err != nil || slot != 1 {
+		t.Fatalf("add keyslot = %d, %v; want keyslot 1", slot, err)
+	}
+	if refused == 0 {
+		t.Fatal("cryptsetup ran without asking for a memory file")
+	}
+	_, err = addKey(t, v, keyC, keyB, AddOptions{PBKDF: cheap})
+	wantErr(t, err, ErrWrongKey)
+	wantSlots(t, v, 0, 1)
 }

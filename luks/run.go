@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // childEnv is the whole environment of every cryptsetup child: C messages
@@ -107,9 +109,10 @@ func (v *Volume) exec(ctx context.Context, r run) ([]byte, error) {
 	cmd.Env = childEnv
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = cancelGrace
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
+	stdout, stderr := newOutput("stdout"), newOutput("stderr")
+	defer stdout.close()
+	defer stderr.close()
+	cmd.Stdout, cmd.Stderr = stdout.w, stderr.w
 
 	readers := make([]*os.File, 0, len(r.inputs))
 	writers := make([]*os.File, 0, len(r.inputs))
@@ -154,7 +157,7 @@ func (v *Volume) exec(ctx context.Context, r run) ([]byte, error) {
 	wg.Wait()
 
 	if waitErr == nil {
-		return stdout.Bytes(), nil
+		return stdout.bytes()
 	}
 	if ctx.Err() != nil {
 		if locked(r.target) {
@@ -171,13 +174,60 @@ func (v *Volume) exec(ctx context.Context, r run) ([]byte, error) {
 	}
 	// With --verbose, cryptsetup reports some failures ("Command failed
 	// with code -2 (no permission or bad passphrase).") on stdout only.
-	msg := sanitize(append(stderr.Bytes(), stdout.Bytes()...), r.inputs)
+	errText, _ := stderr.bytes()
+	outText, _ := stdout.bytes()
+	msg := sanitize(append(errText, outText...), r.inputs)
 	return nil, &CryptsetupError{
 		Op:       r.op,
 		Path:     r.target,
 		ExitCode: code,
 		Stderr:   msg,
 		Err:      classify(code, msg, probeHeader(r.target), r.write, r.target),
+	}
+}
+
+// output is where one of cryptsetup's output streams goes: an anonymous
+// memory file (memfd_create(2)) the child writes to directly and the
+// parent reads once the child has exited, or, where the kernel offers no
+// memory file, a buffer filled through a pipe by a goroutine of os/exec.
+// cryptsetup writes no secret to either stream.
+type output struct {
+	w    io.Writer
+	file *os.File      // the memory file, or nil
+	buf  *bytes.Buffer // the buffer when there is no memory file
+}
+
+// memfdCreate is unix.MemfdCreate; tests take it away.
+var memfdCreate = unix.MemfdCreate
+
+func newOutput(name string) *output {
+	fd, err := memfdCreate("cryptsetup "+name, unix.MFD_CLOEXEC)
+	if err != nil {
+		b := new(bytes.Buffer)
+		return &output{w: b, buf: b}
+	}
+	f := os.NewFile(uintptr(fd), "cryptsetup "+name)
+	return &output{w: f, file: f}
+}
+
+// bytes is what the child wrote, once it has exited.
+func (o *output) bytes() ([]byte, error) {
+	if o.file == nil {
+		return o.buf.Bytes(), nil
+	}
+	if _, err := o.file.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("read cryptsetup's output: %w", err)
+	}
+	b, err := io.ReadAll(o.file)
+	if err != nil {
+		return nil, fmt.Errorf("read cryptsetup's output: %w", err)
+	}
+	return b, nil
+}
+
+func (o *output) close() {
+	if o.file != nil {
+		o.file.Close()
 	}
 }
 
