@@ -263,8 +263,8 @@ func (l *link) within(deadline time.Time, f func() error) error {
 		go func() {
 			defer abandoned.Done()
 			err := <-done
-			if testHookBeforeRelease != nil {
-				testHookBeforeRelease()
+			if hook := testHookBeforeRelease.Load(); hook != nil {
+				(*hook)()
 			}
 			l.release(err)
 		}()
@@ -280,7 +280,7 @@ var abandoned sync.WaitGroup
 
 // testHookBeforeRelease, when set by a test, runs in a given-up call's
 // goroutine once the call has ended, before the link is released.
-var testHookBeforeRelease func()
+var testHookBeforeRelease atomic.Pointer[func()]
 
 // transmit is one exchange over the link. The answer comes back through a
 // channel: a call given up at the deadline must not write into the caller's

@@ -2,13 +2,14 @@ package cards
 
 import (
 	"errors"
-	"github.com/ebfe/scard"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"custos.dev/custos/cards/vcard"
+	"github.com/ebfe/scard"
 )
 
 // hostileTimeout is the per-operation deadline of the hostile-card tests.
@@ -159,8 +160,13 @@ func TestAbandonedLinkSparesNextCard(t *testing.T) {
 	vc, in, c, cu := custodyCard(t, 4000311, vcard.Port0)
 	c.Close()
 	proceed := make(chan struct{})
-	testHookBeforeRelease = func() { <-proceed }
-	t.Cleanup(func() { testHookBeforeRelease = nil })
+	release := sync.OnceFunc(func() { close(proceed) })
+	hold := func() { <-proceed }
+	testHookBeforeRelease.Store(&hold)
+	t.Cleanup(func() {
+		testHookBeforeRelease.Store(nil)
+		release() // a test that failed early must not leave the release waiting
+	})
 
 	c, err := OpenTimeout(in.Reader(), time.Second)
 	if err != nil {
@@ -179,7 +185,7 @@ func TestAbandonedLinkSparesNextCard(t *testing.T) {
 	vc.SetHostile(vcard.Honest)
 	in = insert(t, vc, vcard.Port0)
 	before := vc.Counts().Resets
-	close(proceed)
+	release()
 	waitAbandoned(t)
 	if n := vc.Counts().Resets - before; n != 0 {
 		t.Errorf("the old link's release reset the card put in after it (%d resets)", n)
