@@ -2,19 +2,17 @@ package store
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"custos.dev/custos/internal/realtest"
 )
@@ -37,47 +35,22 @@ func boltOnly(t testing.TB) {
 
 var etcdPrefixes atomic.Int64
 
+// deleteEtcdPrefix removes a test's keys from the cluster when it ends,
+// with etcd's own client (etcd_client_test.go). A build with the tag
+// custos_noetcdclient, made to run fuzz targets, has none.
+var deleteEtcdPrefix func(t testing.TB, eps []string, prefix string)
+
 // etcdTestDSN names a fresh, empty prefix of the test cluster and removes
 // its keys when the test ends.
 func etcdTestDSN(t testing.TB) string {
 	t.Helper()
+	if deleteEtcdPrefix == nil {
+		t.Fatal("built with the tag custos_noetcdclient: no etcd client to clean the cluster up with; run the tests on etcd without it")
+	}
 	eps := realtest.Etcd(t)
 	prefix := fmt.Sprintf("custos-test/%d-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9, etcdPrefixes.Add(1))
 	t.Cleanup(func() { deleteEtcdPrefix(t, eps, prefix) })
 	return EtcdScheme + strings.Join(eps, ",") + "/" + prefix
-}
-
-func etcdClient(t testing.TB, eps []string) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cli
-}
-
-// deleteEtcdPrefix removes the keys under prefix 10,000 at a time: one
-// delete of a 100,000-event log outlasted etcd's request timeout on a
-// busy machine.
-func deleteEtcdPrefix(t testing.TB, eps []string, prefix string) {
-	cli := etcdClient(t, eps)
-	defer cli.Close()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(10_000))
-		if err == nil && len(resp.Kvs) > 0 {
-			last := resp.Kvs[len(resp.Kvs)-1].Key
-			_, err = cli.Delete(ctx, string(resp.Kvs[0].Key), clientv3.WithRange(string(last)+"\x00"))
-		}
-		cancel()
-		if err != nil {
-			t.Errorf("cleanup: delete %s: %v", prefix, err)
-			return
-		}
-		if len(resp.Kvs) == 0 {
-			return
-		}
-	}
 }
 
 // TestSuiteOnEtcd runs every test of the package again with the logs on
@@ -115,43 +88,6 @@ func openEtcdTest(t *testing.T) *Log {
 	return l
 }
 
-// A prefix that holds keys without custos's marker is refused, and left
-// as it was.
-func TestEtcdRefusesForeignPrefix(t *testing.T) {
-	eps := realtest.Etcd(t)
-	dsn := etcdTestDSN(t)
-	_, prefix, _ := ParseEtcd(dsn)
-	cli := etcdClient(t, eps)
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := cli.Put(ctx, prefix+"/config/x", "something else"); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Open(dsn, nil)
-	if !errors.Is(err, ErrNotLog) || !strings.Contains(err.Error(), "written by something else") {
-		t.Fatalf("open a foreign prefix: %v, want ErrNotLog saying so", err)
-	}
-	resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix())
-	if err != nil || len(resp.Kvs) != 1 {
-		t.Fatalf("the foreign prefix changed: %v, %v", resp, err)
-	}
-	// A newer schema is refused too.
-	dsn2 := etcdTestDSN(t)
-	l, err := Open(dsn2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Close()
-	_, prefix2, _ := ParseEtcd(dsn2)
-	if _, err := cli.Put(ctx, prefix2+"/meta/schema", string(encodeVersion(schemaVersion+1))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Open(dsn2, nil); !errors.Is(err, ErrNewerSchema) {
-		t.Fatalf("open a newer schema: %v, want ErrNewerSchema", err)
-	}
-}
-
 // Two logs opened on the same empty prefix at once make one log.
 func TestEtcdCreateRace(t *testing.T) {
 	dsn := etcdTestDSN(t)
@@ -183,56 +119,6 @@ func TestEtcdCreateRace(t *testing.T) {
 	}
 	l, _ := Open(dsn, nil)
 	t.Cleanup(func() { checkConsistent(t, l) })
-}
-
-// Tampering with the keys in etcd behind custos's back is found as on a
-// file: an altered event, a deleted one, an index entry.
-func TestEtcdTamper(t *testing.T) {
-	eps := realtest.Etcd(t)
-	for _, c := range []struct {
-		name   string
-		tamper func(cli *clientv3.Client, prefix string) error
-		want   error
-	}{
-		{"flip a byte of event 5", func(cli *clientv3.Client, p string) error {
-			k := p + "/events/" + string(seqKey(5))
-			resp, err := cli.Get(context.Background(), k)
-			if err != nil {
-				return err
-			}
-			v := append([]byte{}, resp.Kvs[0].Value...)
-			v[len(v)/2] ^= 1
-			_, err = cli.Put(context.Background(), k, string(v))
-			return err
-		}, ErrBrokenChain},
-		{"delete event 3", func(cli *clientv3.Client, p string) error {
-			_, err := cli.Delete(context.Background(), p+"/events/"+string(seqKey(3)))
-			return err
-		}, ErrBrokenChain},
-		{"add a card", func(cli *clientv3.Client, p string) error {
-			_, err := cli.Put(context.Background(), p+"/cards/666", `{"serial":"666"}`)
-			return err
-		}, ErrIndex},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			dsn := etcdTestDSN(t)
-			_, prefix, _ := ParseEtcd(dsn)
-			l, err := open(dsn, nil, testClock())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			fillCeremony(t, l, sampleCeremony("c1", "vol-1", 2, 3))
-			cli := etcdClient(t, eps)
-			defer cli.Close()
-			if err := c.tamper(cli, prefix); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := l.Verify(); !errors.Is(err, c.want) {
-				t.Fatalf("Verify: %v, want %v", err, c.want)
-			}
-		})
-	}
 }
 
 // A log on a cluster nobody answers on fails within the timeout, saying so.
@@ -356,86 +242,43 @@ func TestCopyBothWays(t *testing.T) {
 	}
 }
 
-// A copy to etcd starts each transaction from what the one before
-// committed (etcdChain), without reading the head and the tail back: an
-// appender that writes in between makes the next commit fail on the head,
-// the copy reads the log again, finds it does not follow, and stops,
-// deleting what it wrote; an event altered in between, without the head,
-// is found by the verification that ends the copy.
-func TestEtcdCopySeesOtherWriters(t *testing.T) {
-	realtest.Etcd(t)
-	src, err := open(filepath.Join(t.TempDir(), "src.db"), nil, testClock())
+// The fuzz targets' build (scripts/go.sh's fuzztags) links none of etcd's
+// own Go packages: their coverage counters, copied by the fuzzing engine
+// for every input, made the store's fuzz targets twice as slow.
+func TestFuzzBuildLeavesOutEtcd(t *testing.T) {
+	sh, err := os.ReadFile("../scripts/go.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
-	for i := 0; i < 5; i++ {
-		fillCeremony(t, src, sampleCeremony(fmt.Sprintf("chain-%d", i), fmt.Sprintf("vol-%d", i), 2, 3))
-		if err := fillBatched(src, 400); err != nil {
-			t.Fatal(err)
+	m := regexp.MustCompile(`(?m)^fuzztags=([a-z0-9_,]+)$`).FindSubmatch(sh)
+	if m == nil {
+		t.Fatal("scripts/go.sh sets no fuzztags")
+	}
+	gobin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		if gobin, err = exec.LookPath("go"); err != nil {
+			t.Fatalf("no go command to list the build's packages: %v", err)
 		}
 	}
-	for _, tc := range []struct {
-		name  string
-		write func(t *testing.T, dsn string)
-		want  error
-	}{
-		{"an appender", func(t *testing.T, dsn string) {
-			l, err := Open(dsn, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			if _, err := l.Append(Event{Actor: "intruder", Type: "test.step", Body: []byte(`{}`)}); err != nil {
-				t.Fatal(err)
-			}
-		}, ErrBrokenChain},
-		{"an event altered", func(t *testing.T, dsn string) {
-			eps, prefix, err := ParseEtcd(dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cli := etcdClient(t, eps)
-			defer cli.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			key := prefix + "/" + string(bucketEvents) + "/" + string(seqKey(2))
-			resp, err := cli.Get(ctx, key)
-			if err != nil || len(resp.Kvs) != 1 {
-				t.Fatalf("event 2 on etcd: %v, %v", resp, err)
-			}
-			v := bytes.Clone(resp.Kvs[0].Value)
-			v[len(v)-3] ^= 1
-			if _, err := cli.Put(ctx, key, string(v)); err != nil {
-				t.Fatal(err)
-			}
-		}, ErrBrokenChain},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dsn := etcdTestDSN(t)
-			begun, busy := 0, false
-			failpoint = func(name string) error {
-				if name == fpUpdateBegin && !busy {
-					if begun++; begun == 4 {
-						busy = true
-						tc.write(t, dsn)
-						busy = false
-					}
-				}
-				return nil
-			}
-			defer func() { failpoint = nil }()
-			_, err := Copy(src, dsn, nil)
-			failpoint = nil
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("copy with %s writing in between: %v, want %v", tc.name, err, tc.want)
-			}
-			if begun < 4 {
-				t.Fatalf("the copy began %d transactions, want the other writer to come in before the fourth", begun)
-			}
-			if _, err := Open(dsn, &Options{NoCreate: true}); !errors.Is(err, ErrNotFound) {
-				t.Fatalf("after the failed copy: open %v, want ErrNotFound (nothing left)", err)
-			}
-		})
+	deps := func(tags string) string {
+		cmd := exec.Command(gobin, "list", "-deps", "-test", "-tags="+tags, ".")
+		cmd.Env = append(os.Environ(), "GOFLAGS=")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -tags=%s: %v\n%s", tags, err, out)
+		}
+		return string(out)
+	}
+	full, light := deps(""), deps(string(m[1]))
+	for _, pkg := range []string{"go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/api/v3/etcdserverpb", "google.golang.org/grpc"} {
+		if !strings.Contains(full, "\n"+pkg+"\n") {
+			t.Fatalf("the store's tests do not link %s: the check would pass on anything", pkg)
+		}
+		if strings.Contains(light, "\n"+pkg+"\n") {
+			t.Errorf("the store's tests built with -tags=%s link %s", m[1], pkg)
+		}
+	}
+	if !strings.Contains(light, "\ngo.etcd.io/bbolt\n") {
+		t.Fatalf("go list -tags=%s lists no bbolt: the check would pass on anything:\n%s", m[1], light)
 	}
 }

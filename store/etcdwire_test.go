@@ -1,3 +1,5 @@
+//go:build !custos_noetcdclient
+
 package store
 
 import (
