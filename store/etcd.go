@@ -368,13 +368,6 @@ func (kv *etcdKV) get(bucket, key []byte) ([]byte, error) {
 	return v, nil
 }
 
-// pageSize is how many keys a scan asks for at once; pages of larger
-// values hold fewer keys (scanPage), so a page stays near pageBytes.
-const (
-	pageSize  = 1000
-	pageBytes = 4 << 20
-)
-
 func (kv *etcdKV) scan(bucket, from, to []byte, fn func(k, v []byte) error) error {
 	return kv.scanDir(bucket, from, to, false, fn)
 }
@@ -383,6 +376,8 @@ func (kv *etcdKV) scanDesc(bucket, from, to []byte, fn func(k, v []byte) error) 
 	return kv.scanDir(bucket, from, to, true, fn)
 }
 
+// scanDir reads the keys of bucket in [from, to) at the transaction's
+// revision, in pages within windows (etcdScan).
 func (kv *etcdKV) scanDir(bucket, from, to []byte, desc bool, fn func(k, v []byte) error) error {
 	if len(kv.writes) > 0 {
 		return errors.New("store: scan after a write in an etcd transaction")
@@ -392,47 +387,19 @@ func (kv *etcdKV) scanDir(bucket, from, to []byte, desc bool, fn func(k, v []byt
 	if to != nil {
 		end = kv.b.key(bucket, to)
 	}
-	strip := len(kv.b.key(bucket, nil))
-	// Small first pages: most scans in a transaction stop after a key or
-	// two (the tail check); a long one grows to pageSize at once.
-	limit := int64(16)
-	for start < end {
-		ctx, cancel := kv.b.ctx()
-		r := &etcdRangeRequest{Key: []byte(start), RangeEnd: []byte(end), Revision: kv.rev, Limit: limit}
-		if desc {
-			r.Descend = true
-		}
-		resp, err := kv.b.cli.rangeKeys(ctx, r)
-		cancel()
-		if err != nil {
-			return kv.b.wrap(err)
-		}
-		size := 0
-		for _, e := range resp.Kvs {
-			size += len(e.Value)
-			if err := fn(e.Key[strip:], e.Value); err != nil {
-				if err == errStop {
-					return nil
-				}
-				return err
-			}
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return nil
-		}
-		last := string(resp.Kvs[len(resp.Kvs)-1].Key)
-		if desc {
-			end = last
-		} else {
-			start = last + "\x00"
-		}
-		// Aim the next page at pageBytes.
-		limit = min(pageSize, limit*8)
-		if avg := size / len(resp.Kvs); avg > 0 {
-			limit = min(limit, int64(max(16, pageBytes/avg)))
-		}
+	return etcdScan(kv.b.key(bucket, nil), start, end, desc, kv.fetch, fn)
+}
+
+// fetch reads one page of a scan at the transaction's revision.
+func (kv *etcdKV) fetch(r *etcdRangeRequest) (*etcdRangeResponse, error) {
+	r.Revision = kv.rev
+	ctx, cancel := kv.b.ctx()
+	defer cancel()
+	resp, err := kv.b.cli.rangeKeys(ctx, r)
+	if err != nil {
+		return nil, kv.b.wrap(err)
 	}
-	return nil
+	return resp, nil
 }
 
 func (kv *etcdKV) hasBucket([]byte) bool { return true }
