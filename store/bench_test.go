@@ -190,13 +190,13 @@ func BenchmarkVerifyEtcd100k(b *testing.B) {
 	dsn := EtcdScheme + strings.Join(eps, ",") + "/custos-bench/steps-100000"
 	l, err := Open(dsn, &Options{NoCreate: true})
 	if errors.Is(err, ErrNotFound) {
-		src, err := Open(stepsLog(b, 100_000), nil)
-		if err != nil {
-			b.Fatal(err)
+		src, serr := Open(stepsLog(b, 100_000), nil)
+		if serr != nil {
+			b.Fatal(serr)
 		}
 		start := time.Now()
-		if _, err := Copy(src, dsn, nil); err != nil {
-			b.Fatal(err)
+		if _, serr := Copy(src, dsn, nil); serr != nil {
+			b.Fatal(serr)
 		}
 		src.Close()
 		b.Logf("copied 100,000 events to etcd in %v", time.Since(start).Round(time.Second))
