@@ -254,12 +254,7 @@ func TestFuzzBuildLeavesOutEtcd(t *testing.T) {
 	if m == nil {
 		t.Fatal("scripts/go.sh sets no fuzztags")
 	}
-	gobin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		if gobin, err = exec.LookPath("go"); err != nil {
-			t.Fatalf("no go command to list the build's packages: %v", err)
-		}
-	}
+	gobin := realtest.GoCommand(t)
 	deps := func(tags string) string {
 		cmd := exec.Command(gobin, "list", "-deps", "-test", "-tags="+tags, ".")
 		cmd.Env = append(os.Environ(), "GOFLAGS=")

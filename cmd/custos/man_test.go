@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"custos.dev/custos/internal/realtest"
 )
 
 func TestManPage(t *testing.T) {
@@ -76,12 +78,7 @@ func TestBuildLeavesOutMarkdown(t *testing.T) {
 	if m == nil {
 		t.Fatal("scripts/go.sh sets no -tags in GOFLAGS")
 	}
-	gobin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		if gobin, err = exec.LookPath("go"); err != nil {
-			t.Fatalf("no go command to list the build's packages: %v", err)
-		}
-	}
+	gobin := realtest.GoCommand(t)
 	cmd := exec.Command(gobin, "list", "-deps", string(m[1]), ".")
 	cmd.Env = append(os.Environ(), "GOFLAGS=")
 	out, err := cmd.CombinedOutput()

@@ -19,6 +19,7 @@ package realtest
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -44,6 +45,20 @@ func Binary(t testing.TB, name string) string {
 		Missing(t, "%s not found in PATH", name)
 	}
 	return p
+}
+
+// GoCommand returns the path of the go command, for a test that checks
+// what a build links: GOROOT's (go test sets it), else the one in PATH; or
+// it ends the test through Missing.
+func GoCommand(t testing.TB) string {
+	t.Helper()
+	if root := os.Getenv("GOROOT"); root != "" {
+		p := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return Binary(t, "go")
 }
 
 // PCSCDSocket is where pcsc-lite's daemon listens on Debian.
