@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"math/big"
 )
 
@@ -55,8 +56,12 @@ func etcdScan(prefix, start, end string, desc bool, fetch func(*etcdRangeRequest
 				hi = k
 			}
 		}
-		resp, err := fetch(&etcdRangeRequest{Key: []byte(lo), RangeEnd: []byte(hi), Limit: limit, Descend: desc})
+		r := &etcdRangeRequest{Key: []byte(lo), RangeEnd: []byte(hi), Limit: limit, Descend: desc}
+		resp, err := fetch(r)
 		if err != nil {
+			return err
+		}
+		if err := checkPage(r, resp, strip); err != nil {
 			return err
 		}
 		size := 0
@@ -113,6 +118,28 @@ func etcdScan(prefix, start, end string, desc bool, fetch func(*etcdRangeRequest
 			span.Mul(span, big.NewInt(growth))
 		}
 		limit = next
+	}
+	return nil
+}
+
+// checkPage refuses a reply that is not an answer to r: more keys than
+// its limit, a key outside [Key, RangeEnd) or of another bucket, or one
+// not after the key before it in the order asked. The scan goes on from
+// the page's last key; a forged one could send it back or on forever.
+func checkPage(r *etcdRangeRequest, resp *etcdRangeResponse, strip int) error {
+	if int64(len(resp.Kvs)) > r.Limit {
+		return fmt.Errorf("store: etcd answered a range request with %d keys, over its limit of %d", len(resp.Kvs), r.Limit)
+	}
+	prev := ""
+	for i, e := range resp.Kvs {
+		k := string(e.Key)
+		if k < string(r.Key) || k >= string(r.RangeEnd) || len(k) < strip {
+			return fmt.Errorf("store: etcd answered a range request with key %q, outside the range asked for", k)
+		}
+		if i > 0 && (!r.Descend && k <= prev || r.Descend && k >= prev) {
+			return fmt.Errorf("store: etcd answered a range request with key %q out of order", k)
+		}
+		prev = k
 	}
 	return nil
 }

@@ -232,6 +232,59 @@ func TestEtcdScanStops(t *testing.T) {
 	}
 }
 
+// A reply that does not answer the request (a forged or broken member's)
+// ends the scan with an error: a key before the page or past its range,
+// keys out of order or repeated, more than the limit. Going on from such
+// a page's last key could send the scan back, or on forever.
+func TestEtcdScanRefusesStrayReplies(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		forge  func(r *etcdRangeRequest, resp *etcdRangeResponse)
+		errSub string
+	}{
+		{"a key before the range", func(r *etcdRangeRequest, resp *etcdRangeResponse) {
+			resp.Kvs[len(resp.Kvs)-1].Key = []byte(scanPrefix + "\x00")
+		}, "outside the range"},
+		{"a key past the range", func(r *etcdRangeRequest, resp *etcdRangeResponse) {
+			resp.Kvs[len(resp.Kvs)-1].Key = []byte("log/events0")
+		}, "outside the range"},
+		{"a key of another bucket", func(r *etcdRangeRequest, resp *etcdRangeResponse) {
+			resp.Kvs[0].Key = []byte("log/events")
+		}, "outside the range"},
+		{"keys out of order", func(r *etcdRangeRequest, resp *etcdRangeResponse) {
+			resp.Kvs[0], resp.Kvs[1] = resp.Kvs[1], resp.Kvs[0]
+		}, "out of order"},
+		{"a key twice", func(r *etcdRangeRequest, resp *etcdRangeResponse) {
+			resp.Kvs[1] = resp.Kvs[0]
+		}, "out of order"},
+		{"more keys than asked for", func(r *etcdRangeRequest, resp *etcdRangeResponse) {
+			resp.Kvs = append(resp.Kvs, resp.Kvs[len(resp.Kvs)-1])
+		}, "over its limit"},
+	} {
+		for _, desc := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s desc=%v", c.name, desc), func(t *testing.T) {
+				s := newRangeServer(seqNames(1, 5000))
+				pages := 0
+				fetch := func(r *etcdRangeRequest) (*etcdRangeResponse, error) {
+					resp, err := s.fetch(r)
+					if pages++; pages == 3 && err == nil && len(resp.Kvs) > 1 {
+						c.forge(r, resp)
+					}
+					return resp, err
+				}
+				read := 0
+				err := etcdScan(scanPrefix, scanPrefix, "log/events0", desc, fetch, func(name, _ []byte) error {
+					read++
+					return nil
+				})
+				if err == nil || !strings.Contains(err.Error(), c.errSub) {
+					t.Fatalf("after %d pages and %d keys: %v, want an error saying %q", pages, read, err, c.errSub)
+				}
+			})
+		}
+	}
+}
+
 func firstDifference(a, b []string) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
