@@ -15,6 +15,6 @@ func main() {
 // mainExit is main without os.Exit, registered with testscript.
 func mainExit() int {
 	tune()
-	startupNotes = lockdown()
+	startupNotes = append(lockdown(), timerSlackNote())
 	return run(newApp(os.Stdin, os.Stdout, os.Stderr), os.Args)
 }

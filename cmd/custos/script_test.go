@@ -75,6 +75,41 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "unlocked:", err)
 			os.Exit(1)
 		},
+		// slack NS runs its arguments with a timer slack of NS
+		// nanoseconds, which they inherit through exec.
+		"slack": func() {
+			if len(os.Args) < 3 {
+				fmt.Fprintln(os.Stderr, "usage: slack NS PROGRAM ARGS...")
+				os.Exit(2)
+			}
+			ns, err := strconv.ParseUint(os.Args[1], 10, 64)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "slack:", err)
+				os.Exit(2)
+			}
+			runtime.LockOSThread()
+			if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(ns), 0, 0, 0); err != nil {
+				fmt.Fprintln(os.Stderr, "slack: prctl PR_SET_TIMERSLACK:", err)
+				os.Exit(1)
+			}
+			prog, err := exec.LookPath(os.Args[2])
+			if err == nil {
+				err = unix.Exec(prog, os.Args[2:], os.Environ())
+			}
+			fmt.Fprintln(os.Stderr, "slack:", err)
+			os.Exit(1)
+		},
+		// timerslack prints the timer slack of the thread it runs on, in
+		// nanoseconds.
+		"timerslack": func() {
+			ns, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "timerslack:", err)
+				os.Exit(1)
+			}
+			fmt.Println(ns)
+			os.Exit(0)
+		},
 	})
 }
 

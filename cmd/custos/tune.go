@@ -19,6 +19,19 @@ import (
 //     once and sleeps. custos has no work for a second processor: the
 //     PBKDF runs in cryptsetup. (recover k = 3: about 4 ms of processor
 //     time less, scripts/bench.)
+//   - A timer slack of 1 ms instead of the kernel's 50 µs (prctl
+//     PR_SET_TIMERSLACK, set in timerslack.go before the runtime starts;
+//     a process started with more keeps its own). With one P the monitor
+//     thread still wakes every 20 µs while the goroutine is in a C call,
+//     to take the P back: each APDU and each of pcscd's round trips is
+//     one, so during a card's exchange it woke about every 70 µs, and
+//     each wake-up cost processor time of its own and of the thread it
+//     handed the P to. With the slack the kernel lets those sleeps run
+//     on up to 1 ms. (recover k = 3: about 2 ms of processor time less,
+//     14 % of custos's own.) Every timer of custos's own is 25 ms or
+//     more; any may now fire up to 1 ms late. Waiting for a card or a
+//     child does not depend on a timer. cryptsetup inherits the slack,
+//     and on the paths custos runs it sleeps on no timer.
 //   - A collection once the heap has grown to five times what survived
 //     the last one (GOGC=400) instead of twice: a command's heap is a few
 //     megabytes, and the one collection a recover used to run cost about
