@@ -106,3 +106,23 @@ func BenchmarkParseShareCert(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerifyAttestation verifies a recorded attestation of a virtual
+// card (the chain custos logs), against the virtual CA as the caller's
+// roots, as status and enroll do for every card.
+func BenchmarkVerifyAttestation(b *testing.B) {
+	lock(b)
+	_, _, c, cu := custodyCard(b, 4000601, vcard.Port0)
+	roots := virtualCA(b).Pool()
+	a, err := c.Attest(cu.Slot, roots)
+	if err != nil {
+		b.Fatalf("Attest: %v", err)
+	}
+	chain := append(append([]byte(nil), a.Cert.Raw...), a.Intermediate.Raw...)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := VerifyAttestation(chain, roots); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
