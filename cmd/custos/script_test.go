@@ -68,12 +68,7 @@ func TestMain(m *testing.M) {
 				fmt.Fprintln(os.Stderr, "usage: unlocked PROGRAM ARGS...")
 				os.Exit(2)
 			}
-			prog, err := exec.LookPath(os.Args[1])
-			if err == nil {
-				err = unix.Exec(prog, os.Args[1:], os.Environ())
-			}
-			fmt.Fprintln(os.Stderr, "unlocked:", err)
-			os.Exit(1)
+			execArgs("unlocked", os.Args[1:])
 		},
 		// slack NS runs its arguments with a timer slack of NS
 		// nanoseconds, which they inherit through exec.
@@ -92,12 +87,7 @@ func TestMain(m *testing.M) {
 				fmt.Fprintln(os.Stderr, "slack: prctl PR_SET_TIMERSLACK:", err)
 				os.Exit(1)
 			}
-			prog, err := exec.LookPath(os.Args[2])
-			if err == nil {
-				err = unix.Exec(prog, os.Args[2:], os.Environ())
-			}
-			fmt.Fprintln(os.Stderr, "slack:", err)
-			os.Exit(1)
+			execArgs("slack", os.Args[2:])
 		},
 		// timerslack prints the timer slack of the thread it runs on, in
 		// nanoseconds.
@@ -111,6 +101,18 @@ func TestMain(m *testing.M) {
 			os.Exit(0)
 		},
 	})
+}
+
+// execArgs runs args[0], looked up in PATH, with args in place of the
+// helper command called name (exec). If that fails it says why, as name,
+// and exits with status 1.
+func execArgs(name string, args []string) {
+	prog, err := exec.LookPath(args[0])
+	if err == nil {
+		err = unix.Exec(prog, args, os.Environ())
+	}
+	fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+	os.Exit(1)
 }
 
 // TestScripts runs the command-line scripts in testdata/script. Besides
